@@ -1,0 +1,130 @@
+"""ClientApp: what a hospital's SuperNode runs each round (train and evaluate handlers).
+
+A reply carries only the model's parameters (``arrays``) and allow-listed scalar metrics
+(``common.keys``). Images, labels, file names and DICOM tags stay inside this process.
+The site's privacy accountant history lives in the node's ``context.state`` so epsilon
+accumulates across rounds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
+from torch.utils.data import TensorDataset
+
+from client.evaluate import evaluate_model
+from client.site import locate_site
+from client.train import train_locally
+from common import keys
+from common.config import MedfedConfig
+from common.data.preprocess import normalise
+from common.data.sites import SiteData, load_site
+from common.models import build_model
+from common.params import arrays_to_model, model_to_arrays
+from common.privacy import HistoryEntry
+
+LOG = logging.getLogger("medfed.client")
+PRIVACY_STATE_KEY = "privacy-history"
+
+
+def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
+    """A ClientApp with medfed's handlers; ``mods`` wrap every message (e.g. capture)."""
+    app = ClientApp(mods=list(mods))
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return Message(content=handle_train(msg.content, context), reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return Message(content=handle_evaluate(msg.content, context), reply_to=msg)
+
+    return app
+
+
+app = build_client_app()
+
+
+def _prepare(content: RecordDict, context: Context) -> tuple[MedfedConfig, int, SiteData]:
+    settings = dict(content[keys.CONFIG])
+    server_round = int(settings.pop("server-round", 0))
+    config = MedfedConfig.from_flat(settings)
+    if config.train.threads > 0:
+        torch.set_num_threads(config.train.threads)
+    site = locate_site(context.node_config, config)
+    data = load_site(site.path, config.data, site.site_id)
+    for skipped in data.skipped:
+        LOG.warning("site '%s': skipped %s: %s", site.site_id, skipped.path.name, skipped.reason)
+    torch.manual_seed(hash((config.run.seed, site.site_index, server_round)) % 2**31)
+    return config, site.site_index, data
+
+
+def handle_train(content: RecordDict, context: Context) -> RecordDict:
+    """Train the received global model locally (DP-SGD when enabled) and reply."""
+    config, site_index, data = _prepare(content, context)
+    model = build_model(config.model, data.in_channels)
+    arrays_to_model(content[keys.ARRAYS], model)
+    result = train_locally(
+        model,
+        TensorDataset(normalise(data.train_x), data.train_y),
+        config.train,
+        config.privacy,
+        planned_epochs=config.federation.num_rounds * config.train.local_epochs,
+        history=_load_history(context.state),
+    )
+    metrics: dict[str, float | int] = {
+        keys.NUM_EXAMPLES: result.num_examples,
+        keys.SITE_INDEX: site_index,
+        keys.TRAIN_LOSS: result.train_loss,
+    }
+    if result.epsilon is not None:
+        _store_history(context.state, result.history)
+        metrics[keys.EPSILON] = result.epsilon
+        metrics[keys.DELTA] = config.privacy.delta
+        metrics[keys.NOISE_MULTIPLIER] = result.noise_multiplier
+        metrics[keys.SAMPLE_RATE] = result.sample_rate
+    return RecordDict({keys.ARRAYS: model_to_arrays(model), keys.METRICS: MetricRecord(metrics)})
+
+
+def handle_evaluate(content: RecordDict, context: Context) -> RecordDict:
+    """Evaluate the received global model on this site's held-out split and reply."""
+    config, site_index, data = _prepare(content, context)
+    model = build_model(config.model, data.in_channels)
+    arrays_to_model(content[keys.ARRAYS], model)
+    result = evaluate_model(model, data.test_x, data.test_y)
+    metrics = MetricRecord(
+        {
+            keys.NUM_EXAMPLES: result.num_examples,
+            keys.SITE_INDEX: site_index,
+            keys.EVAL_LOSS: result.loss,
+            keys.EVAL_ACC: result.accuracy,
+            keys.EVAL_AUC: result.auc,
+            keys.TRUE_POS: result.tp,
+            keys.FALSE_POS: result.fp,
+            keys.TRUE_NEG: result.tn,
+            keys.FALSE_NEG: result.fn,
+        }
+    )
+    return RecordDict({keys.METRICS: metrics})
+
+
+def _load_history(state: RecordDict) -> list[HistoryEntry]:
+    if PRIVACY_STATE_KEY not in state:
+        return []
+    record = state[PRIVACY_STATE_KEY]
+    return list(zip(record["noise"], record["rate"], record["steps"], strict=True))  # type: ignore[arg-type]
+
+
+def _store_history(state: RecordDict, history: Sequence[HistoryEntry]) -> None:
+    state[PRIVACY_STATE_KEY] = ConfigRecord(
+        {
+            "noise": [float(n) for n, _, _ in history],
+            "rate": [float(q) for _, q, _ in history],
+            "steps": [int(s) for _, _, s in history],
+        }
+    )

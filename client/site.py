@@ -1,0 +1,51 @@
+"""Which data folder this SuperNode trains on, from its node config.
+
+A hospital's SuperNode names its folder with ``--node-config 'data-path="/data/export"
+site-id="hospital-a"'``. A simulated node without a data path trains on its synthetic
+hospital (``partition-id`` picks which), generated on first use into the synthetic cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import keys
+from common.config import MedfedConfig
+from common.data.synthetic import ensure_synthetic_site, site_name
+from common.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SiteLocation:
+    """A site's identity and the folder holding its images."""
+
+    site_id: str
+    site_index: int
+    path: Path
+
+
+def locate_site(node_config: Mapping[str, object], config: MedfedConfig) -> SiteLocation:
+    """Resolve the site folder, generating the synthetic hospital when none is configured."""
+    index = int(node_config.get(keys.NODE_PARTITION_ID, 0))  # type: ignore[call-overload]
+    data_path = node_config.get(keys.NODE_DATA_PATH)
+    if data_path:
+        path = Path(str(data_path)).expanduser()
+        site_id = str(node_config.get(keys.NODE_SITE_ID) or path.name)
+        return SiteLocation(site_id, index, path)
+    if keys.NODE_PARTITION_ID not in node_config:
+        raise ConfigError(
+            "node config has neither 'data-path' nor 'partition-id': "
+            "start the SuperNode with --node-config 'data-path=\"/path/to/site\"'"
+        )
+    data = config.data
+    path = ensure_synthetic_site(
+        Path(data.synthetic_root),
+        index,
+        seed=config.run.seed,
+        num_images=data.synthetic_images_per_site,
+        image_size=data.synthetic_image_size,
+        test_fraction=data.test_fraction,
+    )
+    return SiteLocation(site_name(index), index, path)

@@ -1,0 +1,165 @@
+"""Typed run configuration, built once from Flower's run-config or CLI flags.
+
+Flower flattens ``[tool.flwr.app.config]`` tables into dotted keys (``privacy.target-epsilon``).
+``MedfedConfig.from_flat`` turns such a mapping into frozen dataclasses and rejects unknown
+keys and badly typed values with a one-line ``ConfigError``; ``to_flat`` goes back, so the
+server can ship the same settings to the sites inside a ``ConfigRecord``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from common.errors import ConfigError
+
+Scalar = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How a site's images are read and preprocessed."""
+
+    image_size: int = 64
+    channels: int = 1
+    strict: bool = False
+    test_fraction: float = 0.25
+    synthetic_root: str = "~/.cache/medfed/synthetic"
+    synthetic_images_per_site: int = 320
+    synthetic_image_size: int = 128
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network to train."""
+
+    name: str = "small-cnn"
+    num_classes: int = 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training at each site."""
+
+    local_epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Record-level DP-SGD at each site (Opacus)."""
+
+    enabled: bool = True
+    target_epsilon: float = 8.0
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    accountant: str = "prv"
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Rounds and site sampling on the server."""
+
+    num_rounds: int = 3
+    num_sites: int = 3
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    min_sites: int = 2
+    round_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and under which name a run is recorded."""
+
+    name: str = "demo"
+    runs_dir: str = "runs"
+    run_dir: str = ""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MedfedConfig:
+    """The whole configuration of one federated run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any]) -> MedfedConfig:
+        """Build a config from dotted kebab-case keys; unknown keys are an error."""
+        sections: dict[str, dict[str, Any]] = {f.name: {} for f in dataclasses.fields(cls)}
+        for key, value in flat.items():
+            section, _, name = key.partition(".")
+            if section not in sections or not name:
+                raise ConfigError(f"unknown config key '{key}'")
+            sections[section][name.replace("-", "_")] = (key, value)
+        built = {
+            f.name: _build_section(f.default_factory, sections[f.name])  # type: ignore[misc]
+            for f in dataclasses.fields(cls)
+        }
+        return cls(**built)
+
+    def to_flat(self) -> dict[str, Scalar]:
+        """Dotted kebab-case keys, the inverse of :meth:`from_flat`."""
+        flat: dict[str, Scalar] = {}
+        for section in dataclasses.fields(self):
+            values = dataclasses.asdict(getattr(self, section.name))
+            for name, value in values.items():
+                flat[f"{section.name}.{name.replace('_', '-')}"] = value
+        return flat
+
+    def replace(self, **overrides: Scalar) -> MedfedConfig:
+        """A copy with some dotted keys changed, e.g. ``replace(**{"run.name": "x"})``."""
+        flat = self.to_flat()
+        flat.update(overrides)
+        return MedfedConfig.from_flat(flat)
+
+
+T = TypeVar("T")
+
+
+def _build_section(section_type: type[T], values: dict[str, tuple[str, Any]]) -> T:
+    known = {f.name: f for f in dataclasses.fields(section_type)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for name, (key, value) in values.items():
+        if name not in known:
+            raise ConfigError(f"unknown config key '{key}'")
+        default = getattr(section_type(), name)
+        kwargs[name] = _coerce(key, value, type(default))
+    return section_type(**kwargs)
+
+
+def _coerce(key: str, value: Any, target: type) -> Scalar:
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "false"}:
+            return value.lower() == "true"
+    elif target is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif target is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif target is str:
+        return str(value)
+    raise ConfigError(f"config key '{key}' expects {target.__name__}, got {value!r}")

@@ -1,0 +1,49 @@
+"""Operator-facing console output: a rich progress bar over rounds and one line per round."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from server.recorder import RoundRecord
+
+
+def round_line(record: RoundRecord, num_rounds: int) -> str:
+    """One line: round, loss, accuracy, ROC-AUC, max epsilon, participating sites."""
+    eps = "off" if record.epsilon_max is None else f"{record.epsilon_max:.2f}"
+    return (
+        f"round {record.round}/{num_rounds}  loss {record.loss:.4f}  acc {record.accuracy:.3f}"
+        f"  auc {record.auc:.3f}  eps(max) {eps}  sites {len(record.train_sites)}"
+        f" [{', '.join(record.train_sites)}]"
+    )
+
+
+class RoundProgress:
+    """Context manager showing a progress bar and printing each finished round."""
+
+    def __init__(self, num_rounds: int, console: Console | None = None) -> None:
+        self.num_rounds = num_rounds
+        self.console = console or Console()
+        self._progress = Progress(
+            TextColumn("[bold]federated rounds"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._task = self._progress.add_task("rounds", total=num_rounds)
+
+    def __enter__(self) -> RoundProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def on_round(self, record: RoundRecord) -> None:
+        """Print the round line and advance the bar."""
+        self._progress.console.print(
+            round_line(record, self.num_rounds), highlight=False, markup=False
+        )
+        self._progress.advance(self._task)

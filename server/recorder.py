@@ -1,0 +1,145 @@
+"""Per-round bookkeeping on the server, plugged into Flower's strategy as functions.
+
+Flower's ``FedAvg`` accepts ``train_metrics_aggr_fn`` / ``evaluate_metrics_aggr_fn`` and calls
+``evaluate_fn(round, arrays)`` once a round is complete. ``RoundRecorder`` provides all three:
+it keeps each site's reply metrics, aggregates them (epsilon as a *maximum*, never a weighted
+mean; accuracy from summed confusion counts) and hands a finished ``RoundRecord`` to a
+listener (run directory, console) at the end of every round.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
+
+from common import keys
+from common.data.synthetic import site_name
+from common.metrics import BinaryMetrics, pool
+
+
+@dataclass
+class RoundRecord:
+    """Everything the server learned in one round (scalars only)."""
+
+    round: int
+    train_sites: list[str]
+    eval_sites: list[str]
+    train_loss: float
+    loss: float
+    accuracy: float
+    auc: float
+    epsilon_max: float | None
+    epsilon: dict[str, float]
+    site_auc: dict[str, float]
+    site_accuracy: dict[str, float]
+    elapsed_s: float
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-safe dict (NaN becomes null)."""
+
+        def clean(value: object) -> object:
+            if isinstance(value, float) and math.isnan(value):
+                return None
+            if isinstance(value, dict):
+                return {k: clean(v) for k, v in value.items()}
+            return value
+
+        return {name: clean(value) for name, value in self.__dict__.items()}
+
+
+RoundListener = Callable[[RoundRecord, ArrayRecord], None]
+
+
+def _metrics_of(reply: RecordDict) -> MetricRecord:
+    return next(iter(reply.metric_records.values()))
+
+
+def _site_of(metrics: MetricRecord) -> str:
+    return site_name(int(metrics[keys.SITE_INDEX]))  # type: ignore[arg-type]
+
+
+@dataclass
+class RoundRecorder:
+    """Collects one round's replies and emits a ``RoundRecord`` when the round ends."""
+
+    listener: RoundListener
+    _train: dict[str, MetricRecord] = field(default_factory=dict)
+    _eval: dict[str, BinaryMetrics] = field(default_factory=dict)
+    _started: float = field(default_factory=time.monotonic)
+
+    def aggregate_train(self, replies: list[RecordDict], weight_key: str) -> MetricRecord:
+        """Flower ``train_metrics_aggr_fn``: weighted loss, summed examples, max epsilon."""
+        self._train = {_site_of(m): m for m in map(_metrics_of, replies)}
+        total = sum(int(m[weight_key]) for m in self._train.values())  # type: ignore[arg-type]
+        loss = sum(
+            float(m[keys.TRAIN_LOSS]) * int(m[weight_key])  # type: ignore[arg-type]
+            for m in self._train.values()
+        ) / max(total, 1)
+        aggregated: dict[str, float | int] = {weight_key: total, keys.TRAIN_LOSS: loss}
+        epsilons = self._epsilons()
+        if epsilons:
+            aggregated[keys.EPSILON] = max(epsilons.values())
+        return MetricRecord(aggregated)
+
+    def aggregate_evaluate(self, replies: list[RecordDict], weight_key: str) -> MetricRecord:
+        """Flower ``evaluate_metrics_aggr_fn``: pooled loss, accuracy and AUC."""
+        self._eval = {}
+        for metrics in map(_metrics_of, replies):
+            self._eval[_site_of(metrics)] = BinaryMetrics(
+                num_examples=int(metrics[weight_key]),  # type: ignore[arg-type]
+                loss=float(metrics[keys.EVAL_LOSS]),  # type: ignore[arg-type]
+                accuracy=float(metrics[keys.EVAL_ACC]),  # type: ignore[arg-type]
+                auc=float(metrics[keys.EVAL_AUC]),  # type: ignore[arg-type]
+                tp=int(metrics[keys.TRUE_POS]),  # type: ignore[arg-type]
+                fp=int(metrics[keys.FALSE_POS]),  # type: ignore[arg-type]
+                tn=int(metrics[keys.TRUE_NEG]),  # type: ignore[arg-type]
+                fn=int(metrics[keys.FALSE_NEG]),  # type: ignore[arg-type]
+            )
+        pooled = pool(list(self._eval.values()))
+        return MetricRecord(
+            {
+                weight_key: pooled.num_examples,
+                keys.EVAL_LOSS: pooled.loss,
+                keys.EVAL_ACC: pooled.accuracy,
+                keys.EVAL_AUC: pooled.auc,
+            }
+        )
+
+    def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Flower ``evaluate_fn``: called after each round (and once before round 1)."""
+        if server_round == 0:
+            self._started = time.monotonic()
+            return None
+        pooled = pool(list(self._eval.values()))
+        epsilons = self._epsilons()
+        record = RoundRecord(
+            round=server_round,
+            train_sites=sorted(self._train),
+            eval_sites=sorted(self._eval),
+            train_loss=float(
+                sum(float(m[keys.TRAIN_LOSS]) for m in self._train.values())  # type: ignore[arg-type]
+                / max(len(self._train), 1)
+            ),
+            loss=pooled.loss,
+            accuracy=pooled.accuracy,
+            auc=pooled.auc,
+            epsilon_max=max(epsilons.values()) if epsilons else None,
+            epsilon=epsilons,
+            site_auc={site: m.auc for site, m in sorted(self._eval.items())},
+            site_accuracy={site: m.accuracy for site, m in sorted(self._eval.items())},
+            elapsed_s=time.monotonic() - self._started,
+        )
+        self.listener(record, arrays)
+        self._train, self._eval = {}, {}
+        return None
+
+    def _epsilons(self) -> dict[str, float]:
+        return {
+            site: float(m[keys.EPSILON])  # type: ignore[arg-type]
+            for site, m in sorted(self._train.items())
+            if keys.EPSILON in m
+        }

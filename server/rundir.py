@@ -1,0 +1,97 @@
+"""The run directory: what a federated run leaves behind, written so a crash loses nothing.
+
+``config.json`` at the start; after every round one line appended to ``metrics.jsonl``
+(flushed and fsynced) and ``model.pt`` replaced atomically; ``report.html`` at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import flwr
+import torch
+from flwr.app import ArrayRecord
+
+from common.config import MedfedConfig
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+MODEL_FILE = "model.pt"
+REPORT_FILE = "report.html"
+
+
+def new_run_dir(runs_dir: Path, name: str) -> Path:
+    """A fresh ``runs/<timestamp>-<name>/`` path (not yet created)."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate = runs_dir / f"{stamp}-{name}"
+    suffix = 1
+    while candidate.exists():
+        suffix += 1
+        candidate = runs_dir / f"{stamp}-{name}-{suffix}"
+    return candidate
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    """Writer for one run's directory."""
+
+    path: Path
+
+    @classmethod
+    def create(cls, config: MedfedConfig) -> RunDirectory:
+        """Create the directory named by the config (or a fresh timestamped one)."""
+        run = config.run
+        path = Path(run.run_dir) if run.run_dir else new_run_dir(Path(run.runs_dir), run.name)
+        path.mkdir(parents=True, exist_ok=True)
+        directory = cls(path.resolve())
+        directory.write_json(
+            CONFIG_FILE,
+            {
+                "config": config.to_flat(),
+                "created": dt.datetime.now().isoformat(timespec="seconds"),
+                "flwr_version": flwr.__version__,
+                "torch_version": torch.__version__,
+            },
+        )
+        return directory
+
+    def write_json(self, name: str, payload: object) -> None:
+        """Atomically write a JSON file inside the run directory."""
+        self._atomic_write(name, json.dumps(payload, indent=2).encode())
+
+    def append_metrics(self, line: dict[str, object]) -> None:
+        """Append one JSON line to ``metrics.jsonl`` and make it durable."""
+        with open(self.path / METRICS_FILE, "a") as handle:
+            handle.write(json.dumps(line) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read_metrics(self) -> list[dict[str, object]]:
+        """All round records written so far."""
+        file = self.path / METRICS_FILE
+        if not file.exists():
+            return []
+        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+    def save_model(self, arrays: ArrayRecord, config: MedfedConfig, server_round: int) -> None:
+        """Atomically replace ``model.pt`` with the current global model."""
+        payload = {
+            "state_dict": arrays.to_torch_state_dict(),
+            "model": config.model.name,
+            "num_classes": config.model.num_classes,
+            "in_channels": config.data.channels,
+            "image_size": config.data.image_size,
+            "round": server_round,
+        }
+        tmp = self.path / f".{MODEL_FILE}.tmp"
+        torch.save(payload, tmp)
+        os.replace(tmp, self.path / MODEL_FILE)
+
+    def _atomic_write(self, name: str, data: bytes) -> None:
+        tmp = self.path / f".{name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, self.path / name)
