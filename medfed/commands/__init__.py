@@ -1,0 +1,1 @@
+"""One module per ``medfed`` subcommand; each exposes ``register(subparsers)``."""
