@@ -43,3 +43,16 @@ def test_bad_keys_and_values_raise_one_line_errors(flat: dict, fragment: str) ->
 
     assert fragment in str(excinfo.value)
     assert "\n" not in str(excinfo.value)
+
+
+def test_pyproject_run_config_lists_every_key_with_its_default() -> None:
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    run_config = pyproject["tool"]["flwr"]["app"]["config"]
+
+    expected = MedfedConfig().to_flat()
+    assert set(run_config) == set(expected)
+    differing = {k for k in expected if run_config[k] != expected[k]}
+    assert differing == {"run.name"}  # only the run's label differs from the CLI demo
