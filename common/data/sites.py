@@ -40,7 +40,7 @@ def load_site(
 ) -> SiteData:
     """Read, check and preprocess every labelled image of a site folder (or ``.npz``)."""
     root = Path(root)
-    npz = find_npz(root) if not _has_dicom_layout(root) else None
+    npz = find_npz(root) if not has_dicom_layout(root) else None
     if npz is not None:
         return load_npz_site(npz, config, site_id)
     return site_data(ingest_site(root, config, site_id, console=console, on_file=on_file))
@@ -73,7 +73,8 @@ def site_data(ingest: SiteIngest) -> SiteData:
     )
 
 
-def _has_dicom_layout(root: Path) -> bool:
+def has_dicom_layout(root: Path) -> bool:
+    """True if ``root`` is a folder with labels.csv or subfolders (a DICOM site layout)."""
     return root.is_dir() and (
         (root / LABELS_FILE).exists()
         or any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir())
