@@ -71,7 +71,7 @@ def test_every_real_file_decodes_with_verified_statistics(
     assert info.frames == frames
     assert image.shape == shape
     assert image.dtype == np.float32
-    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert image.min() >= 0.0 and image.max() <= 1.0
     assert image.mean() == pytest.approx(mean, abs=0.005)
     assert float(np.median(image)) == pytest.approx(median, abs=0.005)
 
@@ -187,4 +187,4 @@ def test_the_whole_sample_folder_loads_as_a_site_in_rgb(tmp_path: Path) -> None:
     assert data.train_x.shape == (15, 3, 48, 48)  # 14 files + 1 three-slice series
     assert data.skipped == []
     assert data.train_x.dtype == torch.float32
-    assert 0.0 <= float(data.train_x.min()) and float(data.train_x.max()) <= 1.0
+    assert float(data.train_x.min()) >= 0.0 and float(data.train_x.max()) <= 1.0

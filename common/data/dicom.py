@@ -16,6 +16,10 @@ Problems are raised as ``DicomReadError`` whose ``str()`` is a short, PHI-free r
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +60,20 @@ _VIEW_KEYWORDS = (
     "VOILUTSequence",
 )
 _FUNCTIONAL_SEQUENCES = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's warnings and log records (they can quote tag values, i.e. PHI)."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 class DicomReadError(Exception):

@@ -8,7 +8,6 @@ Decoding shows a rich progress bar on the given console (nothing is drawn for ca
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from rich.progress import (
 
 from common.config import DataConfig
 from common.data.cache import TensorCache, config_key, site_cache_dir
-from common.data.dicom import DicomInfo, DicomReadError, describe, open_dicom
+from common.data.dicom import DicomInfo, DicomReadError, describe, open_dicom, quiet_pydicom
 from common.data.manifest import SPLITS, LabelledFile, SkippedFile, read_manifest
 from common.data.preprocess import RESIZE_MODES
 from common.data.volumes import FRAME_MODES, Geometry, Member, Sample, group_samples, sample_tensors
@@ -105,9 +104,7 @@ def ingest_site(
     for problem in manifest.skipped:
         skip(problem.path, problem.reason)
     cache = open_cache(root, config, site_id)
-    with warnings.catch_warnings():
-        # pydicom warns about non-conformant values, sometimes quoting them: keep PHI out of logs
-        warnings.simplefilter("ignore")
+    with quiet_pydicom():  # its warnings can quote tag values: keep PHI out of logs
         opened, members = _read_headers(manifest.entries, cache, root, skip)
         samples, series_problems = group_samples(members, root, config.test_fraction)
         for problem in series_problems:
