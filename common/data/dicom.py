@@ -281,14 +281,17 @@ def _grayscale_to_unit(pixels: np.ndarray, view: Dataset) -> np.ndarray:
     values = apply_modality_lut(pixels, view)
     window = _voi_window(values, view)
     if window is None:
-        values = values.astype(np.float64)
         low, high = _percentile_window(values)
     else:
         values, low, high = window
-    scaled = np.clip((values - low) / max(high - low, 1e-6), 0.0, 1.0)
+    # in place, in float32: this is the hot loop of a first ingest
+    scaled = values.astype(np.float32)  # always a copy: ``pixels`` may be a read-only view
+    scaled -= np.float32(low)
+    scaled *= np.float32(1.0 / max(high - low, 1e-6))
+    np.clip(scaled, 0.0, 1.0, out=scaled)
     if view.get("PhotometricInterpretation") == "MONOCHROME1":
-        scaled = 1.0 - scaled
-    return scaled.astype(np.float32)
+        np.subtract(np.float32(1.0), scaled, out=scaled)
+    return scaled
 
 
 def _voi_window(values: np.ndarray, view: Dataset) -> tuple[np.ndarray, float, float] | None:
@@ -309,7 +312,7 @@ def _voi_window(values: np.ndarray, view: Dataset) -> tuple[np.ndarray, float, f
         low, high = (float(v) for v in _range(apply_voi_lut(probe, view)))
         if high <= low:
             return None
-        return apply_voi_lut(values, view).astype(np.float64), low, high
+        return apply_voi_lut(values, view), low, high
     except (ValueError, TypeError, AttributeError, IndexError, NotImplementedError):
         return None  # malformed VOI attributes: fall back to percentile windowing
 
@@ -325,7 +328,7 @@ def _range(values: np.ndarray) -> tuple[float, float]:
 def _percentile_window(values: np.ndarray) -> tuple[float, float]:
     flat = values.reshape(-1)
     step = max(1, flat.size // PERCENTILE_SAMPLE)
-    low, high = np.percentile(flat[::step], [LOW_PERCENTILE, HIGH_PERCENTILE])
+    low, high = np.percentile(flat[::step].astype(np.float32), [LOW_PERCENTILE, HIGH_PERCENTILE])
     if high <= low:  # (nearly) constant image: use its full range
         low, high = float(flat.min()), float(flat.max())
     return float(low), float(high)
