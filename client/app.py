@@ -15,7 +15,6 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
-from rich.console import Console
 from torch.utils.data import TensorDataset
 
 from client.evaluate import evaluate_model
@@ -45,7 +44,7 @@ def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
     The app owns a ``SiteStore``: a site folder is read once per client process, not per round.
     """
     app = ClientApp(mods=list(mods))
-    sites = SiteStore(console=Console(stderr=True), on_load=_log_skipped)
+    sites = SiteStore(progress=True, on_load=_log_skipped)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

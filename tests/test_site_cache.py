@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from pathlib import Path
 
+import cloudpickle
 import pytest
 import torch
 from flwr.app import ConfigRecord, Context, RecordDict
 from messy_site import build_messy_site
 from shared_data import dicom_file
 
-from client.app import handle_evaluate
+from client.app import build_client_app, handle_evaluate
 from common import keys
 from common.config import DataConfig, MedfedConfig
 from common.data.ingest import ingest_site
@@ -126,3 +128,14 @@ def test_client_handlers_reuse_the_loaded_site_across_rounds(site: Path) -> None
         assert reply[keys.METRICS][keys.NUM_EXAMPLES] > 0
 
     assert store.loads == 1
+
+
+def test_the_client_app_and_its_site_store_pickle_for_simulation_workers(site: Path) -> None:
+    store = SiteStore(progress=True)
+    store.get(site, CONFIG, "hospital-a")
+
+    copy = pickle.loads(pickle.dumps(store))
+    app = cloudpickle.loads(cloudpickle.dumps(build_client_app()))
+
+    assert copy.loads == 0 and copy.get(site, CONFIG, "hospital-a").site_id == "hospital-a"
+    assert app is not None

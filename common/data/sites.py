@@ -91,21 +91,27 @@ class SiteStore:
     ``get`` loads a site on first use (through the on-disk cache) and returns the same
     ``SiteData`` afterwards; at most ``capacity`` sites are kept in memory. ``on_load`` is
     called once per actual load (e.g. to log the skipped files once, not every round).
+    ``progress`` draws a rich progress bar on stderr while decoding. The store pickles
+    empty (Flower's simulation ships the ClientApp, and so this store, to each worker).
     """
 
     def __init__(
         self,
         capacity: int = 2,
-        console: Console | None = None,
+        *,
+        progress: bool = False,
         on_load: Callable[[SiteData], None] | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
-        self.console = console
+        self.progress = progress
         self.on_load = on_load
         self.loads = 0
         self._sites: OrderedDict[tuple[str, str, DataConfig], SiteData] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "loads": 0, "_sites": OrderedDict()}
 
     def get(self, root: Path, config: DataConfig, site_id: str) -> SiteData:
         """The site's data, loading it only the first time (or after it was evicted)."""
@@ -113,7 +119,8 @@ class SiteStore:
         if key in self._sites:
             self._sites.move_to_end(key)
             return self._sites[key]
-        data = load_site(Path(root), config, site_id, console=self.console)
+        console = Console(stderr=True) if self.progress else None
+        data = load_site(Path(root), config, site_id, console=console)
         self.loads += 1
         if self.on_load is not None:
             self.on_load(data)
