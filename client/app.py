@@ -18,15 +18,16 @@ from flwr.clientapp.typing import Mod
 from torch.utils.data import TensorDataset
 
 from client.evaluate import evaluate_model
-from client.site import locate_site
+from client.site import load_site_data
 from client.train import train_locally
 from common import keys
 from common.config import MedfedConfig
 from common.data.preprocess import normalise
-from common.data.sites import SiteData, load_site
+from common.data.sites import SiteData
 from common.models import build_model
 from common.params import arrays_to_model, model_to_arrays
 from common.privacy import HistoryEntry
+from simulations.sites import PartitionedPool
 
 LOG = logging.getLogger("medfed.client")
 PRIVACY_STATE_KEY = "privacy-history"
@@ -35,14 +36,15 @@ PRIVACY_STATE_KEY = "privacy-history"
 def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
     """A ClientApp with medfed's handlers; ``mods`` wrap every message (e.g. capture)."""
     app = ClientApp(mods=list(mods))
+    pool = PartitionedPool()  # simulated sites only; filled on first use, one per process
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return Message(content=handle_train(msg.content, context), reply_to=msg)
+        return Message(content=handle_train(msg.content, context, pool), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        return Message(content=handle_evaluate(msg.content, context), reply_to=msg)
+        return Message(content=handle_evaluate(msg.content, context, pool), reply_to=msg)
 
     return app
 
@@ -50,23 +52,33 @@ def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
 app = build_client_app()
 
 
-def _prepare(content: RecordDict, context: Context) -> tuple[MedfedConfig, int, SiteData]:
+def _settings(content: RecordDict) -> tuple[MedfedConfig, int, float]:
+    """The run config, round number and FedProx mu from a train / evaluate ConfigRecord."""
     settings = dict(content[keys.CONFIG])
-    server_round = int(settings.pop("server-round", 0))
-    config = MedfedConfig.from_flat(settings)
+    server_round = int(settings.pop(keys.SERVER_ROUND, 0))  # type: ignore[call-overload]
+    proximal_mu = float(settings.pop(keys.PROXIMAL_MU, 0.0))  # type: ignore[arg-type]
+    return MedfedConfig.from_flat(settings), server_round, proximal_mu
+
+
+def _prepare(
+    content: RecordDict, context: Context, pool: PartitionedPool
+) -> tuple[MedfedConfig, int, SiteData]:
+    config, server_round, _ = _settings(content)
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
-    site = locate_site(context.node_config, config)
-    data = load_site(site.path, config.data, site.site_id)
+    site_index, data = load_site_data(context.node_config, config, pool)
     for skipped in data.skipped:
-        LOG.warning("site '%s': skipped %s: %s", site.site_id, skipped.path.name, skipped.reason)
-    torch.manual_seed(hash((config.run.seed, site.site_index, server_round)) % 2**31)
-    return config, site.site_index, data
+        LOG.warning("site '%s': skipped %s: %s", data.site_id, skipped.path.name, skipped.reason)
+    torch.manual_seed(hash((config.run.seed, site_index, server_round)) % 2**31)
+    return config, site_index, data
 
 
-def handle_train(content: RecordDict, context: Context) -> RecordDict:
+def handle_train(
+    content: RecordDict, context: Context, pool: PartitionedPool | None = None
+) -> RecordDict:
     """Train the received global model locally (DP-SGD when enabled) and reply."""
-    config, site_index, data = _prepare(content, context)
+    config, site_index, data = _prepare(content, context, pool or PartitionedPool())
+    proximal_mu = _settings(content)[2]
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
     result = train_locally(
@@ -76,6 +88,7 @@ def handle_train(content: RecordDict, context: Context) -> RecordDict:
         config.privacy,
         planned_epochs=config.federation.num_rounds * config.train.local_epochs,
         history=_load_history(context.state),
+        proximal_mu=proximal_mu,
     )
     metrics: dict[str, float | int] = {
         keys.NUM_EXAMPLES: result.num_examples,
@@ -91,9 +104,11 @@ def handle_train(content: RecordDict, context: Context) -> RecordDict:
     return RecordDict({keys.ARRAYS: model_to_arrays(model), keys.METRICS: MetricRecord(metrics)})
 
 
-def handle_evaluate(content: RecordDict, context: Context) -> RecordDict:
+def handle_evaluate(
+    content: RecordDict, context: Context, pool: PartitionedPool | None = None
+) -> RecordDict:
     """Evaluate the received global model on this site's held-out split and reply."""
-    config, site_index, data = _prepare(content, context)
+    config, site_index, data = _prepare(content, context, pool or PartitionedPool())
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
     result = evaluate_model(model, data.test_x, data.test_y)
