@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result, Strategy
 
@@ -134,7 +134,8 @@ class GuardedStrategy(Strategy):
 
         result: tuple[ArrayRecord | None, MetricRecord | None] = (None, None)
         if len(accepted) >= self.min_replies:
-            result = self.inner.aggregate_train(true_round, [m for _, m in accepted])
+            arrays, metrics = self.inner.aggregate_train(true_round, [m for _, m in accepted])
+            result = (self._keep_dtypes(arrays), metrics)
         else:
             participation.aggregated = False
             LOG.warning(
@@ -187,6 +188,24 @@ class GuardedStrategy(Strategy):
             train_config=train_config,
             evaluate_config=evaluate_config,
             evaluate_fn=shifted_evaluate if evaluate_fn is not None else None,
+        )
+
+    def _keep_dtypes(self, arrays: ArrayRecord | None) -> ArrayRecord | None:
+        """Cast the aggregate back to the global model's dtypes.
+
+        Flower's FedAdam / FedYogi return float64 arrays for a float32 model (a float64
+        step size under NumPy 2 promotion); the sites would then be sent float64 weights and
+        reply float32, so every update would fail the dtype check from round 2 on.
+        """
+        if arrays is None:
+            return None
+        return ArrayRecord(
+            {
+                name: Array(np.asarray(array.numpy(), dtype=self._reference[name].dtype))
+                if name in self._reference and array.dtype != str(self._reference[name].dtype)
+                else array
+                for name, array in arrays.items()
+            }
         )
 
     def _site_of_node(self, node: int) -> str:
