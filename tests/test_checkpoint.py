@@ -32,7 +32,10 @@ def _checkpoint(server_round: int) -> Checkpoint:
         },
         config_hash="abc",
         strategy_state={"m_t/classifier.bias": rng.normal(size=2)},
-        metrics=[{"round": r, "auc": 0.5 + r / 10, "train_sites": ["hospital-a"]} for r in range(1, server_round + 1)],
+        metrics=[
+            {"round": r, "auc": 0.5 + r / 10, "train_sites": ["hospital-a"]}
+            for r in range(1, server_round + 1)
+        ],
     )
 
 
@@ -97,9 +100,11 @@ def test_open_run_resumes_from_the_checkpoint_and_refuses_other_settings(tmp_pat
     assert reopened.path == run_dir.path and checkpoint is not None and checkpoint.round == 2
     assert [line["round"] for line in reopened.read_metrics()] == [1, 2]
     assert (reopened.path / METRICS_FILE).read_text().count("\n") == 2
-    with pytest.raises(ConfigError, match=r"cannot resume: settings differ .*privacy.target-epsilon"):
+    with pytest.raises(
+        ConfigError, match=r"cannot resume: settings differ .*privacy.target-epsilon"
+    ):
         check_resume(resumed.replace(**{"privacy.target-epsilon": 2.0}))
-    with pytest.raises(ConfigError, match="run.resume needs run.run-dir"):
+    with pytest.raises(ConfigError, match=r"run\.resume needs run\.run-dir"):
         check_resume(MedfedConfig().replace(**{"run.resume": True}))
     with pytest.raises(ConfigError, match="is not a medfed run directory"):
         RunDirectory.open_existing(tmp_path)

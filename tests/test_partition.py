@@ -23,7 +23,10 @@ def _skew(shards: list[np.ndarray], labels: np.ndarray) -> float:
     overall = np.bincount(labels, minlength=3) / len(labels)
     return float(
         np.mean(
-            [0.5 * np.abs(np.bincount(labels[s], minlength=3) / len(s) - overall).sum() for s in shards]
+            [
+                0.5 * np.abs(np.bincount(labels[s], minlength=3) / len(s) - overall).sum()
+                for s in shards
+            ]
         )
     )
 
@@ -64,11 +67,11 @@ def test_quantity_skew_follows_a_power_law_with_iid_labels() -> None:
 
 
 def test_bad_partition_settings_are_one_line_errors() -> None:
-    with pytest.raises(ConfigError, match="unknown partition.kind 'zipf'"):
+    with pytest.raises(ConfigError, match=r"unknown partition\.kind 'zipf'"):
         partition(LABELS, 5, PartitionConfig(kind="zipf"))
     with pytest.raises(ConfigError, match="cannot give 500 sites"):
         partition(LABELS, 500, PartitionConfig(kind="iid", min_size=10))
-    with pytest.raises(ConfigError, match="raise partition.alpha"):
+    with pytest.raises(ConfigError, match=r"raise partition\.alpha"):
         partition(LABELS, 50, PartitionConfig(kind="dirichlet", alpha=0.01, min_size=30))
 
 
@@ -126,7 +129,7 @@ def test_partitioned_pool_builds_only_the_requested_site(tmp_path: Path) -> None
     assert data.train_y.tolist() == labels[splits[2].train].tolist()
     assert data.site_id == "hospital-c" and tuple(data.train_x.shape[1:]) == (1, 8, 8)
     assert len(data.test_y) == len(splits[2].test)
-    with pytest.raises(ConfigError, match="partition-id 4 is outside 0..3"):
+    with pytest.raises(ConfigError, match=r"partition-id 4 is outside 0\.\.3"):
         PartitionedPool().site_data(config, 4)
 
 

@@ -81,7 +81,8 @@ def test_large_mu_keeps_the_local_model_near_the_global_one() -> None:
                 proximal_mu=mu,
             )
             distances[dp, mu] = sum(
-                float((p.detach() - s).norm() ** 2) for p, s in zip(model.parameters(), start, strict=True)
+                float((p.detach() - s).norm() ** 2)
+                for p, s in zip(model.parameters(), start, strict=True)
             )
     assert distances[False, 5.0] < 0.5 * distances[False, 0.0]
     assert distances[True, 5.0] < 0.5 * distances[True, 0.0]

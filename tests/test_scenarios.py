@@ -21,7 +21,9 @@ def test_the_four_shipped_scenarios_load_and_describe_themselves() -> None:
         config = scenario.config()
         assert scenario.description and config.run.name == scenario.name
         if config.partition.pool:
-            assert Path(config.partition.pool).is_absolute() and Path(config.partition.pool).is_file()
+            assert (
+                Path(config.partition.pool).is_absolute() and Path(config.partition.pool).is_file()
+            )
 
 
 @pytest.mark.parametrize(
@@ -42,14 +44,18 @@ def test_partitioned_scenarios_partition_the_real_pool(name, sites, kind, dropou
 
 
 def test_overrides_win_over_the_scenario() -> None:
-    config = load_scenario("demo").config({"federation.num-rounds": 7, "strategy.name": "fedmedian"})
+    config = load_scenario("demo").config(
+        {"federation.num-rounds": 7, "strategy.name": "fedmedian"}
+    )
     assert (config.federation.num_rounds, config.strategy.name) == (7, "fedmedian")
 
 
 def test_bad_scenario_file_is_a_one_line_error_naming_it(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\n[federation]\nnum-hospitals = 3\n')
-    with pytest.raises(ConfigError, match=r"scenario .*bad.toml: unknown config key 'federation.num-hospitals'"):
+    with pytest.raises(
+        ConfigError, match=r"scenario .*bad.toml: unknown config key 'federation.num-hospitals'"
+    ):
         load_scenario(str(bad))
     with pytest.raises(ConfigError, match="no scenario 'nope'"):
         load_scenario("nope")

@@ -90,7 +90,9 @@ def test_factory_builds_flowers_own_strategy_with_medfed_hooks(name: str, flower
 
 def test_factory_passes_settings_and_rejects_bad_ones() -> None:
     recorder = RoundRecorder(listener=Captured())
-    prox = build_strategy(_config(**{"strategy.name": "fedprox", "strategy.proximal-mu": 0.3}), recorder)
+    prox = build_strategy(
+        _config(**{"strategy.name": "fedprox", "strategy.proximal-mu": 0.3}), recorder
+    )
     assert prox.inner.proximal_mu == 0.3
     multi = build_strategy(_config(**{"strategy.name": "multikrum"}), recorder)
     assert (multi.inner.num_malicious_nodes, multi.inner.num_nodes_to_select) == (1, 4)
@@ -119,7 +121,7 @@ def test_round_goes_on_without_failed_silent_and_rejected_sites() -> None:
         reply(train_content(_arrays(0.3, 4), 4, num_examples=300), 15),
     ]
     # Execute
-    arrays, metrics = strategy.aggregate_train(1, replies)
+    arrays, _ = strategy.aggregate_train(1, replies)
     recorder.end_round(1, arrays)
     # Assert: FedAvg of d and e only (weights 100 : 300)
     expected = 0.25 * _arrays(0.1, 3)["w"].numpy() + 0.75 * _arrays(0.3, 4)["w"].numpy()
@@ -154,7 +156,9 @@ def test_failed_site_is_named_once_it_has_been_seen() -> None:
     strategy = build_strategy(_config(), recorder)
     grid = FakeGrid(NODES[:3])
     list(strategy.configure_train(1, _global(), ConfigRecord({}), grid))
-    strategy.aggregate_train(1, [reply(train_content(_arrays(0.1, s), s), NODES[s]) for s in range(3)])
+    strategy.aggregate_train(
+        1, [reply(train_content(_arrays(0.1, s), s), NODES[s]) for s in range(3)]
+    )
     recorder.end_round(1, _global())
     list(strategy.configure_train(2, _global(), ConfigRecord({}), grid))
     replies = [reply(train_content(_arrays(0.1, s), s), NODES[s], 2) for s in (0, 2)]
@@ -199,7 +203,9 @@ def test_optimiser_state_survives_a_checkpoint_round_trip(name: str) -> None:
     def run_round(strategy, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
         list(strategy.configure_train(server_round, arrays, ConfigRecord({}), FakeGrid(NODES)))
         replies = [
-            reply(train_content(_arrays(0.05 * server_round * (s + 1), s), s), NODES[s], server_round)
+            reply(
+                train_content(_arrays(0.05 * server_round * (s + 1), s), s), NODES[s], server_round
+            )
             for s in range(5)
         ]
         new, _ = strategy.aggregate_train(server_round, replies)

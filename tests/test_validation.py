@@ -87,7 +87,12 @@ def test_bad_update_from_one_site_is_rejected_with_its_reason(bad, reason: str) 
     verdict = validate_round(_round(bad), GLOBAL, POLICY)
     assert list(verdict.rejected) == ["hospital-c"]
     assert re.search(reason, verdict.rejected["hospital-c"]), verdict.rejected["hospital-c"]
-    assert [c.site for c in verdict.accepted] == ["hospital-a", "hospital-b", "hospital-d", "hospital-e"]
+    assert [c.site for c in verdict.accepted] == [
+        "hospital-a",
+        "hospital-b",
+        "hospital-d",
+        "hospital-e",
+    ]
 
 
 @pytest.mark.parametrize(
