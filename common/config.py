@@ -71,6 +71,7 @@ class FederationConfig:
     fraction_evaluate: float = 1.0
     min_sites: int = 2
     round_timeout: float = 600.0
+    min_available: int = 0  # connected sites to wait for before sampling (0 = min-sites)
 
 
 @dataclass(frozen=True)

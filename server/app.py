@@ -157,8 +157,11 @@ def print_summary(summary: RunSummary, config: MedfedConfig, console: Console) -
     table.add_column("AUC", justify="right")
     table.add_column("accuracy", justify="right")
     table.add_column(f"ε (δ={config.privacy.delta:g})", justify="right")
+    latest_epsilon: dict[str, float] = {}
+    for record in summary.rounds:  # a site sampled out of the last round spent ε earlier
+        latest_epsilon.update(record.epsilon)
     for site, auc in final.site_auc.items():
-        eps = final.epsilon.get(site)
+        eps = latest_epsilon.get(site)
         table.add_row(
             site,
             f"{auc:.3f}",

@@ -59,6 +59,18 @@ def _site_index(message: Message) -> int | None:
     return int(value) if float(value).is_integer() and value >= 0 else None
 
 
+def short_reason(reason: str, limit: int = 200) -> str:
+    """The informative last line of an error text (Ray wraps client errors in tracebacks)."""
+    lines = [line.strip() for line in reason.strip().splitlines() if line.strip()]
+    if not lines:
+        return "unknown error"
+    last = lines[-1]
+    if "Message: " in last:
+        last = last.split("Message: ", 1)[1]
+    last = last.rstrip("'>").strip()
+    return last if len(last) <= limit else last[: limit - 3] + "..."
+
+
 class GuardedStrategy(Strategy):
     """Validate, count and order replies around a wrapped Flower strategy."""
 
@@ -106,7 +118,7 @@ class GuardedStrategy(Strategy):
         for message in replies:
             node = message.metadata.src_node_id
             if message.has_error():
-                participation.failed[self._site_of_node(node)] = message.error.reason
+                participation.failed[self._site_of_node(node)] = short_reason(message.error.reason)
                 continue
             index = _site_index(message)
             site = site_name(index) if index is not None else f"node {node}"

@@ -101,7 +101,7 @@ def build_strategy(config: MedfedConfig, recorder: RoundRecorder) -> GuardedStra
         "fraction_evaluate": federation.fraction_evaluate,
         "min_train_nodes": federation.min_sites,
         "min_evaluate_nodes": federation.min_sites,
-        "min_available_nodes": federation.min_sites,
+        "min_available_nodes": max(federation.min_sites, federation.min_available),
         "train_metrics_aggr_fn": recorder.aggregate_train,
         "evaluate_metrics_aggr_fn": recorder.aggregate_evaluate,
     }

@@ -22,6 +22,7 @@ from flwr.serverapp.strategy import (
 
 from common.config import MedfedConfig
 from common.errors import ConfigError
+from server.guarded import short_reason
 from server.recorder import RoundRecord, RoundRecorder
 from server.strategies import (
     STRATEGY_REGISTRY,
@@ -29,6 +30,7 @@ from server.strategies import (
     load_strategy_state,
     strategy_state,
 )
+from simulations.dropout import drops_out
 
 __all__ = ["task_identity"]  # the fixture, imported for pytest
 
@@ -227,3 +229,32 @@ def test_optimiser_state_survives_a_checkpoint_round_trip(name: str) -> None:
         np.testing.assert_array_equal(restored[key].numpy(), expected[key].numpy())
         assert expected[key].dtype == "float32"  # FedAdam's float64 output is cast back
     assert any(not np.array_equal(forgetful[k].numpy(), expected[k].numpy()) for k in GLOBAL)
+
+
+def test_failure_reasons_are_cut_to_their_informative_line() -> None:
+    ray_text = (
+        "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'ray::ClientAppActor.run()\n"
+        '  File "x.py", line 65, in run\n    raise ClientAppException(str(ex)) from ex\n'
+        "Exception ClientAppException occurred. Message: simulated failure of site 3 in round 2'>"
+    )
+    assert short_reason(ray_text) == "simulated failure of site 3 in round 2"
+    assert short_reason("") == "unknown error"
+    assert len(short_reason("x" * 1000)) == 200
+
+
+def test_simulation_waits_for_every_site_before_sampling() -> None:
+    recorder = RoundRecorder(listener=Captured())
+    config = _config(**{"federation.min-available": 5})
+    assert build_strategy(config, recorder).inner.min_available_nodes == 5
+    assert build_strategy(_config(), recorder).inner.min_available_nodes == 2
+
+
+def test_dropouts_are_deterministic_and_near_the_configured_rate() -> None:
+    draws = [
+        drops_out(0.2, 0, site, server_round)
+        for site in range(100)
+        for server_round in range(1, 21)
+    ]
+    assert draws == [drops_out(0.2, 0, s, r) for s in range(100) for r in range(1, 21)]
+    assert 0.17 < sum(draws) / len(draws) < 0.23
+    assert not any(drops_out(0.0, 0, site, 1) for site in range(100))
