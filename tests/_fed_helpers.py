@@ -14,7 +14,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from common import keys
 from simulations.scenario import DEFAULT_DATA_ROOT
 
-DATA_ROOT = Path(os.environ.get("MEDFED_DATA_ROOT", str(DEFAULT_DATA_ROOT)))
+# ../shared/data beside the repository, or MEDFED_SHARED_DATA (as in tests/shared_data.py)
+DATA_ROOT = Path(os.environ.get("MEDFED_SHARED_DATA", str(DEFAULT_DATA_ROOT)))
 PNEUMONIA = DATA_ROOT / "medmnist" / "pneumoniamnist.npz"
 
 

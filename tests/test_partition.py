@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _fed_helpers import PNEUMONIA, write_pool
 
 from common.config import MedfedConfig, PartitionConfig
 from common.errors import ConfigError
@@ -14,6 +13,7 @@ from simulations.partition import class_table, partition, split_site
 from simulations.pool import read_labels
 from simulations.shift import AcquisitionStyle, apply_style, site_style
 from simulations.sites import PartitionedPool, site_splits
+from tests._fed_helpers import PNEUMONIA, write_pool
 
 LABELS = np.random.default_rng(5).choice([0, 1, 2], size=2000, p=[0.5, 0.3, 0.2])
 

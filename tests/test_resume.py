@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _fed_helpers import PNEUMONIA
 
 from server.checkpoint import CHECKPOINT_DIR, load_latest
+from tests._fed_helpers import PNEUMONIA
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

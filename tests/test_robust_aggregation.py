@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _fed_helpers import FakeGrid, reply, task_identity, train_content
 from flwr.app import Array, ArrayRecord, ConfigRecord
 
 from common.config import MedfedConfig
 from server.recorder import RoundRecorder
 from server.strategies import build_strategy
 from simulations.faults import corrupt
+from tests._fed_helpers import FakeGrid, reply, task_identity, train_content
 
 __all__ = ["task_identity"]
 

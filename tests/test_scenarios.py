@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _fed_helpers import DATA_ROOT
 
 from common.errors import ConfigError
 from medfed.cli import main
 from simulations.scenario import available_scenarios, load_scenario
 from simulations.sites import site_splits
+from tests._fed_helpers import DATA_ROOT
 
 
 def test_the_four_shipped_scenarios_load_and_describe_themselves() -> None:

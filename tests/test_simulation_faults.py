@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
-from _fed_helpers import PNEUMONIA
 from rich.console import Console
 
 from common.config import MedfedConfig
 from server.rundir import METRICS_FILE
 from simulations.faults import corrupt_updates_mod, fail_site_mod
 from simulations.runner import run_simulated_federation
+from tests._fed_helpers import PNEUMONIA
 
 pytestmark = pytest.mark.slow
 

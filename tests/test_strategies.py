@@ -6,7 +6,6 @@ import random
 
 import numpy as np
 import pytest
-from _fed_helpers import FakeGrid, error_reply, reply, task_identity, train_content
 from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import (
     FedAdam,
@@ -31,6 +30,7 @@ from server.strategies import (
     strategy_state,
 )
 from simulations.dropout import drops_out
+from tests._fed_helpers import FakeGrid, error_reply, reply, task_identity, train_content
 
 __all__ = ["task_identity"]  # the fixture, imported for pytest
 

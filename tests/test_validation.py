@@ -6,12 +6,12 @@ import re
 
 import numpy as np
 import pytest
-from _fed_helpers import train_content
 from flwr.app import Array, ArrayRecord
 
 from common import keys
 from common.config import ValidationConfig
 from server.validation import Candidate, validate_round
+from tests._fed_helpers import train_content
 
 RNG = np.random.default_rng(0)
 GLOBAL = {
