@@ -97,15 +97,15 @@ class PeakPss(threading.Thread):
     def __init__(self, root: int, interval: float = 0.25) -> None:
         super().__init__(daemon=True)
         self.root, self.interval, self.peak = root, interval, 0.0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             self.peak = max(self.peak, pss_mib(tree_pids(self.root)))
-            self._stop.wait(self.interval)
+            self._done.wait(self.interval)
 
     def stop(self) -> float:
-        self._stop.set()
+        self._done.set()
         self.join()
         return self.peak
 

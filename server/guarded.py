@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
+from flwr.serverapp.exception import AggregationError, InconsistentMessageReplies
 from flwr.serverapp.strategy import FedAvg, Result, Strategy
 
 from common import keys
@@ -122,7 +123,9 @@ class GuardedStrategy(Strategy):
                 continue
             index = _site_index(message)
             site = site_name(index) if index is not None else f"node {node}"
-            if index is not None:
+            if any(c.site == site for c, _ in good):  # two nodes claim one site: keep both apart
+                site = f"{site} (node {node})"
+            elif index is not None:
                 self._node_sites[node] = site
             good.append((Candidate(site, message.content), message))
         replied = {message.metadata.src_node_id for message in replies}
@@ -139,17 +142,12 @@ class GuardedStrategy(Strategy):
         participation.accepted_metrics = {
             c.site: next(iter(c.content.metric_records.values())) for c, _ in accepted
         }
+        participation.aggregated = len(accepted) >= self.min_replies
         for site, reason in participation.rejected.items():
             LOG.warning("round %d: rejected update from %s: %s", true_round, site, reason)
         for site, reason in participation.failed.items():
             LOG.warning("round %d: %s did not take part: %s", true_round, site, reason)
-
-        result: tuple[ArrayRecord | None, MetricRecord | None] = (None, None)
-        if len(accepted) >= self.min_replies:
-            arrays, metrics = self.inner.aggregate_train(true_round, [m for _, m in accepted])
-            result = (self._keep_dtypes(arrays), metrics)
-        else:
-            participation.aggregated = False
+        if not participation.aggregated:
             LOG.warning(
                 "round %d: only %d valid update(s), %d needed: global model kept",
                 true_round,
@@ -158,7 +156,15 @@ class GuardedStrategy(Strategy):
             )
         if self.on_participation is not None:
             self.on_participation(participation)
-        return result
+        if not participation.aggregated:
+            return None, None
+        try:
+            arrays, metrics = self.inner.aggregate_train(true_round, [m for _, m in accepted])
+        except (AggregationError, InconsistentMessageReplies) as problem:
+            participation.aggregated = False
+            LOG.warning("round %d: aggregation failed, global model kept: %s", true_round, problem)
+            return None, None
+        return self._keep_dtypes(arrays), metrics
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
