@@ -42,4 +42,3 @@ def epsilon_of(history: Sequence[HistoryEntry], *, delta: float, accountant: str
     acc = create_accountant(mechanism=accountant)
     acc.history = [(float(n), float(q), int(s)) for n, q, s in history]
     return float(acc.get_epsilon(delta=delta))
-
