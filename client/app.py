@@ -74,14 +74,18 @@ def handle_train(content: RecordDict, context: Context) -> RecordDict:
     """
     config, site_index, data = _prepare(content, context)
     dataset = TensorDataset(normalise(data.train_x), data.train_y)
-    plan = plan_round(
-        len(dataset), config.train, config.privacy, planned_rounds=config.federation.num_rounds
-    )
     privacy = SitePrivacy.open(context.node_config, config, data.site_id, str(context.run_id))
+    plan = plan_round(
+        len(dataset),
+        config.train,
+        config.privacy,
+        planned_rounds=config.federation.num_rounds,
+        calibrate=privacy.calibrate,
+    )
     verdict = privacy.check(plan)
     if not verdict.allowed:
         LOG.warning("site '%s' declines to train: %s", data.site_id, verdict.reason)
-        metrics = _train_metrics(config, site_index, plan, None, verdict.run_epsilon)
+        metrics = _train_metrics(config, site_index, plan, None, privacy.spent())
         return RecordDict({keys.ARRAYS: content[keys.ARRAYS], keys.METRICS: metrics})
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)

@@ -12,13 +12,20 @@ A refused round is a *decline*, not an error: the site replies with ``train-stat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from client.privacy_state import PrivacyStateStore, RunSpend, site_budget_of, state_dir_for
 from client.train import RoundPlan
 from common.config import MedfedConfig, PrivacyConfig
-from common.privacy import BudgetCheck, HistoryEntry, check_budget, epsilon_of
+from common.privacy import (
+    BudgetCheck,
+    HistoryEntry,
+    check_budget,
+    epsilon_of,
+    noise_multiplier_for,
+)
 
 
 @dataclass(frozen=True)
@@ -42,9 +49,38 @@ class SitePrivacy:
         store = PrivacyStateStore(state_dir_for(node_config, config, site_id))
         return cls(store, run_key, config.privacy, site_budget_of(node_config))
 
+    def _run(self) -> RunSpend:
+        empty = RunSpend(self.privacy.accountant, self.privacy.delta, [])
+        return self.store.run(self.run_key) or empty
+
     def history(self) -> list[HistoryEntry]:
         """This run's accountant history so far."""
-        return self.store.run_history(self.run_key)
+        return list(self._run().history)
+
+    def calibrate(
+        self,
+        *,
+        target_epsilon: float,
+        delta: float,
+        sample_rate: float,
+        steps: int,
+        accountant: str,
+    ) -> float:
+        """``noise_multiplier_for``, remembered for this run in the state directory."""
+        key = f"{accountant}:eps={target_epsilon!r}:delta={delta!r}:q={sample_rate!r}:T={steps}"
+        run = self._run()
+        if key not in run.calibration:
+            noise = noise_multiplier_for(
+                target_epsilon=target_epsilon,
+                delta=delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=accountant,
+            )
+            calibration = {**run.calibration, key: noise}
+            self.store.record(self.run_key, replace(run, calibration=calibration))
+            return noise
+        return run.calibration[key]
 
     def spent(self) -> float:
         """This run's epsilon so far."""
@@ -56,12 +92,11 @@ class SitePrivacy:
         """May the site take the planned round?"""
         if not self.privacy.enabled:
             if self.site_budget is None:
-                return BudgetCheck(True, 0.0, 0.0, 0.0)
+                return BudgetCheck(True, 0.0, math.nan)
             return BudgetCheck(
                 False,
                 0.0,
-                0.0,
-                0.0,
+                math.nan,
                 f"the run has DP switched off and the site has an epsilon budget "
                 f"({self.site_budget:g})",
             )
@@ -77,5 +112,6 @@ class SitePrivacy:
 
     def record(self, history: list[HistoryEntry]) -> None:
         """Persist this run's history (call before the reply leaves the site)."""
-        spend = RunSpend(self.privacy.accountant, self.privacy.delta, history)
+        run = self._run()
+        spend = RunSpend(self.privacy.accountant, self.privacy.delta, history, run.calibration)
         self.store.record(self.run_key, spend)

@@ -7,7 +7,9 @@ hospital (so simulations and tests never write into the home directory). The ser
 move it: a new location would forget what was spent.
 
 ``privacy-state.json`` holds, per run (Flower's run id), the Opacus accountant history
-``[(noise_multiplier, sample_rate, steps), ...]`` with the accountant's name and delta. A
+``[(noise_multiplier, sample_rate, steps), ...]`` with the accountant's name and delta, and
+the noise multipliers calibrated for that run (Opacus' search is slow; the answer is fixed
+for a run, so later rounds and restarts reuse it). A
 restarted SuperNode in the same run continues from it; the site's lifetime spend is the
 composition of all runs in the file. Writes are atomic (temporary file + rename).
 """
@@ -18,7 +20,7 @@ import datetime as dt
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import keys
@@ -62,6 +64,7 @@ class RunSpend:
     accountant: str
     delta: float
     history: list[HistoryEntry]
+    calibration: dict[str, float] = field(default_factory=dict)  # inputs -> noise multiplier
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class PrivacyStateStore:
                     accountant=str(entry["accountant"]),
                     delta=float(entry["delta"]),
                     history=[(float(n), float(q), int(s)) for n, q, s in entry["history"]],
+                    calibration={str(k): float(v) for k, v in entry.get("calibration", {}).items()},
                 )
                 for run, entry in payload["runs"].items()
             }
@@ -95,10 +99,9 @@ class PrivacyStateStore:
                 "fix or restore it before this site trains again"
             ) from None
 
-    def run_history(self, run_key: str) -> list[HistoryEntry]:
-        """The accountant history of one run ([] for a new run)."""
-        spend = self.load().get(run_key)
-        return list(spend.history) if spend else []
+    def run(self, run_key: str) -> RunSpend | None:
+        """What one run has spent (None for a new run)."""
+        return self.load().get(run_key)
 
     def other_runs(self, run_key: str) -> list[list[HistoryEntry]]:
         """The histories of every other run recorded at this site."""
@@ -116,6 +119,7 @@ class PrivacyStateStore:
                     "accountant": s.accountant,
                     "delta": s.delta,
                     "history": [list(e) for e in s.history],
+                    "calibration": s.calibration,
                 }
                 for run, s in runs.items()
             },

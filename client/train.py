@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -37,6 +37,8 @@ from common.errors import ConfigError
 from common.privacy import HistoryEntry, epsilon_of, merge_history, noise_multiplier_for
 
 GRAD_SAMPLE_MODES = ("hooks", "ghost", "ew", "functorch")
+# (target_epsilon, delta, sample_rate, steps, accountant) -> noise multiplier
+Calibrate = Callable[..., float]
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,18 @@ class RoundPlan:
 
 
 def plan_round(
-    num_examples: int, train: TrainConfig, privacy: PrivacyConfig, *, planned_rounds: int
+    num_examples: int,
+    train: TrainConfig,
+    privacy: PrivacyConfig,
+    *,
+    planned_rounds: int,
+    calibrate: Calibrate = noise_multiplier_for,
 ) -> RoundPlan:
-    """Batch, sample rate, steps and noise of one round at a site with ``num_examples``."""
+    """Batch, sample rate, steps and noise of one round at a site with ``num_examples``.
+
+    ``calibrate`` finds the noise for the target (Opacus' search takes seconds: the client
+    passes one that remembers its answer for the run in the site's privacy state).
+    """
     if num_examples < 1:
         raise ConfigError("a site needs at least one training example")
     if train.batches_per_epoch > 0:
@@ -72,7 +83,7 @@ def plan_round(
     if privacy.enabled:
         noise = privacy.noise_multiplier
         if noise <= 0:
-            noise = noise_multiplier_for(
+            noise = calibrate(
                 target_epsilon=privacy.target_epsilon,
                 delta=privacy.delta,
                 sample_rate=sample_rate,

@@ -7,6 +7,7 @@ accumulates instead of restarting, and restored into a fresh accountant each rou
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,9 +84,8 @@ class BudgetCheck:
     """Whether a site may take one more round, and what it would have spent after it."""
 
     allowed: bool
-    run_epsilon: float  # this run's epsilon so far
-    run_epsilon_after: float  # ... after the planned round
-    lifetime_epsilon_after: float  # every run recorded at the site, after the planned round
+    run_epsilon_after: float  # this run's epsilon after the planned round
+    lifetime_epsilon_after: float  # all runs at the site after it (NaN: no site budget)
     reason: str = ""
 
 
@@ -105,15 +105,18 @@ def check_budget(
     own ``epsilon-budget``, if it set one) caps the composition of every run recorded at the
     site plus this round, accounted with the same accountant.
     """
-    run_now = epsilon_of(run_history, delta=delta, accountant=accountant)
     run_after_history = merge_history(run_history, [next_round])
     run_after = epsilon_of(run_after_history, delta=delta, accountant=accountant)
-    lifetime: list[HistoryEntry] = [e for run in other_runs for e in run]
-    lifetime_after = epsilon_of([*lifetime, *run_after_history], delta=delta, accountant=accountant)
+    lifetime_after = math.nan
+    if site_budget is not None:
+        lifetime = [e for run in other_runs for e in run]
+        lifetime_after = epsilon_of(
+            [*lifetime, *run_after_history], delta=delta, accountant=accountant
+        )
     reason = ""
     if run_after > run_budget:
         reason = (
-            f"this round would take the run's epsilon from {run_now:.3g} to {run_after:.3g}, "
+            f"this round would take the run's epsilon to {run_after:.3g}, "
             f"above its target {run_budget:g}"
         )
     elif site_budget is not None and lifetime_after > site_budget:
@@ -121,4 +124,4 @@ def check_budget(
             f"this round would take the site's lifetime epsilon to {lifetime_after:.3g}, "
             f"above its budget {site_budget:g}"
         )
-    return BudgetCheck(not reason, run_now, run_after, lifetime_after, reason)
+    return BudgetCheck(not reason, run_after, lifetime_after, reason)
