@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from opacus import PrivacyEngine
@@ -111,11 +112,21 @@ class LocalTrainingResult:
 
     num_examples: int
     train_loss: float
-    epsilon: float | None  # this run's cumulative epsilon at the site
     noise_multiplier: float
     sample_rate: float
     steps: int
     history: list[HistoryEntry]  # this run's accountant history, this round included
+    privacy: PrivacyConfig
+
+    @cached_property
+    def epsilon(self) -> float | None:
+        """This run's cumulative epsilon at the site (None without DP; computed on demand:
+        the accountant takes a noticeable fraction of a second)."""
+        if not self.privacy.enabled:
+            return None
+        return epsilon_of(
+            self.history, delta=self.privacy.delta, accountant=self.privacy.accountant
+        )
 
 
 def prepare_training(
@@ -236,17 +247,15 @@ def train_locally(
             warnings.filterwarnings("ignore", message=f".*{message}")
         prepared = prepare_training(model, dataset, train, privacy, plan=plan, history=history)
         loss = run_steps(prepared, plan.steps, train.max_physical_batch)
-    epsilon = None
     new_history: list[HistoryEntry] = []
     if prepared.engine is not None:
         new_history = merge_history([], prepared.engine.accountant.history)
-        epsilon = epsilon_of(new_history, delta=privacy.delta, accountant=privacy.accountant)
     return LocalTrainingResult(
         num_examples=len(dataset),
         train_loss=loss,
-        epsilon=epsilon,
         noise_multiplier=plan.noise_multiplier,
         sample_rate=plan.sample_rate,
         steps=plan.steps,
         history=new_history,
+        privacy=privacy,
     )
