@@ -11,10 +11,12 @@ from server.recorder import RoundRecord
 def round_line(record: RoundRecord, num_rounds: int) -> str:
     """One line: round, loss, accuracy, ROC-AUC, max epsilon, participating sites."""
     eps = "off" if record.epsilon_max is None else f"{record.epsilon_max:.2f}"
+    declined = record.declined_sites
     return (
         f"round {record.round}/{num_rounds}  loss {record.loss:.4f}  acc {record.accuracy:.3f}"
         f"  auc {record.auc:.3f}  eps(max) {eps}  sites {len(record.train_sites)}"
         f" [{', '.join(record.train_sites)}]"
+        + (f"  declined (privacy budget) [{', '.join(declined)}]" if declined else "")
     )
 
 
