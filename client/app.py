@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
@@ -66,18 +67,30 @@ def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
 app = build_client_app()
 
 
-def _settings(content: RecordDict) -> tuple[MedfedConfig, int, float]:
-    """The run config, round number and FedProx mu from a train / evaluate ConfigRecord."""
+@dataclass(frozen=True)
+class RoundSettings:
+    """What the server sent with a train / evaluate instruction."""
+
+    config: MedfedConfig
+    server_round: int
+    proximal_mu: float  # FedProx; 0 = plain local training
+    run_key: str  # the run's name in the site's privacy state ("" = use Flower's run id)
+
+
+def _settings(content: RecordDict) -> RoundSettings:
+    """Split the ConfigRecord into the run config and the per-round extras."""
     settings = dict(content[keys.CONFIG])
     server_round = int(settings.pop(keys.SERVER_ROUND, 0))  # type: ignore[call-overload]
     proximal_mu = float(settings.pop(keys.PROXIMAL_MU, 0.0))  # type: ignore[arg-type]
-    return MedfedConfig.from_flat(settings), server_round, proximal_mu
+    run_key = str(settings.pop(keys.RUN_KEY, ""))
+    return RoundSettings(MedfedConfig.from_flat(settings), server_round, proximal_mu, run_key)
 
 
 def _prepare(
     content: RecordDict, context: Context, sources: SiteSources
 ) -> tuple[MedfedConfig, int, SiteData]:
-    config, server_round, _ = _settings(content)
+    settings = _settings(content)
+    config, server_round = settings.config, settings.server_round
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     site_index, data = sources.load(context.node_config, config)
@@ -94,9 +107,10 @@ def handle_train(
     when the round would take the site past its privacy budget.
     """
     config, site_index, data = _prepare(content, context, sources or _new_sources())
-    proximal_mu = _settings(content)[2]
+    settings = _settings(content)
     dataset = TensorDataset(normalise(data.train_x), data.train_y)
-    privacy = SitePrivacy.open(context.node_config, config, data.site_id, str(context.run_id))
+    run_key = settings.run_key or str(context.run_id)
+    privacy = SitePrivacy.open(context.node_config, config, data.site_id, run_key)
     plan = plan_round(
         len(dataset),
         config.train,
@@ -118,7 +132,7 @@ def handle_train(
         config.privacy,
         plan=plan,
         history=privacy.history(),
-        proximal_mu=proximal_mu,
+        proximal_mu=settings.proximal_mu,
     )
     if result.epsilon is not None:
         privacy.record(result.history)  # on disk before anything leaves the site

@@ -17,6 +17,7 @@ SITE_INDEX = "site-index"
 # Set by Flower's strategies in the train/evaluate ConfigRecord (not part of MedfedConfig).
 SERVER_ROUND = "server-round"
 PROXIMAL_MU = "proximal-mu"  # FedProx: weight of the client's proximal term
+RUN_KEY = "run-key"  # names the run in a site's privacy state; stable across a resume
 
 TRAIN_LOSS = "train-loss"
 EPSILON = "epsilon"

@@ -18,6 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 from rich.console import Console
 from rich.table import Table
 
+from common import keys
 from common.config import MedfedConfig
 from common.errors import ConfigError
 from common.models import build_model
@@ -130,7 +131,7 @@ def run_federation(grid: Grid, config: MedfedConfig, console: Console | None = N
                 initial_arrays=arrays,
                 num_rounds=num_rounds,
                 timeout=config.federation.round_timeout,
-                train_config=ConfigRecord(config.to_flat()),
+                train_config=ConfigRecord({**config.to_flat(), keys.RUN_KEY: run_dir.path.name}),
                 evaluate_config=ConfigRecord(config.to_flat()),
                 evaluate_fn=recorder.end_round,
                 start_round=start_round,

@@ -145,3 +145,5 @@ def test_killed_run_resumes_to_the_same_final_parameters(tmp_path: Path) -> None
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [line["round"] for line in lines] == [1, 2, 3, 4]
     assert [m["loss"] for m in lines] == [m["loss"] for m in reference.metrics]
+    # The sites' privacy state continues across the resume: epsilon is not restarted.
+    assert [m["epsilon"] for m in lines] == [m["epsilon"] for m in reference.metrics]
