@@ -1,13 +1,15 @@
-"""What DP-SGD costs per local epoch: plain SGD vs Opacus hooks vs ghost clipping.
+"""What DP-SGD costs per local epoch: plain SGD vs Opacus hooks, ghost clipping and ew.
 
 Same model, same data (PneumoniaMNIST training split, 28x28 grayscale), same batch size,
-through medfed's own training code (``client.train.prepare_training`` + ``run_steps``): one
-warm-up epoch, then the median of ``--repeats`` timed epochs. Prints examples/s and the
-ratio of each DP mode's epoch time to plain SGD's, as a Markdown table for BENCHMARKS.md.
+through medfed's own training code (``client.train.prepare_training`` + ``run_steps``; DP
+with Poisson sampling at the same expected batch). Per-step time = the fastest of
+``--repeats`` timed chunks of ``--chunk`` steps, the modes interleaved (on a shared machine
+the minimum is the least inflated figure); an epoch is ceil(N / batch) such steps. Prints
+s/epoch, examples/s and the ratio to plain SGD, as a Markdown table for BENCHMARKS.md.
 
 Usage:
     PYTHONPATH=. .venv/bin/python benchmarks/dp_cost.py [--models small-cnn cnn-medium]
-        [--batch-size 256] [--threads 2] [--repeats 3]
+        [--batch-size 256] [--threads 2] [--repeats 10] [--chunk 5]
         [--data ../shared/data/medmnist/pneumoniamnist.npz]
 """
 
@@ -28,12 +30,14 @@ from common.config import MedfedConfig
 from common.data.preprocess import normalise
 from common.models import build_model
 
-MODES = ("plain", "hooks", "ghost")
+MODES = ("plain", "hooks", "ghost", "ew")
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "../shared/data/medmnist/pneumoniamnist.npz"
 
 
-def prepare(name: str, mode: str, dataset: TensorDataset, batch_size: int) -> Callable[[], None]:
-    """A function that runs one local epoch of ``name`` in ``mode`` (plain / hooks / ghost)."""
+def prepare(
+    name: str, mode: str, dataset: TensorDataset, batch_size: int, chunk: int
+) -> Callable[[], None]:
+    """A function that takes ``chunk`` local steps of ``name`` in ``mode``."""
     config = MedfedConfig().replace(
         **{
             "model.name": name,
@@ -48,23 +52,24 @@ def prepare(name: str, mode: str, dataset: TensorDataset, batch_size: int) -> Ca
     torch.manual_seed(0)
     model = build_model(config.model, 1)
     prepared = prepare_training(model, dataset, config.train, config.privacy, plan=plan)
-    return lambda: run_steps(prepared, plan.steps, config.train.max_physical_batch)  # type: ignore[return-value]
+    return lambda: run_steps(prepared, chunk, config.train.max_physical_batch)  # type: ignore[return-value]
 
 
-def epoch_seconds(
-    name: str, dataset: TensorDataset, batch_size: int, repeats: int
+def step_seconds(
+    name: str, dataset: TensorDataset, batch_size: int, repeats: int, chunk: int
 ) -> dict[str, float]:
-    """Fastest of ``repeats`` epochs per mode, the modes interleaved so that load from other
-    processes hits them alike (after one warm-up epoch each)."""
-    epochs = {mode: prepare(name, mode, dataset, batch_size) for mode in MODES}
+    """Seconds per step in each mode: the fastest of ``repeats`` timed chunks of ``chunk``
+    steps, the modes interleaved so that load from other processes hits them alike (the
+    minimum is the figure least inflated by that load)."""
+    chunks = {mode: prepare(name, mode, dataset, batch_size, chunk) for mode in MODES}
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
     for attempt in range(repeats + 1):
-        for mode, epoch in epochs.items():
+        for mode, run_chunk in chunks.items():
             started = time.perf_counter()
-            epoch()
-            if attempt:
+            run_chunk()
+            if attempt:  # the first chunk warms up allocators and hooks
                 times[mode].append(time.perf_counter() - started)
-    return {mode: min(t) for mode, t in times.items()}
+    return {mode: min(t) / chunk for mode, t in times.items()}
 
 
 def main() -> None:
@@ -72,7 +77,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["small-cnn", "cnn-medium"])
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--chunk", type=int, default=5, help="steps per timed chunk")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -86,11 +92,13 @@ def main() -> None:
     for name in args.models:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            seconds = epoch_seconds(name, dataset, args.batch_size, args.repeats)
+            per_step = step_seconds(name, dataset, args.batch_size, args.repeats, args.chunk)
+        steps_per_epoch = -(-len(dataset) // args.batch_size)
         for mode in MODES:
-            ratio = seconds[mode] / seconds["plain"]
-            rate = len(dataset) / seconds[mode]
-            print(f"| {name} | {mode} | {seconds[mode]:.2f} | {rate:.0f} | {ratio:.2f} |")
+            ratio = per_step[mode] / per_step["plain"]
+            rate = args.batch_size / per_step[mode]
+            epoch = per_step[mode] * steps_per_epoch
+            print(f"| {name} | {mode} | {epoch:.2f} | {rate:.0f} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":
