@@ -21,12 +21,12 @@ from torch.utils.data import TensorDataset
 
 from client.budget import SitePrivacy
 from client.evaluate import evaluate_model
-from client.site import locate_site
+from client.site import SiteSources
 from client.train import LocalTrainingResult, RoundPlan, plan_round, train_locally
 from common import keys
 from common.config import MedfedConfig
 from common.data.preprocess import normalise
-from common.data.sites import SiteData, load_site
+from common.data.sites import SiteData
 from common.metrics import to_wire
 from common.models import build_model
 from common.params import arrays_to_model, model_to_arrays
@@ -34,17 +34,31 @@ from common.params import arrays_to_model, model_to_arrays
 LOG = logging.getLogger("medfed.client")
 
 
+def _log_skipped(data: SiteData) -> None:
+    """Report each skipped file once per load (file name and reason only, never tags)."""
+    for skipped in data.skipped:
+        LOG.warning("site '%s': skipped %s: %s", data.site_id, skipped.path.name, skipped.reason)
+
+
+def _new_sources(progress: bool = False) -> SiteSources:
+    return SiteSources.create(progress=progress, on_load=_log_skipped)
+
+
 def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
-    """A ClientApp with medfed's handlers; ``mods`` wrap every message (e.g. capture)."""
+    """A ClientApp with medfed's handlers; ``mods`` wrap every message (e.g. capture).
+
+    The app owns its ``SiteSources``: site data is read once per client process, not per round.
+    """
     app = ClientApp(mods=list(mods))
+    sources = _new_sources(progress=True)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return Message(content=handle_train(msg.content, context), reply_to=msg)
+        return Message(content=handle_train(msg.content, context, sources), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        return Message(content=handle_evaluate(msg.content, context), reply_to=msg)
+        return Message(content=handle_evaluate(msg.content, context, sources), reply_to=msg)
 
     return app
 
@@ -52,29 +66,46 @@ def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
 app = build_client_app()
 
 
-def _prepare(content: RecordDict, context: Context) -> tuple[MedfedConfig, int, SiteData]:
+def _settings(content: RecordDict) -> tuple[MedfedConfig, int, float]:
+    """The run config, round number and FedProx mu from a train / evaluate ConfigRecord."""
     settings = dict(content[keys.CONFIG])
-    server_round = int(settings.pop("server-round", 0))
-    config = MedfedConfig.from_flat(settings)
+    server_round = int(settings.pop(keys.SERVER_ROUND, 0))  # type: ignore[call-overload]
+    proximal_mu = float(settings.pop(keys.PROXIMAL_MU, 0.0))  # type: ignore[arg-type]
+    settings.pop(keys.RUN_KEY, None)  # read by _run_key
+    return MedfedConfig.from_flat(settings), server_round, proximal_mu
+
+
+def _run_key(content: RecordDict, context: Context) -> str:
+    """Which run a site's privacy spend is booked to: the server's run key (the run
+    directory's name, unchanged by a resume), else Flower's run id."""
+    key = content[keys.CONFIG].get(keys.RUN_KEY)  # type: ignore[union-attr]
+    return str(key) if key else f"flwr-run-{context.run_id}"
+
+
+def _prepare(
+    content: RecordDict, context: Context, sources: SiteSources
+) -> tuple[MedfedConfig, int, SiteData]:
+    config, server_round, _ = _settings(content)
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
-    site = locate_site(context.node_config, config)
-    data = load_site(site.path, config.data, site.site_id)
-    for skipped in data.skipped:
-        LOG.warning("site '%s': skipped %s: %s", site.site_id, skipped.path.name, skipped.reason)
-    torch.manual_seed(hash((config.run.seed, site.site_index, server_round)) % 2**31)
-    return config, site.site_index, data
+    site_index, data = sources.load(context.node_config, config)
+    torch.manual_seed(hash((config.run.seed, site_index, server_round)) % 2**31)
+    return config, site_index, data
 
 
-def handle_train(content: RecordDict, context: Context) -> RecordDict:
+def handle_train(
+    content: RecordDict, context: Context, sources: SiteSources | None = None
+) -> RecordDict:
     """Train the received global model locally (DP-SGD when enabled) and reply.
 
     Declines (replies ``train-status`` = declined, 0 examples, the global model unchanged)
     when the round would take the site past its privacy budget.
     """
-    config, site_index, data = _prepare(content, context)
+    config, site_index, data = _prepare(content, context, sources or _new_sources())
+    proximal_mu = _settings(content)[2]
     dataset = TensorDataset(normalise(data.train_x), data.train_y)
-    privacy = SitePrivacy.open(context.node_config, config, data.site_id, str(context.run_id))
+    run_key = _run_key(content, context)
+    privacy = SitePrivacy.open(context.node_config, config, data.site_id, run_key)
     plan = plan_round(
         len(dataset),
         config.train,
@@ -90,7 +121,13 @@ def handle_train(content: RecordDict, context: Context) -> RecordDict:
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
     result = train_locally(
-        model, dataset, config.train, config.privacy, plan=plan, history=privacy.history()
+        model,
+        dataset,
+        config.train,
+        config.privacy,
+        plan=plan,
+        history=privacy.history(),
+        proximal_mu=proximal_mu,
     )
     if result.epsilon is not None:
         privacy.record(result.history)  # on disk before anything leaves the site
@@ -120,9 +157,11 @@ def _train_metrics(
     return MetricRecord(metrics)
 
 
-def handle_evaluate(content: RecordDict, context: Context) -> RecordDict:
+def handle_evaluate(
+    content: RecordDict, context: Context, sources: SiteSources | None = None
+) -> RecordDict:
     """Evaluate the received global model on this site's held-out split and reply."""
-    config, site_index, data = _prepare(content, context)
+    config, site_index, data = _prepare(content, context, sources or _new_sources())
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
     result = evaluate_model(model, data.test_x, data.test_y, num_classes=config.model.num_classes)

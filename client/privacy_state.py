@@ -2,16 +2,17 @@
 
 The state lives in the site's *state directory*, never in a run directory the server sees:
 node-config ``state-dir`` if the hospital sets one, else ``~/.cache/medfed/privacy/<site-id>``
-for a real site folder, or ``<synthetic-root>/.privacy/<site-id>`` for a simulated synthetic
-hospital (so simulations and tests never write into the home directory). The server cannot
-move it: a new location would forget what was spent.
+for a real site folder, or ``<data.synthetic-root>/.privacy/<site-id>`` for a simulated
+hospital (synthetic, or cut from a pool). Only the node config can move it: a new location
+would forget what was spent.
 
-``privacy-state.json`` holds, per run (Flower's run id), the Opacus accountant history
+``privacy-state.json`` holds, per run (the server's run key: the run directory's name, which a
+resume keeps; else Flower's run id), the Opacus accountant history
 ``[(noise_multiplier, sample_rate, steps), ...]`` with the accountant's name and delta, and
 the noise multipliers calibrated for that run (Opacus' search is slow; the answer is fixed
-for a run, so later rounds and restarts reuse it). A
-restarted SuperNode in the same run continues from it; the site's lifetime spend is the
-composition of all runs in the file. Writes are atomic (temporary file + rename).
+for a run, so later rounds and restarts reuse it). A restarted SuperNode, or a resumed
+server, continues from it; the site's lifetime spend is the composition of all runs in the
+file. Writes are atomic (temporary file + rename).
 """
 
 from __future__ import annotations

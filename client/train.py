@@ -15,7 +15,8 @@ engine (``hooks`` default: on our conv nets it measured faster than ``ghost``, s
 BENCHMARKS.md). ``privacy.secure-mode`` draws noise and batches from a cryptographically
 secure generator (Opacus ``secure_mode``; needs the ``torchcsprng`` package): turn it on for
 a production deployment, it is off by default because it is slower and that package is not
-installed here.
+installed here. With FedProx a proximal term keeps the local model near the global one
+(``client.proximal``); the reported training loss is the data loss alone.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from opacus.utils.batch_memory_manager import BatchMemoryManager
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from client.proximal import ProximalTerm
 from common.config import PrivacyConfig, TrainConfig
 from common.errors import ConfigError
 from common.privacy import HistoryEntry, epsilon_of, merge_history, noise_multiplier_for
@@ -198,14 +200,22 @@ def _batches(prepared: PreparedTraining, max_physical_batch: int) -> Iterator[tu
             yield from loader
 
 
-def run_steps(prepared: PreparedTraining, steps: int, max_physical_batch: int = 256) -> float:
+def run_steps(
+    prepared: PreparedTraining,
+    steps: int,
+    max_physical_batch: int = 256,
+    proximal: ProximalTerm | None = None,
+) -> float:
     """Take ``steps`` logical optimizer steps; return the example-weighted mean loss.
 
     Under DP a logical step is one Poisson batch (possibly split into physical batches,
     possibly empty: an empty batch still takes a noise-only step, as DP-SGD requires).
+    A proximal term goes into the loss without DP and into Opacus' step hook with DP.
     """
     prepared.model.train()
     engine = prepared.engine
+    if proximal is not None and engine is not None:
+        proximal.attach(prepared.optimizer)  # type: ignore[arg-type]
     start = _steps_taken(engine) if engine is not None else 0
     taken, total_loss, total_seen = 0, 0.0, 0
     if steps < 1:
@@ -213,7 +223,10 @@ def run_steps(prepared: PreparedTraining, steps: int, max_physical_batch: int = 
     for images, labels in _batches(prepared, max_physical_batch):
         prepared.optimizer.zero_grad(set_to_none=True)
         loss = prepared.criterion(prepared.model(images), labels)
-        loss.backward()
+        if proximal is not None and engine is None:
+            (loss + proximal.penalty()).backward()
+        else:
+            loss.backward()
         prepared.optimizer.step()
         if len(labels):
             total_loss += float(loss.detach()) * len(labels)
@@ -240,13 +253,19 @@ def train_locally(
     *,
     plan: RoundPlan,
     history: Sequence[HistoryEntry] = (),
+    proximal_mu: float = 0.0,
 ) -> LocalTrainingResult:
-    """One round of local training; returns loss, cumulative epsilon and updated history."""
+    """One round of local training; returns loss, cumulative epsilon and updated history.
+
+    ``proximal_mu`` > 0 adds FedProx's proximal term anchored at ``model``'s weights as
+    received (call this right after loading the global model).
+    """
+    proximal = ProximalTerm(model, proximal_mu) if proximal_mu > 0 else None
     with warnings.catch_warnings():
         for message in _EXPECTED_WARNINGS:
             warnings.filterwarnings("ignore", message=f".*{message}")
         prepared = prepare_training(model, dataset, train, privacy, plan=plan, history=history)
-        loss = run_steps(prepared, plan.steps, train.max_physical_batch)
+        loss = run_steps(prepared, plan.steps, train.max_physical_batch, proximal)
     new_history: list[HistoryEntry] = []
     if prepared.engine is not None:
         new_history = merge_history([], prepared.engine.accountant.history)

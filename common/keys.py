@@ -14,6 +14,13 @@ CONFIG = "config"
 NUM_EXAMPLES = "num-examples"
 SITE_INDEX = "site-index"
 
+# Set by Flower's strategies in the train/evaluate ConfigRecord (not part of MedfedConfig).
+SERVER_ROUND = "server-round"
+PROXIMAL_MU = "proximal-mu"  # FedProx: weight of the client's proximal term
+# Set by medfed's ServerApp: the run directory's name, stable when a run is resumed, so a
+# site's privacy accounting continues across the resume (sites fall back to Flower's run id).
+RUN_KEY = "run-key"
+
 TRAIN_LOSS = "train-loss"
 EPSILON = "epsilon"
 DELTA = "delta"

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from common.errors import MedfedError
-from medfed.commands import demo, site
+from medfed.commands import demo, simulate, site
 
-SUBCOMMANDS = (demo, site)
+SUBCOMMANDS = (demo, site, simulate)
 
 
 def build_parser() -> argparse.ArgumentParser:

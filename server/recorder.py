@@ -5,8 +5,10 @@ Flower's ``FedAvg`` accepts ``train_metrics_aggr_fn`` / ``evaluate_metrics_aggr_
 it keeps each site's reply metrics, aggregates them (epsilon as a *maximum*, never a weighted
 mean; count metrics from summed confusion matrices, AUC example-weighted: see
 ``common.metrics``) and hands a finished ``RoundRecord`` to a listener (run directory,
-console) at the end of every round. ``SkipDeclined`` tells it which sites declined to train
-(``record_declined``); their spent epsilon is still recorded.
+console) at the end of every round. ``GuardedStrategy`` also tells it which sites took part
+(``record_participation``): accepted, rejected (with the reason), declined (privacy budget;
+their spent epsilon is still recorded) and failed or timed out, so the round's line names
+them even when a robust strategy (Krum) aggregates only some of the accepted updates.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
 from common import keys
 from common.data.synthetic import site_name
 from common.metrics import ClassificationMetrics, from_wire, pool
+from server.guarded import Participation
 
 
 @dataclass
@@ -39,6 +42,9 @@ class RoundRecord:
     site_auc: dict[str, float]
     site_accuracy: dict[str, float]
     elapsed_s: float
+    rejected: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    aggregated: bool = True
     declined_sites: list[str] = field(default_factory=list)
     sensitivity: float = math.nan
     specificity: float = math.nan
@@ -62,6 +68,32 @@ class RoundRecord:
 
         return {name: clean(value) for name, value in self.__dict__.items()}
 
+    @classmethod
+    def from_json(cls, line: dict[str, object]) -> RoundRecord:
+        """Inverse of :meth:`to_json` (null floats become NaN)."""
+        known = {f.name: f for f in fields(cls)}
+        values = {k: v for k, v in line.items() if k in known}
+        for name in (
+            "train_loss",
+            "loss",
+            "accuracy",
+            "auc",
+            "elapsed_s",
+            "sensitivity",
+            "specificity",
+            "precision",
+            "f1",
+            "balanced_accuracy",
+        ):
+            if values.get(name) is None:
+                values[name] = math.nan
+        for name in ("site_auc", "site_accuracy"):
+            values[name] = {
+                k: math.nan if v is None else v
+                for k, v in (values.get(name) or {}).items()  # type: ignore[union-attr]
+            }
+        return cls(**values)  # type: ignore[arg-type]
+
 
 RoundListener = Callable[[RoundRecord, ArrayRecord], None]
 
@@ -80,27 +112,32 @@ class RoundRecorder:
 
     listener: RoundListener
     _train: dict[str, MetricRecord] = field(default_factory=dict)
-    _declined: dict[str, MetricRecord] = field(default_factory=dict)
     _eval: dict[str, ClassificationMetrics] = field(default_factory=dict)
+    _declined: dict[str, MetricRecord] = field(default_factory=dict)
     _started: float = field(default_factory=time.monotonic)
+    _participation: Participation | None = None
+
+    def record_participation(self, participation: Participation) -> None:
+        """Called by ``GuardedStrategy`` before aggregation: who took part this round."""
+        self._participation = participation
+        self._train = dict(participation.accepted_metrics)
+        self._declined = dict(participation.declined_metrics)
 
     def aggregate_train(self, replies: list[RecordDict], weight_key: str) -> MetricRecord:
         """Flower ``train_metrics_aggr_fn``: weighted loss, summed examples, max epsilon."""
-        self._train = {_site_of(m): m for m in map(_metrics_of, replies)}
-        total = sum(int(m[weight_key]) for m in self._train.values())  # type: ignore[arg-type]
+        aggregated_sites = {_site_of(m): m for m in map(_metrics_of, replies)}
+        if self._participation is None:
+            self._train = aggregated_sites
+        total = sum(int(m[weight_key]) for m in aggregated_sites.values())  # type: ignore[arg-type]
         loss = sum(
             float(m[keys.TRAIN_LOSS]) * int(m[weight_key])  # type: ignore[arg-type]
-            for m in self._train.values()
+            for m in aggregated_sites.values()
         ) / max(total, 1)
         aggregated: dict[str, float | int] = {weight_key: total, keys.TRAIN_LOSS: loss}
         epsilons = self._epsilons()
         if epsilons:
             aggregated[keys.EPSILON] = max(epsilons.values())
         return MetricRecord(aggregated)
-
-    def record_declined(self, server_round: int, replies: list[RecordDict]) -> None:
-        """``SkipDeclined`` listener: the sites that declined this round's training."""
-        self._declined = {_site_of(m): m for m in map(_metrics_of, replies)}
 
     def aggregate_evaluate(self, replies: list[RecordDict], weight_key: str) -> MetricRecord:
         """Flower ``evaluate_metrics_aggr_fn``: pooled loss, accuracy and AUC."""
@@ -122,6 +159,7 @@ class RoundRecorder:
             return None
         pooled = pool(list(self._eval.values()))
         epsilons = self._epsilons()
+        participation = self._participation or Participation(server_round)
         record = RoundRecord(
             round=server_round,
             train_sites=sorted(self._train),
@@ -138,6 +176,9 @@ class RoundRecorder:
             site_auc={site: m.auc for site, m in sorted(self._eval.items())},
             site_accuracy={site: m.accuracy for site, m in sorted(self._eval.items())},
             elapsed_s=time.monotonic() - self._started,
+            rejected=dict(participation.rejected),
+            failed=dict(participation.failed),
+            aggregated=participation.aggregated,
             declined_sites=sorted(self._declined),
             sensitivity=pooled.sensitivity,
             specificity=pooled.specificity,
@@ -148,7 +189,7 @@ class RoundRecorder:
             site_metrics={site: m.summary() for site, m in sorted(self._eval.items())},
         )
         self.listener(record, arrays)
-        self._train, self._declined, self._eval = {}, {}, {}
+        self._train, self._eval, self._declined, self._participation = {}, {}, {}, None
         return None
 
     def _epsilons(self) -> dict[str, float]:

@@ -24,8 +24,10 @@ def _fmt(value: object) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+    if isinstance(value, dict):  # rejected / failed: site -> reason; show the sites
         return html.escape(", ".join(value)) or "-"
+    if isinstance(value, list):
+        return html.escape(", ".join(map(str, value)))
     return html.escape(str(value))
 
 
@@ -81,6 +83,8 @@ def render_report(
         "epsilon_max",
         "train_sites",
         "declined_sites",
+        "failed",
+        "rejected",
     ]
     header = "".join(f"<th>{c}</th>" for c in columns)
     body = "".join(

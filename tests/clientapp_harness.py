@@ -26,6 +26,7 @@ class CapturingHarness:
     state_dir: Path | None = None  # default: beside the config's (per-test) synthetic root
     node_extras: dict[str, str | float] = field(default_factory=dict)  # e.g. epsilon-budget
     run_id: int = 1
+    run_key: str = ""  # what medfed's ServerApp sends (the run directory's name)
     sent: list[Message] = field(default_factory=list)
     context: Context = field(init=False)
     app: ClientApp = field(init=False)
@@ -59,7 +60,10 @@ class CapturingHarness:
         return build_model(self.config.model, self.config.data.channels)
 
     def send(self, message_type: str, server_round: int = 1) -> Message:
-        settings = ConfigRecord({**self.config.to_flat(), "server-round": server_round})
+        flat = {**self.config.to_flat(), keys.SERVER_ROUND: server_round}
+        if self.run_key:
+            flat[keys.RUN_KEY] = self.run_key
+        settings = ConfigRecord(flat)
         content = RecordDict(
             {keys.ARRAYS: model_to_arrays(self.global_model()), keys.CONFIG: settings}
         )

@@ -14,9 +14,9 @@ from common.data.sites import load_site
 from common.errors import SiteDataError
 
 
-def _site_check(path: Path) -> subprocess.CompletedProcess[str]:
+def _site_check(path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "medfed", "site", "check", str(path)],
+        [sys.executable, "-m", "medfed", "site", "check", str(path), *flags],
         capture_output=True,
         text=True,
         timeout=120,
@@ -45,12 +45,12 @@ def test_labels_naming_a_missing_file(site_copy: Path) -> None:
     with open(site_copy / "labels.csv", "a") as handle:
         handle.write("ghost_scan.dcm,opacity,train\n")
 
-    result = _site_check(site_copy)
+    result = _site_check(site_copy, "--strict", "--no-cache")
 
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
-    assert "hospital-x" in line and "ghost_scan.dcm" in line and "does not exist" in line
+    assert "hospital-x" in line and "ghost_scan.dcm" in line and "not found" in line
 
 
 def test_non_dicom_file_in_the_folder(site_copy: Path) -> None:
@@ -58,12 +58,26 @@ def test_non_dicom_file_in_the_folder(site_copy: Path) -> None:
     with open(site_copy / "labels.csv", "a") as handle:
         handle.write("notes.dcm,normal,train\n")
 
-    result = _site_check(site_copy)
+    result = _site_check(site_copy, "--strict", "--no-cache")
 
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert "hospital-x" in line and "notes.dcm" in line and "not a DICOM file" in line
+
+
+def test_without_strict_the_check_lists_each_bad_file_and_the_site_stays_usable(
+    site_copy: Path,
+) -> None:
+    (site_copy / "notes.dcm").write_text("not an image")
+    with open(site_copy / "labels.csv", "a") as handle:
+        handle.write("notes.dcm,normal,train\nghost_scan.dcm,opacity,train\n")
+
+    result = _site_check(site_copy, "--no-cache")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "notes.dcm: not a DICOM file" in result.stdout
+    assert "ghost_scan.dcm" in result.stdout and "READY" in result.stdout
 
 
 def test_strict_loading_stops_at_the_bad_file_with_its_name(site_copy: Path) -> None:

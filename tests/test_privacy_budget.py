@@ -46,7 +46,7 @@ def test_restarted_client_continues_from_the_stored_state(
     assert second[keys.EPSILON] > first[keys.EPSILON]
     assert second[keys.NOISE_MULTIPLIER] == first[keys.NOISE_MULTIPLIER]
     saved = json.loads((state / STATE_FILE).read_text())
-    assert saved["runs"]["1"]["history"] == [
+    assert saved["runs"]["flwr-run-1"]["history"] == [
         [first[keys.NOISE_MULTIPLIER], first[keys.SAMPLE_RATE], 2 * steps_per_round]
     ]
 
@@ -60,7 +60,22 @@ def test_a_new_run_starts_its_own_accounting(
     run_2 = _metrics(CapturingHarness(small_site, config, state_dir=state, run_id=2).train(1))
 
     assert run_2[keys.EPSILON] == pytest.approx(run_1[keys.EPSILON])
-    assert set(PrivacyStateStore(state).load()) == {"1", "2"}
+    assert set(PrivacyStateStore(state).load()) == {"flwr-run-1", "flwr-run-2"}
+
+
+def test_a_resumed_run_continues_its_accounting_under_the_servers_run_key(
+    small_site: Path, config: MedfedConfig, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    before = CapturingHarness(small_site, config, state_dir=state, run_id=1, run_key="run-x")
+    first = _metrics(before.train(1))
+
+    # The server was resumed: a new Flower run, the same medfed run directory.
+    after = CapturingHarness(small_site, config, state_dir=state, run_id=2, run_key="run-x")
+    second = _metrics(after.train(2))
+
+    assert second[keys.EPSILON] > first[keys.EPSILON]
+    assert set(PrivacyStateStore(state).load()) == {"run-x"}
 
 
 def test_round_beyond_the_planned_budget_is_declined_not_crashed(
@@ -100,8 +115,8 @@ def test_site_lifetime_budget_declines_a_second_run(
     assert reply[keys.TRAIN_STATUS] == keys.STATUS_DECLINED_BUDGET
     assert reply[keys.EPSILON] == 0.0  # the second run has spent nothing
     runs = PrivacyStateStore(state).load()
-    assert runs["2"].history == []  # only its noise calibration was stored
-    assert sum(steps for _, _, steps in runs["1"].history) > 0
+    assert runs["flwr-run-2"].history == []  # only its noise calibration was stored
+    assert sum(steps for _, _, steps in runs["flwr-run-1"].history) > 0
 
 
 def test_site_with_a_budget_declines_a_run_without_dp(
