@@ -18,6 +18,8 @@ from flwr.clientapp.typing import Mod
 from torch.utils.data import TensorDataset
 
 from client.evaluate import evaluate_model
+from client.outbound import audit_outbound, contain_errors
+from client.secagg import SecAggRouter, SiteHandlers
 from client.site import locate_site
 from client.train import train_locally
 from common import keys
@@ -33,8 +35,13 @@ PRIVACY_STATE_KEY = "privacy-history"
 
 
 def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
-    """A ClientApp with medfed's handlers; ``mods`` wrap every message (e.g. capture)."""
-    app = ClientApp(mods=list(mods))
+    """A ClientApp with medfed's handlers; ``mods`` wrap every message (e.g. capture).
+
+    Inside ``mods``: exceptions become redacted error replies, and with ``secagg.enabled``
+    in the run config the SecAgg+ (legacy) app handles the message instead.
+    """
+    router = SecAggRouter(SiteHandlers(train=handle_train, evaluate=handle_evaluate))
+    app = ClientApp(mods=[*mods, contain_errors, router])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -45,9 +52,6 @@ def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
         return Message(content=handle_evaluate(msg.content, context), reply_to=msg)
 
     return app
-
-
-app = build_client_app()
 
 
 def _prepare(content: RecordDict, context: Context) -> tuple[MedfedConfig, int, SiteData]:
@@ -128,3 +132,7 @@ def _store_history(state: RecordDict, history: Sequence[HistoryEntry]) -> None:
             "steps": [int(s) for _, _, s in history],
         }
     )
+
+
+# Last, so the handlers above exist; ``audit-dir`` in the node config turns the audit on.
+app = build_client_app([audit_outbound])

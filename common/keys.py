@@ -49,3 +49,4 @@ EVAL_METRICS_ALLOWED = frozenset(
 NODE_DATA_PATH = "data-path"
 NODE_SITE_ID = "site-id"
 NODE_PARTITION_ID = "partition-id"
+NODE_AUDIT_DIR = "audit-dir"  # optional: keep a copy of every reply (client.outbound)
