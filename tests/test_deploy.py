@@ -1,9 +1,10 @@
 """Real deployment on 127.0.0.1: SuperLink + two SuperNodes as processes, TLS + node auth.
 
-Certificates and keys come from ``medfed certs``; the command lines from ``deploy.commands``
-(the README recipe's flags). Two canary hospitals (a checkerboard block in every image, a
-known fake patient name in every header) train for two rounds; each SuperNode keeps an
-outbound audit (``audit-dir``) of everything its ClientApp sent, which the wire test reads.
+``deploy.local.LocalFederation`` starts them the way the README recipe does (certificates
+and keys from ``deploy.certs``, command lines from ``deploy.commands``). Two canary
+hospitals (a checkerboard block in every image, a known fake patient name in every header)
+train for two rounds; each SuperNode keeps an outbound audit (``audit-dir``) of everything
+its ClientApp sent, which the wire test reads.
 """
 
 from __future__ import annotations
@@ -21,15 +22,8 @@ from deploy_support import (
     CANARY_PATIENT,
     CANARY_PATIENT_ID,
     REPO_ROOT,
-    Processes,
-    Started,
     canary_pattern,
-    flwr_env,
     make_canary_site,
-    online_nodes,
-    port_open,
-    run,
-    wait_until,
 )
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.serde import message_to_proto
@@ -41,111 +35,65 @@ from common.config import MedfedConfig
 from common.data.sites import load_site
 from common.models import build_model
 from deploy.certs import CA_CERT, site_key_paths
-from deploy.commands import (
-    SuperLinkSpec,
-    SuperNodeSpec,
-    flwr_config_toml,
-    register_command,
-    run_command,
-    superlink_command,
-    supernode_command,
+from deploy.commands import SuperNodeSpec, flwr_config_toml
+from deploy.local import (
+    CONNECTION,
+    HOST,
+    Hospital,
+    LocalFederation,
+    Started,
+    flwr_env,
+    online_nodes,
+    run,
 )
 from medfed.cli import main as medfed_main
 from server.rundir import CONFIG_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE
 
 pytestmark = pytest.mark.slow
 
-HOST = "127.0.0.1"
 SUPERLINK_PORT = 19110
-NODE_PORTS = (19111, 19112, 19113)
-CONNECTION = "medfed"
+NODE_PORTS = (19111, 19112)
+SPARE_NODE_PORT = 19113
 SITES = ("hospital-a", "hospital-b")
 IMAGES_PER_SITE = 24
 ROUNDS = 2
 
 
 @dataclass
-class Federation:
-    """A running SuperLink with two registered, connected hospitals."""
+class Deployment:
+    """The running federation plus where the test put the hospitals' data and audits."""
 
-    root: Path
-    certs: Path
+    federation: LocalFederation
     data: dict[str, Path]
     audit: dict[str, Path]
-    env: dict[str, str]
-    processes: Processes
-    superlink: Started
 
-    def supernode(self, name: str, key: Path | None, ca: Path | None, port: int) -> Started:
+    def extra_supernode(self, name: str, key: Path | None, ca: Path | None) -> Started:
+        """One more SuperNode process (stopped by the caller), on the spare port."""
         spec = SuperNodeSpec(
-            superlink=f"{HOST}:{SUPERLINK_PORT}",
+            superlink=self.federation.address,
             ca_cert=ca,
             private_key=key,
             data_path=self.data[SITES[0]],
             site_id=name,
             partition_id=9,
-            port=port,
+            port=SPARE_NODE_PORT,
         )
-        node_env = flwr_env(self.root / f"flwr-home-{name}")
-        return self.processes.start(name, supernode_command(spec), node_env)
-
-
-def _fail_with_log(entry: Started, what: str) -> None:
-    tail = "\n".join(entry.output().splitlines()[-25:])
-    pytest.fail(f"{what}; last lines of {entry.name}:\n{tail}")
+        return self.federation.start_supernode(name, spec)
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("deploy")
-    certs = root / "certs"
-    assert medfed_main(["certs", "init", str(certs), "--server-name", "localhost"]) == 0
-    for site in (*SITES, "intruder"):
-        assert medfed_main(["certs", "add-site", str(certs), site]) == 0
     data = {
-        site: make_canary_site(root / "data" / site, i, IMAGES_PER_SITE)
-        for i, site in enumerate(SITES)
+        site: make_canary_site(root / "data" / site, index, IMAGES_PER_SITE)
+        for index, site in enumerate(SITES)
     }
-    env = flwr_env(root / "flwr-home-coordinator")
-    Path(env["FLWR_HOME"]).mkdir()
-    (Path(env["FLWR_HOME"]) / "config.toml").write_text(
-        flwr_config_toml(CONNECTION, f"{HOST}:{SUPERLINK_PORT}", certs / CA_CERT)
-    )
-    assert not port_open(HOST, SUPERLINK_PORT), f"port {SUPERLINK_PORT} is already in use"
-    processes = Processes(root)
-    try:
-        superlink = processes.start(
-            "superlink",
-            superlink_command(SuperLinkSpec(certs, root / "superlink.db", HOST, SUPERLINK_PORT)),
-            env,
-        )
-        wait_until(
-            lambda: port_open(HOST, SUPERLINK_PORT) or superlink.process.poll() is not None,
-            60,
-            "the SuperLink port",
-        )
-        if superlink.process.poll() is not None:
-            _fail_with_log(superlink, "the SuperLink exited")
-        audit = {site: root / "audit" / site for site in SITES}
-        for index, site in enumerate(SITES):
-            keyfiles = site_key_paths(certs, site)
-            registered = run(register_command(keyfiles.public_key, CONNECTION, site), env, 60)
-            assert registered.returncode == 0, registered.stdout + registered.stderr
-            spec = SuperNodeSpec(
-                superlink=f"{HOST}:{SUPERLINK_PORT}",
-                ca_cert=certs / CA_CERT,
-                private_key=keyfiles.private_key,
-                data_path=data[site],
-                site_id=site,
-                partition_id=index,
-                port=NODE_PORTS[index],
-                extra_node_config={keys.NODE_AUDIT_DIR: str(audit[site])},
-            )
-            processes.start(site, supernode_command(spec), flwr_env(root / f"flwr-home-{site}"))
-        wait_until(lambda: online_nodes(CONNECTION, env) == len(SITES), 90, "two online nodes")
-        yield Federation(root, certs, data, audit, env, processes, superlink)
-    finally:
-        processes.stop_all()
+    audit = {site: root / "audit" / site for site in SITES}
+    hospitals = [
+        Hospital(site, data[site], {keys.NODE_AUDIT_DIR: str(audit[site])}) for site in SITES
+    ]
+    with LocalFederation(root / "federation", hospitals, SUPERLINK_PORT, NODE_PORTS) as federation:
+        yield Deployment(federation, data, audit)
 
 
 @dataclass
@@ -155,14 +103,14 @@ class CompletedRun:
 
 
 @pytest.fixture(scope="module")
-def completed_run(federation: Federation) -> CompletedRun:
-    runs_dir = federation.root / "runs"
-    command = run_command(
-        REPO_ROOT,
-        CONNECTION,
-        {"federation.num-rounds": ROUNDS, "run.runs-dir": str(runs_dir), "run.name": "deploy"},
-    )
-    result = run(command, federation.env, 170)
+def completed_run(deployment: Deployment) -> CompletedRun:
+    runs_dir = deployment.federation.root / "runs"
+    run_config = {
+        "federation.num-rounds": ROUNDS,
+        "run.runs-dir": str(runs_dir),
+        "run.name": "deploy",
+    }
+    result = deployment.federation.run(REPO_ROOT, run_config, timeout=170)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     run_dirs = sorted(runs_dir.glob("*-deploy"))
@@ -234,10 +182,11 @@ def _check_structure(message: Message, shapes: dict[str, tuple[int, ...]]) -> No
             assert all(isinstance(v, int | float) for v in record.values())
 
 
-def _forbidden_bytes(federation: Federation) -> list[bytes]:
+def _forbidden_bytes(deployment: Deployment) -> list[bytes]:
     """Things that must never appear in any serialised message a site sends."""
     texts = [CANARY_PATIENT, *CANARY_PATIENT.split("^"), CANARY_PATIENT_ID, "labels.csv", ".dcm"]
-    texts += [str(path) for path in federation.data.values()] + [str(federation.root)]
+    texts += [str(path) for path in deployment.data.values()]
+    texts += [str(deployment.federation.root.parent)]
     needles = [t.encode() for t in texts] + [t.lower().encode() for t in texts]
     row = canary_pattern()[0]
     for values in (row, 1.0 - row, row * 2 - 1):  # model inputs, both polarities, normalised
@@ -248,14 +197,14 @@ def _forbidden_bytes(federation: Federation) -> list[bytes]:
 
 
 def test_sites_send_only_parameters_and_allowed_scalars(
-    completed_run: CompletedRun, federation: Federation
+    completed_run: CompletedRun, deployment: Deployment
 ) -> None:
     shapes = _model_shapes()
-    needles = _forbidden_bytes(federation)
-    images = np.concatenate([_site_images(path) for path in federation.data.values()])
+    needles = _forbidden_bytes(deployment)
+    images = np.concatenate([_site_images(path) for path in deployment.data.values()])
     canary = canary_pattern()
     for site in SITES:
-        messages = list(read_audit(federation.audit[site]))
+        messages = list(read_audit(deployment.audit[site]))
         kinds = sorted(m.metadata.message_type for _, m in messages)
         assert kinds == ["evaluate"] * ROUNDS + ["train"] * ROUNDS, kinds
         for path, message in messages:
@@ -273,43 +222,47 @@ def test_sites_send_only_parameters_and_allowed_scalars(
                             assert _max_window_correlation(values, image) < 0.5, name
 
 
-def test_unregistered_key_is_refused(federation: Federation) -> None:
-    intruder = site_key_paths(federation.certs, "intruder").private_key
-    node = federation.supernode("intruder", intruder, federation.certs / CA_CERT, NODE_PORTS[2])
+def _wait_for_exit(deployment: Deployment, node: Started) -> int:
     try:
-        node.process.wait(timeout=90)
+        return node.process.wait(timeout=90)
     finally:
-        federation.processes.stop(node)
+        deployment.federation.processes.stop(node)
 
-    assert node.process.returncode != 0
+
+def test_unregistered_key_is_refused(deployment: Deployment) -> None:
+    certs = deployment.federation.certs
+    medfed_main(["certs", "add-site", str(certs), "intruder"])  # a valid key, never registered
+    intruder = site_key_paths(certs, "intruder").private_key
+    node = deployment.extra_supernode("intruder", intruder, certs / CA_CERT)
+
+    code = _wait_for_exit(deployment, node)
+
+    assert code != 0
     assert "Failed to activate SuperNode" in node.output()
-    assert online_nodes(CONNECTION, federation.env) == len(SITES)
+    assert online_nodes(deployment.federation.env) == len(SITES)
 
 
 @pytest.mark.parametrize("trust", ["system-cas", "another-ca"])
 def test_supernode_without_the_ca_cannot_connect(
-    federation: Federation, trust: str, tmp_path: Path
+    deployment: Deployment, trust: str, tmp_path: Path
 ) -> None:
     other_ca = None
     if trust == "another-ca":
         assert medfed_main(["certs", "init", str(tmp_path / "other"), "--server-name", HOST]) == 0
         other_ca = tmp_path / "other" / CA_CERT
-    registered_key = site_key_paths(federation.certs, SITES[0]).private_key
-    node = federation.supernode(f"untrusting-{trust}", registered_key, other_ca, NODE_PORTS[2])
-    try:
-        node.process.wait(timeout=90)
-    finally:
-        federation.processes.stop(node)
+    registered_key = site_key_paths(deployment.federation.certs, SITES[0]).private_key
+    node = deployment.extra_supernode(f"untrusting-{trust}", registered_key, other_ca)
 
-    assert node.process.returncode != 0
+    code = _wait_for_exit(deployment, node)
+
+    assert code != 0
     assert "CERTIFICATE_VERIFY_FAILED" in node.output()
 
 
-def test_flwr_cli_without_the_ca_cannot_connect(federation: Federation, tmp_path: Path) -> None:
+def test_flwr_cli_without_the_ca_cannot_connect(deployment: Deployment, tmp_path: Path) -> None:
     env = flwr_env(tmp_path / "flwr-home")
-    Path(env["FLWR_HOME"]).mkdir()
-    (Path(env["FLWR_HOME"]) / "config.toml").write_text(
-        flwr_config_toml(CONNECTION, f"{HOST}:{SUPERLINK_PORT}", None)
+    (tmp_path / "flwr-home" / "config.toml").write_text(
+        flwr_config_toml(CONNECTION, deployment.federation.address, None)
     )
 
     result = run(["flwr", "supernode", "ls", CONNECTION], env, 60)
