@@ -25,7 +25,7 @@ from client.train import train_locally
 from common import keys
 from common.config import MedfedConfig
 from common.data.preprocess import normalise
-from common.data.sites import SiteData, load_site
+from common.data.sites import SiteData, SiteStore
 from common.models import build_model
 from common.params import arrays_to_model, model_to_arrays
 from common.privacy import HistoryEntry
@@ -34,43 +34,63 @@ LOG = logging.getLogger("medfed.client")
 PRIVACY_STATE_KEY = "privacy-history"
 
 
+def _log_skipped(data: SiteData) -> None:
+    """Report each skipped file once per load (file name and reason only, never tags)."""
+    for skipped in data.skipped:
+        LOG.warning("site '%s': skipped %s: %s", data.site_id, skipped.path.name, skipped.reason)
+
+
 def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
     """A ClientApp with medfed's handlers; ``mods`` wrap every message (e.g. capture).
 
+    The app owns a ``SiteStore``: a site folder is read once per client process, not per round.
     Inside ``mods``: exceptions become redacted error replies, and with ``secagg.enabled``
     in the run config the SecAgg+ (legacy) app handles the message instead.
     """
-    router = SecAggRouter(SiteHandlers(train=handle_train, evaluate=handle_evaluate))
+    sites = SiteStore(progress=True, on_load=_log_skipped)
+    router = SecAggRouter(
+        SiteHandlers(
+            train=lambda content, context: handle_train(content, context, sites),
+            evaluate=lambda content, context: handle_evaluate(content, context, sites),
+        )
+    )
     app = ClientApp(mods=[*mods, contain_errors, router])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return Message(content=handle_train(msg.content, context), reply_to=msg)
+        return Message(content=handle_train(msg.content, context, sites), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        return Message(content=handle_evaluate(msg.content, context), reply_to=msg)
+        return Message(content=handle_evaluate(msg.content, context, sites), reply_to=msg)
 
     return app
 
 
-def _prepare(content: RecordDict, context: Context) -> tuple[MedfedConfig, int, SiteData]:
+# ``audit-dir`` in a SuperNode's node config keeps a copy of every reply (client.outbound).
+app = build_client_app([audit_outbound])
+
+
+def _prepare(
+    content: RecordDict, context: Context, sites: SiteStore | None = None
+) -> tuple[MedfedConfig, int, SiteData]:
     settings = dict(content[keys.CONFIG])
     server_round = int(settings.pop("server-round", 0))
     config = MedfedConfig.from_flat(settings)
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     site = locate_site(context.node_config, config)
-    data = load_site(site.path, config.data, site.site_id)
-    for skipped in data.skipped:
-        LOG.warning("site '%s': skipped %s: %s", site.site_id, skipped.path.name, skipped.reason)
+    store = sites if sites is not None else SiteStore(on_load=_log_skipped)
+    data = store.get(site.path, config.data, site.site_id)
     torch.manual_seed(hash((config.run.seed, site.site_index, server_round)) % 2**31)
     return config, site.site_index, data
 
 
-def handle_train(content: RecordDict, context: Context) -> RecordDict:
+def handle_train(
+    content: RecordDict, context: Context, sites: SiteStore | None = None
+) -> RecordDict:
     """Train the received global model locally (DP-SGD when enabled) and reply."""
-    config, site_index, data = _prepare(content, context)
+    config, site_index, data = _prepare(content, context, sites)
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
     result = train_locally(
@@ -95,9 +115,11 @@ def handle_train(content: RecordDict, context: Context) -> RecordDict:
     return RecordDict({keys.ARRAYS: model_to_arrays(model), keys.METRICS: MetricRecord(metrics)})
 
 
-def handle_evaluate(content: RecordDict, context: Context) -> RecordDict:
+def handle_evaluate(
+    content: RecordDict, context: Context, sites: SiteStore | None = None
+) -> RecordDict:
     """Evaluate the received global model on this site's held-out split and reply."""
-    config, site_index, data = _prepare(content, context)
+    config, site_index, data = _prepare(content, context, sites)
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
     result = evaluate_model(model, data.test_x, data.test_y)
@@ -132,7 +154,3 @@ def _store_history(state: RecordDict, history: Sequence[HistoryEntry]) -> None:
             "steps": [int(s) for _, _, s in history],
         }
     )
-
-
-# Last, so the handlers above exist; ``audit-dir`` in the node config turns the audit on.
-app = build_client_app([audit_outbound])

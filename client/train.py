@@ -9,6 +9,7 @@ accountant history first, so the reported epsilon is cumulative.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -100,6 +101,14 @@ def run_epochs(prepared: PreparedTraining, epochs: int) -> float:
     return total_loss / max(total_seen, 1)
 
 
+# Opacus/torch warnings that are expected here and would flood every round's log.
+_EXPECTED_WARNINGS = (
+    "Secure RNG turned off",  # secure_mode is a documented option, off by default
+    "Optimal order is the largest alpha",  # RDP search bound; PRV is the default accountant
+    "Full backward hook is firing",  # inputs never require grad in DP-SGD
+)
+
+
 def train_locally(
     model: nn.Module,
     dataset: TensorDataset,
@@ -110,10 +119,13 @@ def train_locally(
     history: Sequence[HistoryEntry] = (),
 ) -> LocalTrainingResult:
     """One round of local training; returns loss, cumulative epsilon and updated history."""
-    prepared = prepare_training(
-        model, dataset, train, privacy, planned_epochs=planned_epochs, history=history
-    )
-    loss = run_epochs(prepared, train.local_epochs)
+    with warnings.catch_warnings():
+        for message in _EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=f".*{message}")
+        prepared = prepare_training(
+            model, dataset, train, privacy, planned_epochs=planned_epochs, history=history
+        )
+        loss = run_epochs(prepared, train.local_epochs)
     epsilon = None
     new_history: list[HistoryEntry] = []
     if prepared.engine is not None:

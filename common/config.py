@@ -26,6 +26,12 @@ class DataConfig:
     channels: int = 1
     strict: bool = False
     test_fraction: float = 0.25
+    class_names: str = "normal,opacity"
+    frames: str = "middle"
+    stack_depth: int = 16
+    resize: str = "stretch"
+    cache: bool = True
+    cache_dir: str = ""
     synthetic_root: str = "~/.cache/medfed/synthetic"
     synthetic_images_per_site: int = 320
     synthetic_image_size: int = 128

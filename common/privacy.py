@@ -42,16 +42,3 @@ def epsilon_of(history: Sequence[HistoryEntry], *, delta: float, accountant: str
     acc = create_accountant(mechanism=accountant)
     acc.history = [(float(n), float(q), int(s)) for n, q, s in history]
     return float(acc.get_epsilon(delta=delta))
-
-
-def merge_history(
-    previous: Sequence[HistoryEntry], new: Sequence[HistoryEntry]
-) -> list[HistoryEntry]:
-    """Concatenate histories, folding equal (noise, rate) neighbours into one entry."""
-    merged: list[HistoryEntry] = [tuple(e) for e in previous]  # type: ignore[misc]
-    for noise, rate, steps in new:
-        if merged and merged[-1][0] == noise and merged[-1][1] == rate:
-            merged[-1] = (noise, rate, merged[-1][2] + steps)
-        else:
-            merged.append((noise, rate, steps))
-    return merged

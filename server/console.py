@@ -44,6 +44,6 @@ class RoundProgress:
     def on_round(self, record: RoundRecord) -> None:
         """Print the round line and advance the bar."""
         self._progress.console.print(
-            round_line(record, self.num_rounds), highlight=False, markup=False
+            round_line(record, self.num_rounds), highlight=False, markup=False, soft_wrap=True
         )
         self._progress.advance(self._task)

@@ -18,13 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from deploy_support import (
-    CANARY_PATIENT,
-    CANARY_PATIENT_ID,
-    REPO_ROOT,
-    canary_pattern,
-    make_canary_site,
-)
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.serde import message_to_proto
 from scipy.signal import fftconvolve
@@ -48,6 +41,13 @@ from deploy.local import (
 )
 from medfed.cli import main as medfed_main
 from server.rundir import CONFIG_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE
+from tests.deploy_support import (
+    CANARY_PATIENT,
+    CANARY_PATIENT_ID,
+    REPO_ROOT,
+    canary_pattern,
+    make_canary_site,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -141,7 +141,7 @@ def _model_shapes() -> dict[str, tuple[int, ...]]:
 def _site_images(path: Path) -> np.ndarray:
     """Every image of a site as the model sees it, one flattened row per image."""
     data = load_site(path, MedfedConfig().data, path.name)
-    return torch.cat([data.train_x, data.test_x]).flatten(1).numpy().astype(np.float64)
+    return torch.cat([data.train_x, data.val_x, data.test_x]).flatten(1).numpy().astype(np.float64)
 
 
 def _max_window_correlation(array: np.ndarray, pattern: np.ndarray) -> float:

@@ -1,74 +1,334 @@
-"""Decode one DICOM file into a normalised image tensor (pydicom does the parsing).
+"""Decode one DICOM file into images in [0, 1] (pydicom + pylibjpeg do the parsing and decoding).
 
-Pixel semantics, in order: stored values -> Modality LUT (RescaleSlope/Intercept) -> VOI LUT or
-WindowCenter/Width when present, else robust percentile windowing -> MONOCHROME1 inverted so
-that bright means dense everywhere -> [0, 1] -> resized with torch to the model's input.
-Multi-frame files contribute their middle frame (the documented choice for 2D models).
-Problems are raised as ``DicomReadError`` with a short reason; callers decide to skip or stop.
+Pixel semantics, in order, for each frame:
+stored values -> Modality LUT (Modality LUT Sequence or RescaleSlope/Intercept) -> VOI LUT
+Sequence or WindowCenter/Width when present (first view), else robust percentile windowing
+(0.5th-99.5th) -> [0, 1] -> MONOCHROME1 inverted so that bright means dense everywhere.
+Enhanced multi-frame objects keep these attributes in their functional groups: the shared
+and per-frame groups are merged into a flat per-frame view first. YBR_* colour data comes
+back from pydicom's decoder as RGB (converted here if a plugin left it in YBR), PALETTE COLOR
+goes through its colour LUT; colour images are scaled by their bit depth.
+
+Which frames of a multi-frame object become samples is decided by the caller
+(``common.data.volumes``); :func:`frame_order` gives their spatial (or temporal) order.
+Problems are raised as ``DicomReadError`` whose ``str()`` is a short, PHI-free reason.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
-import torch
-import torch.nn.functional as F
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_rescale, apply_voi_lut
+from pydicom.multival import MultiValue
+from pydicom.pixels import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi_lut,
+    convert_color_space,
+    get_decoder,
+)
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from common.data.phi import burned_in_annotation, identifying_tags
 
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
+PERCENTILE_SAMPLE = 65_536  # pixels looked at for percentile windowing (strided subsample)
+DEFER_SIZE = "64 KB"  # bulk values (pixel data) are read from disk only when decoded
+MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420")
+_VIEW_KEYWORDS = (
+    "PhotometricInterpretation",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "ModalityLUTSequence",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "VOILUTSequence",
+)
+_FUNCTIONAL_SEQUENCES = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's warnings and log records (they can quote tag values, i.e. PHI)."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 class DicomReadError(Exception):
-    """A file that cannot become a training image; ``str()`` is a short reason."""
+    """A file that cannot become a training image; ``str()`` is a short reason (no PHI)."""
 
 
-def read_dicom_image(path: Path, size: int, channels: int = 1) -> torch.Tensor:
-    """Return a float32 tensor of shape (channels, size, size) with values in [0, 1]."""
+@dataclass(frozen=True)
+class DicomInfo:
+    """What one file's header says, as plain values (identifying tags by name only)."""
+
+    sop_class: str
+    modality: str
+    photometric: str
+    rows: int
+    columns: int
+    frames: int
+    samples_per_pixel: int
+    transfer_syntax: str
+    series_uid: str
+    slice_position: float | None
+    instance_number: int | None
+    phi_tags: tuple[str, ...]
+    burned_in: str
+
+    @property
+    def size(self) -> str:
+        return f"{self.rows}x{self.columns}"
+
+    @property
+    def transfer_syntax_name(self) -> str:
+        return UID(self.transfer_syntax).name
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "phi_tags": list(self.phi_tags)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DicomInfo:
+        return cls(**{**data, "phi_tags": tuple(data["phi_tags"])})
+
+
+def open_dicom(path: Path) -> Dataset:
+    """Parse a file's header; pixel data stays on disk until decoded."""
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, defer_size=DEFER_SIZE)
     except InvalidDicomError:
-        raise DicomReadError("not a DICOM file") from None
-    except (OSError, EOFError, ValueError) as exc:
-        raise DicomReadError(f"unreadable DICOM ({type(exc).__name__})") from None
-    if "PixelData" not in ds:
-        raise DicomReadError("DICOM object has no pixel data")
+        ds = _open_without_preamble(path)
+    except Exception as exc:  # pydicom raises many types for damaged headers
+        raise DicomReadError(f"corrupt or truncated DICOM header ({type(exc).__name__})") from None
+    if "TransferSyntaxUID" not in ds.file_meta:
+        ds.file_meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian if ds.original_encoding[0] else ExplicitVRLittleEndian
+        )
+    return ds
+
+
+def _open_without_preamble(path: Path) -> Dataset:
+    """Old exports lack the 128-byte preamble; accept them only if they look like images."""
     try:
-        pixels = ds.pixel_array
-    except Exception as exc:  # pydicom raises many types for bad/unsupported pixel data
-        raise DicomReadError(f"cannot decode pixel data ({type(exc).__name__})") from None
-    image = _to_unit_range(ds, np.asarray(pixels))
-    return _resize(image, size, channels)
+        ds = pydicom.dcmread(path, defer_size=DEFER_SIZE, force=True)
+        looks_dicom = "SOPClassUID" in ds and ("Rows" in ds or "PixelData" in ds)
+    except Exception:
+        looks_dicom = False
+    if not looks_dicom:
+        raise DicomReadError("not a DICOM file")
+    return ds
 
 
-def _to_unit_range(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarray:
-    """(H, W) or (H, W, 3) float32 in [0, 1] with bright = dense."""
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    if frames > 1:
-        pixels = pixels[frames // 2]
-    if pixels.size == 0:
-        raise DicomReadError("zero-size image")
-    if ds.get("SamplesPerPixel", 1) == 3:
-        return pixels.astype(np.float32) / max(float(pixels.max()), 1.0)
-    values = apply_rescale(pixels.astype(np.float64), ds)
-    if "WindowCenter" in ds or "VOILUTSequence" in ds:
-        values = apply_voi_lut(values, ds)
-    low, high = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
-    scaled = np.clip((values - low) / max(high - low, 1e-6), 0.0, 1.0)
-    if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
-        scaled = 1.0 - scaled
-    return scaled.astype(np.float32)
+def describe(ds: Dataset) -> DicomInfo:
+    """Check that ``ds`` holds a decodable image and summarise its header."""
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if "PixelData" not in ds:
+        kind = UID(sop_class).name if sop_class else "unknown object"
+        raise DicomReadError(f"no pixel data ({kind})")
+    syntax = UID(ds.file_meta.TransferSyntaxUID)
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        raise DicomReadError(f"unsupported transfer syntax {syntax.name} ({syntax})") from None
+    if not decoder.is_available:
+        raise DicomReadError(f"no installed decoder for transfer syntax {syntax.name}")
+    rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    frames = _int(ds.get("NumberOfFrames"), default=1)
+    if rows == 0 or columns == 0 or frames == 0:
+        raise DicomReadError(f"zero-size image ({rows}x{columns}, {frames} frames)")
+    samples = _int(ds.get("SamplesPerPixel"), default=1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    _check_channels(samples, photometric)
+    return DicomInfo(
+        sop_class=sop_class,
+        modality=str(ds.get("Modality", "") or "unknown"),
+        photometric=photometric,
+        rows=rows,
+        columns=columns,
+        frames=frames,
+        samples_per_pixel=samples,
+        transfer_syntax=str(syntax),
+        series_uid=str(ds.get("SeriesInstanceUID", "")),
+        slice_position=_slice_position(ds),
+        instance_number=_int(ds.get("InstanceNumber"), default=None),
+        phi_tags=identifying_tags(ds),
+        burned_in=burned_in_annotation(ds),
+    )
 
 
-def _resize(image: np.ndarray, size: int, channels: int) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(image))
-    tensor = tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor.unsqueeze(0)
-    if channels == 1 and tensor.shape[0] == 3:
-        tensor = tensor.mean(dim=0, keepdim=True)
-    elif channels == 3 and tensor.shape[0] == 1:
-        tensor = tensor.expand(3, -1, -1)
-    resized = F.interpolate(tensor.unsqueeze(0), size=(size, size), mode="bilinear", antialias=True)
-    return resized.squeeze(0).clamp_(0.0, 1.0)
+def _check_channels(samples: int, photometric: str) -> None:
+    if samples == 1 and photometric in (*MONOCHROME, "PALETTE COLOR"):
+        return
+    if samples == 3 and photometric in COLOUR:
+        return
+    raise DicomReadError(
+        f"inconsistent channel count: SamplesPerPixel {samples} with "
+        f"PhotometricInterpretation '{photometric or 'missing'}'"
+    )
+
+
+def _int(value: Any, default: int | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _slice_position(ds: Dataset) -> float | None:
+    """Position along the slice normal (mm) of a single-frame cross-sectional image."""
+    position = ds.get("ImagePositionPatient")
+    orientation = ds.get("ImageOrientationPatient")
+    if position is None or orientation is None or len(orientation) != 6 or len(position) != 3:
+        return None
+    normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+    return float(np.dot(normal, np.asarray(position, float)))
+
+
+def frame_order(ds: Dataset, frames: int) -> list[int]:
+    """Frame indices in spatial order for enhanced multi-frame objects, else stored order."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame or len(per_frame) != frames:
+        return list(range(frames))
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    keys: list[float] = []
+    for group in per_frame:
+        plane = _item(group, "PlanePositionSequence")
+        orient = _item(group, "PlaneOrientationSequence") or _item(
+            shared, "PlaneOrientationSequence"
+        )
+        content = _item(group, "FrameContentSequence")
+        if plane is not None and orient is not None and "ImageOrientationPatient" in orient:
+            iop = np.asarray(orient.ImageOrientationPatient, float)
+            keys.append(float(np.dot(np.cross(iop[:3], iop[3:]), plane.ImagePositionPatient)))
+        elif content is not None and "InStackPositionNumber" in content:
+            keys.append(float(content.InStackPositionNumber))
+        else:
+            return list(range(frames))
+    return sorted(range(frames), key=lambda i: (keys[i], i))
+
+
+def _item(group: Dataset, keyword: str) -> Dataset | None:
+    sequence = group.get(keyword)
+    return sequence[0] if sequence else None
+
+
+def decode_frame(ds: Dataset, info: DicomInfo, index: int) -> np.ndarray:
+    """One frame as float32 in [0, 1]: (H, W) for grayscale, (H, W, 3) for colour."""
+    try:
+        pixels, meta = get_decoder(info.transfer_syntax).as_array(ds, index=index, as_rgb=True)
+    except Exception as exc:  # decoders raise many types for damaged data
+        raise DicomReadError(f"corrupt or truncated pixel data ({type(exc).__name__})") from None
+    photometric = str(meta.get("photometric_interpretation", info.photometric))
+    expected = (info.rows, info.columns) + ((3,) if info.samples_per_pixel == 3 else ())
+    if pixels.shape != expected:
+        raise DicomReadError(
+            f"decoded shape {pixels.shape} does not match header {expected} "
+            "(inconsistent channel count or size)"
+        )
+    if photometric == "PALETTE COLOR":
+        colour = apply_color_lut(pixels, ds)[..., :3]
+        return (colour / float(np.iinfo(colour.dtype).max)).astype(np.float32)
+    if info.samples_per_pixel == 3:
+        if photometric.startswith("YBR"):
+            pixels = convert_color_space(pixels, photometric, "RGB")
+        peak = 2 ** int(ds.get("BitsStored") or pixels.dtype.itemsize * 8) - 1
+        return np.clip(pixels / float(peak), 0.0, 1.0).astype(np.float32)
+    return _grayscale_to_unit(pixels, _frame_view(ds, index))
+
+
+def _frame_view(ds: Dataset, index: int) -> Dataset:
+    """Top-level attributes overlaid with the shared and this frame's functional groups."""
+    view = Dataset()
+    view.file_meta = ds.file_meta
+    for keyword in _VIEW_KEYWORDS:
+        if keyword in ds:
+            view[keyword] = ds[keyword]
+    groups = [(ds.get("SharedFunctionalGroupsSequence") or [None])[0]]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame and index < len(per_frame):
+        groups.append(per_frame[index])
+    for group in groups:
+        for keyword in _FUNCTIONAL_SEQUENCES:
+            item = _item(group, keyword) if group is not None else None
+            for element in item or []:
+                view[element.tag] = element
+    return view
+
+
+def _grayscale_to_unit(pixels: np.ndarray, view: Dataset) -> np.ndarray:
+    values = apply_modality_lut(pixels, view)
+    window = _voi_window(values, view)
+    if window is None:
+        low, high = _percentile_window(values)
+    else:
+        values, low, high = window
+    # in place, in float32: this is the hot loop of a first ingest
+    scaled = values.astype(np.float32)  # always a copy: ``pixels`` may be a read-only view
+    scaled -= np.float32(low)
+    scaled *= np.float32(1.0 / max(high - low, 1e-6))
+    np.clip(scaled, 0.0, 1.0, out=scaled)
+    if view.get("PhotometricInterpretation") == "MONOCHROME1":
+        np.subtract(np.float32(1.0), scaled, out=scaled)
+    return scaled
+
+
+def _voi_window(values: np.ndarray, view: Dataset) -> tuple[np.ndarray, float, float] | None:
+    """Apply the file's VOI LUT or window; return the values and its output range."""
+    has_lut = bool(view.get("VOILUTSequence"))
+    has_window = "WindowCenter" in view and "WindowWidth" in view
+    if not (has_lut or has_window):
+        return None
+    try:
+        if has_lut:
+            descriptor = view.VOILUTSequence[0].LUTDescriptor
+            first, entries = int(descriptor[1]), int(descriptor[0]) or 2**16
+            probe = np.arange(first, first + entries)
+        else:
+            if float(_first(view.WindowWidth)) <= 0:
+                return None
+            probe = np.array([-1e12, 1e12])
+        low, high = (float(v) for v in _range(apply_voi_lut(probe, view)))
+        if high <= low:
+            return None
+        return apply_voi_lut(values, view), low, high
+    except (ValueError, TypeError, AttributeError, IndexError, NotImplementedError):
+        return None  # malformed VOI attributes: fall back to percentile windowing
+
+
+def _first(value: Any) -> Any:
+    return value[0] if isinstance(value, MultiValue | list | tuple) else value
+
+
+def _range(values: np.ndarray) -> tuple[float, float]:
+    return float(np.min(values)), float(np.max(values))
+
+
+def _percentile_window(values: np.ndarray) -> tuple[float, float]:
+    flat = values.reshape(-1)
+    step = max(1, flat.size // PERCENTILE_SAMPLE)
+    low, high = np.percentile(flat[::step].astype(np.float32), [LOW_PERCENTILE, HIGH_PERCENTILE])
+    if high <= low:  # (nearly) constant image: use its full range
+        low, high = float(flat.min()), float(flat.max())
+    return float(low), float(high)

@@ -1,13 +1,30 @@
-"""``medfed site …``: tools a hospital's IT staff run on their own data folder."""
+"""``medfed site check PATH``: is a hospital's data folder ready (and safe) to train on?
+
+Reads the folder exactly as training will (same decoder, same cache, so a later training run
+starts from the cache), then prints a readiness report: usable images per class and split,
+modalities, photometric interpretations, sizes, transfer syntaxes, skipped files with
+reasons, and which identifying DICOM tags are present (names and counts, never values).
+Exit code 0 = ready, 1 = not ready, 2 = the folder or the options cannot be used (with
+``--strict``: also the first unusable file, as one line naming the site and the file).
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import json
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from common.config import MedfedConfig
-from common.data.sites import load_site
+from common.data.ingest import SiteIngest, class_names, ingest_site
+from common.data.medmnist import find_npz
+from common.data.readiness import PHI_NOTE, SiteReport, build_report
+from common.data.sites import has_dicom_layout, load_site
+
+DEFAULT_MIN_IMAGES = 20
+NOT_READY = 1
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -15,21 +32,88 @@ def register(commands: argparse._SubParsersAction) -> None:
     site = commands.add_parser("site", help="tools for a hospital's data folder")
     site_commands = site.add_subparsers(dest="site_command", required=True)
     check = site_commands.add_parser("check", help="check a site folder before training")
-    check.add_argument("path", help="the site's data folder")
+    check.add_argument("path", help="the site's data folder (or a MedMNIST .npz file)")
     check.add_argument("--site-id", help="name to report (default: folder name)")
+    check.add_argument(
+        "--min-images",
+        type=int,
+        default=DEFAULT_MIN_IMAGES,
+        help=f"usable training images needed to be ready (default {DEFAULT_MIN_IMAGES})",
+    )
+    check.add_argument("--classes", help="comma-separated class names (default: data.class-names)")
+    check.add_argument("--image-size", type=int, help="model input size (default: data.image-size)")
+    check.add_argument("--cache-dir", help="tensor cache folder (default: inside the site folder)")
+    check.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first unusable file with a one-line error (as data.strict=true does)",
+    )
     check.set_defaults(func=check_site)
 
 
 def check_site(args: argparse.Namespace) -> int:
-    """Load a site folder the way training will and list every problem found."""
-    config = MedfedConfig().replace(**{"data.strict": False})
-    root = Path(args.path)
-    site_id = args.site_id or root.name
-    data = load_site(root, config.data, site_id)
-    for skipped in data.skipped:
-        print(f"site '{site_id}': {skipped.path}: {skipped.reason}", file=sys.stderr)
-    print(
-        f"site '{site_id}': {len(data.train_y)} training and {len(data.test_y)} held-out "
-        f"images usable, {len(data.skipped)} skipped"
-    )
-    return 1 if data.skipped else 0
+    """Build and print the readiness report; 0 when ready, 1 when not."""
+    overrides: dict[str, object] = {"data.strict": args.strict, "data.cache": not args.no_cache}
+    if args.classes:
+        overrides["data.class-names"] = args.classes
+    if args.image_size:
+        overrides["data.image-size"] = args.image_size
+    if args.cache_dir:
+        overrides["data.cache-dir"] = args.cache_dir
+    config = MedfedConfig().replace(**overrides).data  # type: ignore[arg-type]
+    root = Path(args.path).expanduser()
+    site_id = args.site_id or (root.stem if root.suffix == ".npz" else root.name)
+    classes = class_names(config)
+    console = Console(stderr=True)
+    npz = None if has_dicom_layout(root) else find_npz(root)
+    if npz is not None:
+        data = load_site(npz, config, site_id)
+        labels = {"train": data.train_y, "val": data.val_y, "test": data.test_y}
+        ingest = SiteIngest(site_id, npz, "npz")
+        ingest.labels = {split: y.tolist() for split, y in labels.items()}
+    else:
+        ingest = ingest_site(root, config, site_id, console=console)
+    report = build_report(ingest, classes, args.min_images)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_report(report, Console())
+    return 0 if report.ready else NOT_READY
+
+
+def _print_report(report: SiteReport, console: Console) -> None:
+    console.print(f"[bold]Site '{report.site_id}'[/bold]: {report.path} (layout: {report.layout})")
+    table = Table("class", "train", "val", "test", title="Usable images")
+    for name in report.classes:
+        counts = report.counts[name]
+        table.add_row(name, *(str(counts[split]) for split in ("train", "val", "test")))
+    console.print(table)
+    for title, values in (
+        ("Modalities", report.modalities),
+        ("Photometric", report.photometric),
+        ("Sizes (rows x columns)", report.sizes),
+        ("Transfer syntaxes", report.transfer_syntaxes),
+        ("Samples", report.frames),
+    ):
+        if values:
+            console.print(f"{title}: " + ", ".join(f"{k} ({v})" for k, v in values.items()))
+    if report.skipped:
+        console.print(f"[bold]Skipped ({len(report.skipped)})[/bold]:")
+        for item in report.skipped:
+            console.print(f"  {item['path']}: {item['reason']}", markup=False, highlight=False)
+    if report.phi_tags or report.burned_in_yes:
+        console.print("[bold]PHI in DICOM tags[/bold] (files with the tag; values not shown):")
+        for tag, count in report.phi_tags.items():
+            console.print(f"  {tag}: {count}")
+        if report.burned_in_yes:
+            console.print(f"  BurnedInAnnotation=YES: {report.burned_in_yes}")
+        console.print(f"  [yellow]{PHI_NOTE}[/yellow]")
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    if report.ready:
+        train = sum(counts["train"] for counts in report.counts.values())
+        console.print(f"[bold green]READY[/bold green]: {train} usable training images")
+    else:
+        console.print("[bold red]NOT READY[/bold red]: " + "; ".join(report.problems))

@@ -1,0 +1,205 @@
+"""Read a DICOM site folder once: manifest -> content hashes -> headers -> samples -> tensors.
+
+Every step consults the site's ``TensorCache`` first, so a folder that did not change is
+loaded without parsing any DICOM. Unusable inputs (see ``SkippedFile`` reasons) are recorded
+and skipped, or stop the load with a one-line ``SiteDataError`` when ``strict`` is set.
+Decoding shows a rich progress bar on the given console (nothing is drawn for cached data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from pydicom.dataset import Dataset
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from common.config import DataConfig
+from common.data.cache import TensorCache, config_key, site_cache_dir
+from common.data.dicom import DicomInfo, DicomReadError, describe, open_dicom, quiet_pydicom
+from common.data.manifest import SPLITS, LabelledFile, SkippedFile, read_manifest
+from common.data.preprocess import RESIZE_MODES
+from common.data.volumes import FRAME_MODES, Geometry, Member, Sample, group_samples, sample_tensors
+from common.errors import ConfigError, SiteDataError
+
+
+@dataclass
+class SiteIngest:
+    """The outcome of reading one site folder: tensors per split, samples and problems."""
+
+    site_id: str
+    root: Path
+    layout: str
+    images: dict[str, list[torch.Tensor]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    labels: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    samples: list[Sample] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    decoded: int = 0
+    from_cache: int = 0
+
+
+def class_names(config: DataConfig) -> tuple[str, ...]:
+    """The site's class names, in label-index order."""
+    names = tuple(name.strip() for name in config.class_names.split(",") if name.strip())
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ConfigError(
+            f"data.class-names needs two or more distinct names, got {config.class_names!r}"
+        )
+    return names
+
+
+def geometry(config: DataConfig) -> Geometry:
+    """The preprocessing settings of ``config``, checked."""
+    if config.frames not in FRAME_MODES:
+        raise ConfigError(
+            f"data.frames must be one of {', '.join(FRAME_MODES)}, got {config.frames!r}"
+        )
+    if config.resize not in RESIZE_MODES:
+        raise ConfigError(
+            f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {config.resize!r}"
+        )
+    if config.channels not in (1, 3) or config.image_size < 1 or config.stack_depth < 1:
+        raise ConfigError("data.channels must be 1 or 3; data.image-size and data.stack-depth >= 1")
+    return Geometry(
+        config.image_size, config.channels, config.frames, config.stack_depth, config.resize
+    )
+
+
+def open_cache(root: Path, config: DataConfig, site_id: str) -> TensorCache:
+    """The site's tensor cache for this preprocessing config (a no-op one if disabled)."""
+    settings = geometry(config).__dict__
+    directory = site_cache_dir(config.cache_dir, root, site_id) if config.cache else None
+    return TensorCache(directory, config_key(settings))
+
+
+def ingest_site(
+    root: Path,
+    config: DataConfig,
+    site_id: str,
+    *,
+    console: Console | None = None,
+    on_file: Callable[[], None] | None = None,
+) -> SiteIngest:
+    """Read a site folder into tensors; never raises for a bad file unless ``strict``."""
+    shape = geometry(config)
+    manifest = read_manifest(root, site_id, class_names(config))
+    result = SiteIngest(site_id, root, manifest.layout)
+
+    def skip(path: Path, reason: str) -> None:
+        if config.strict:
+            raise SiteDataError(site_id, reason, path)
+        result.skipped.append(SkippedFile(path, reason))
+
+    for problem in manifest.skipped:
+        skip(problem.path, problem.reason)
+    cache = open_cache(root, config, site_id)
+    with quiet_pydicom():  # its warnings can quote tag values: keep PHI out of logs
+        opened, members = _read_headers(manifest.entries, cache, root, skip)
+        samples, series_problems = group_samples(members, root, config.test_fraction)
+        for problem in series_problems:
+            skip(problem.path, problem.reason)
+        todo = [sample for sample in samples if not cache.has_sample(sample.key)]
+        with _progress_bar(console, site_id, sum(len(s.members) for s in todo)) as advance:
+            for sample in todo:
+                cache.put_sample(sample.key, _decode(sample, shape, opened))
+                for member in sample.members:
+                    opened.pop(member.digest, None)
+                    advance()
+                    if on_file is not None:
+                        on_file()
+    result.decoded = len(todo)
+    for sample in samples:
+        found = cache.sample(sample.key)
+        if isinstance(found, str):
+            for member in sample.members:
+                skip(member.entry.path, found)
+            continue
+        result.samples.append(sample)
+        result.images[sample.split].extend(found)
+        result.labels[sample.split].extend([sample.label] * len(found))
+    result.from_cache = len(samples) - len(todo)
+    cache.flush()
+    return result
+
+
+def _read_headers(
+    entries: list[LabelledFile],
+    cache: TensorCache,
+    root: Path,
+    skip: Callable[[Path, str], None],
+) -> tuple[dict[str, Dataset], list[Member]]:
+    opened: dict[str, Dataset] = {}
+    members: list[Member] = []
+    seen: dict[str, Path] = {}
+    for entry in entries:
+        try:
+            digest = cache.digest(entry.path)
+        except OSError as exc:
+            skip(entry.path, f"cannot read file ({exc.strerror or type(exc).__name__})")
+            continue
+        if digest in seen:
+            skip(entry.path, f"same content as {_show(seen[digest], root)} (duplicate)")
+            continue
+        seen[digest] = entry.path
+        info: DicomInfo | str | None = cache.file_info(digest)
+        if info is None:
+            try:
+                dataset = open_dicom(entry.path)
+                info = describe(dataset)
+                opened[digest] = dataset
+            except DicomReadError as problem:
+                info = str(problem)
+            cache.put_file_info(digest, info)
+        if isinstance(info, str):
+            skip(entry.path, info)
+            continue
+        members.append(Member(entry, digest, info))
+    return opened, members
+
+
+def _decode(
+    sample: Sample, shape: Geometry, opened: dict[str, Dataset]
+) -> list[torch.Tensor] | str:
+    try:
+        datasets = [
+            opened[m.digest] if m.digest in opened else open_dicom(m.entry.path)
+            for m in sample.members
+        ]
+        return sample_tensors(sample, datasets, shape)
+    except DicomReadError as problem:
+        return str(problem)
+
+
+def _show(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+@contextmanager
+def _progress_bar(
+    console: Console | None, site_id: str, total: int
+) -> Iterator[Callable[[], None]]:
+    """A rich progress bar for decoding, or a no-op when there is no console or no work."""
+    if console is None or total == 0:
+        yield lambda: None
+        return
+    columns = (
+        TextColumn(f"[bold]ingest {site_id}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=console.is_terminal) as progress:
+        task = progress.add_task("files", total=total)
+        yield lambda: progress.advance(task)

@@ -1,0 +1,157 @@
+"""A hospital's folder layout -> the list of labelled files (no pixel is read here).
+
+Supported layouts:
+- ``labels.csv`` with columns ``path,label`` and optionally ``split`` (``train``/``val``/``test``);
+  a path may name a file or a folder (every file inside it gets the row's label and split);
+- one subfolder per class (``normal/…``, ``opacity/…``), nested folders allowed.
+Labels are class names or class indices. Rows and folders that cannot be used (unknown or
+missing label, missing file, folder that is not a class) are returned as problems, not raised.
+Hidden files (``.name``) and this package's own files are ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import SiteDataError
+
+LABELS_FILE = "labels.csv"
+SPLITS = ("train", "val", "test")
+_SPLIT_ALIASES = {"validation": "val", "valid": "val", "training": "train", "holdout": "test"}
+IGNORED_SUFFIXES = {".csv", ".txt", ".md", ".json", ".npz", ".pt"}
+
+
+@dataclass(frozen=True)
+class LabelledFile:
+    """One file of a site with its class index and split (``split`` is None when unassigned)."""
+
+    path: Path
+    label: int
+    split: str | None
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file (or folder, or labels.csv row) left out of training, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything a site folder lists: usable entries and the problems found on the way."""
+
+    entries: list[LabelledFile]
+    skipped: list[SkippedFile]
+    layout: str
+
+
+def read_manifest(root: Path, site_id: str, class_names: tuple[str, ...]) -> Manifest:
+    """List the labelled files of a site folder (``labels.csv`` or class subfolders)."""
+    if not root.is_dir():
+        raise SiteDataError(site_id, "data folder does not exist", root)
+    labels_csv = root / LABELS_FILE
+    if labels_csv.exists():
+        return _from_csv(labels_csv, site_id, class_names)
+    manifest = _from_subfolders(root, class_names)
+    if not manifest.entries and not manifest.skipped:
+        raise SiteDataError(
+            site_id,
+            f"no labelled images found (expected {LABELS_FILE} or one folder per class: "
+            f"{', '.join(class_names)})",
+            root,
+        )
+    return manifest
+
+
+def hashed_split(key: str, test_fraction: float) -> str:
+    """Deterministic train/test assignment from a stable key (a path or a series UID)."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return "test" if int.from_bytes(digest[:4], "big") / 2**32 < test_fraction else "train"
+
+
+def label_index(label: str, class_names: tuple[str, ...]) -> int:
+    """Class index of a label given by name or index; ``ValueError`` with a reason if unknown."""
+    label = label.strip()
+    if not label:
+        raise ValueError("missing label")
+    if label in class_names:
+        return class_names.index(label)
+    if label.isdigit() and int(label) < len(class_names):
+        return int(label)
+    raise ValueError(f"unknown label '{label}' (expected one of {', '.join(class_names)})")
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Candidate image files under ``folder`` (sorted, hidden and side files left out)."""
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        and path.suffix.lower() not in IGNORED_SUFFIXES
+    )
+
+
+def _from_csv(labels_csv: Path, site_id: str, class_names: tuple[str, ...]) -> Manifest:
+    try:
+        with open(labels_csv, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+            fields = set(rows[0].keys()) if rows else set()
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SiteDataError(site_id, f"cannot read labels.csv ({exc})", labels_csv) from None
+    if rows and not {"path", "label"} <= fields:
+        raise SiteDataError(site_id, "labels.csv needs the columns path,label", labels_csv)
+    root = labels_csv.parent
+    entries: list[LabelledFile] = []
+    skipped: list[SkippedFile] = []
+    for line, row in enumerate(rows, start=2):
+        relative = (row.get("path") or "").strip()
+        if not relative:
+            skipped.append(SkippedFile(labels_csv, f"line {line}: empty path"))
+            continue
+        path = root / relative
+        try:
+            label = label_index(row.get("label") or "", class_names)
+            split = _split(row.get("split"))
+        except ValueError as problem:
+            skipped.append(SkippedFile(path, f"labels.csv line {line}: {problem}"))
+            continue
+        if path.is_dir():
+            entries.extend(LabelledFile(file, label, split) for file in image_files(path))
+        elif path.is_file():
+            entries.append(LabelledFile(path, label, split))
+        else:
+            skipped.append(SkippedFile(path, f"listed in labels.csv (line {line}) but not found"))
+    return Manifest(entries, skipped, "labels.csv")
+
+
+def _split(value: str | None) -> str | None:
+    text = (value or "").strip().lower()
+    if not text:
+        return None
+    text = _SPLIT_ALIASES.get(text, text)
+    if text not in SPLITS:
+        raise ValueError(f"unknown split '{text}' (expected one of {', '.join(SPLITS)})")
+    return text
+
+
+def _from_subfolders(root: Path, class_names: tuple[str, ...]) -> Manifest:
+    entries: list[LabelledFile] = []
+    skipped: list[SkippedFile] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder.name not in class_names:
+            skipped.append(
+                SkippedFile(
+                    folder,
+                    f"folder '{folder.name}' is not a class ({', '.join(class_names)})",
+                )
+            )
+            continue
+        label = class_names.index(folder.name)
+        entries.extend(LabelledFile(file, label, None) for file in image_files(folder))
+    return Manifest(entries, skipped, "class folders")

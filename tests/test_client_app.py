@@ -1,0 +1,103 @@
+"""The ClientApp's train/evaluate handlers: DP is really applied, epsilon accumulates."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from opacus.data_loader import DPDataLoader
+from opacus.optimizers import DPOptimizer
+from torch.utils.data import TensorDataset
+
+from client.train import prepare_training
+from common import keys
+from common.config import MedfedConfig
+from common.models import build_model
+from common.privacy import epsilon_of
+from tests.clientapp_harness import CapturingHarness
+
+
+def _dataset(n: int = 40) -> TensorDataset:
+    return TensorDataset(torch.randn(n, 1, 32, 32), torch.randint(0, 2, (n,)))
+
+
+def test_dp_training_uses_opacus_optimizer_with_noise(small_config: MedfedConfig) -> None:
+    model = build_model(small_config.model, 1)
+
+    prepared = prepare_training(
+        model, _dataset(), small_config.train, small_config.privacy, planned_epochs=2
+    )
+
+    assert isinstance(prepared.optimizer, DPOptimizer)
+    assert isinstance(prepared.loader, DPDataLoader)
+    assert prepared.optimizer.noise_multiplier > 0
+    assert prepared.optimizer.max_grad_norm == small_config.privacy.max_grad_norm
+    assert prepared.engine is not None
+
+
+def test_without_dp_training_is_plain_sgd(small_config: MedfedConfig) -> None:
+    config = small_config.replace(**{"privacy.enabled": False})
+    model = build_model(config.model, 1)
+
+    prepared = prepare_training(model, _dataset(), config.train, config.privacy, planned_epochs=2)
+
+    assert not isinstance(prepared.optimizer, DPOptimizer)
+    assert prepared.engine is None
+
+
+def test_epsilon_accumulates_across_rounds_and_reaches_the_target(
+    small_site: Path, small_config: MedfedConfig
+) -> None:
+    harness = CapturingHarness(small_site, small_config)
+
+    eps = [
+        float(harness.train(r).content[keys.METRICS][keys.EPSILON])
+        for r in range(1, small_config.federation.num_rounds + 1)
+    ]
+
+    assert 0 < eps[0] < eps[1]
+    assert all(math.isfinite(e) for e in eps)
+    # The noise was calibrated so the planned rounds spend the target (PRV is approximate).
+    assert eps[-1] == pytest.approx(small_config.privacy.target_epsilon, rel=0.05)
+
+
+def test_epsilon_after_k_rounds_equals_accountant_from_scratch(
+    small_site: Path, small_config: MedfedConfig
+) -> None:
+    harness = CapturingHarness(small_site, small_config)
+    first = harness.train(1).content[keys.METRICS]
+    second = harness.train(2).content[keys.METRICS]
+    noise = float(first[keys.NOISE_MULTIPLIER])
+    rate = float(first[keys.SAMPLE_RATE])
+    steps_per_round = round(1 / rate) * small_config.train.local_epochs
+
+    from_scratch = epsilon_of(
+        [(noise, rate, 2 * steps_per_round)],
+        delta=small_config.privacy.delta,
+        accountant=small_config.privacy.accountant,
+    )
+
+    assert float(second[keys.EPSILON]) == pytest.approx(from_scratch, rel=1e-6)
+
+
+def test_dp_disabled_reports_no_epsilon(small_site: Path, small_config: MedfedConfig) -> None:
+    config = small_config.replace(**{"privacy.enabled": False})
+
+    metrics = CapturingHarness(small_site, config).train().content[keys.METRICS]
+
+    assert keys.EPSILON not in metrics
+    assert metrics[keys.NUM_EXAMPLES] > 0
+
+
+def test_evaluate_reports_auc_between_zero_and_one(
+    small_site: Path, small_config: MedfedConfig
+) -> None:
+    metrics = CapturingHarness(small_site, small_config).evaluate().content[keys.METRICS]
+
+    assert 0.0 <= float(metrics[keys.EVAL_AUC]) <= 1.0
+    counts = sum(
+        int(metrics[k]) for k in (keys.TRUE_POS, keys.FALSE_POS, keys.TRUE_NEG, keys.FALSE_NEG)
+    )
+    assert counts == metrics[keys.NUM_EXAMPLES]
