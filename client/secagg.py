@@ -25,6 +25,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from common import keys
 from common.config import MedfedConfig
+from common.errors import ConfigError
 from common.models import build_model
 
 Scalars = dict[str, bool | bytes | float | int | str]
@@ -58,6 +59,11 @@ def named_arrays(parameters: Sequence[np.ndarray], names: Sequence[str]) -> Arra
     )
 
 
+def _dotted(settings: Scalars) -> Scalars:
+    """The medfed config keys of a legacy config dict (drops e.g. ``server-round``)."""
+    return {key: value for key, value in settings.items() if "." in key}
+
+
 class SiteClient(NumPyClient):
     """Legacy adapter: converts FitIns/EvaluateIns and calls ``client.app``'s handlers."""
 
@@ -66,7 +72,7 @@ class SiteClient(NumPyClient):
         self._handlers = handlers
 
     def _content(self, parameters: list[np.ndarray], settings: Scalars) -> RecordDict:
-        config = MedfedConfig.from_flat({k: v for k, v in settings.items() if "." in k})
+        config = MedfedConfig.from_flat(_dotted(settings))
         return RecordDict(
             {
                 keys.ARRAYS: named_arrays(parameters, parameter_names(config)),
@@ -78,10 +84,18 @@ class SiteClient(NumPyClient):
         self, parameters: list[np.ndarray], config: Scalars
     ) -> tuple[list[np.ndarray], int, Scalars]:
         """Local DP-SGD; the weights returned here are masked by ``secaggplus_mod``."""
-        reply = self._handlers.train(self._content(parameters, config), self._context)
+        content = self._content(parameters, config)
+        reply = self._handlers.train(content, self._context)
         metrics = dict(reply[keys.METRICS])
+        num_examples = int(metrics[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
+        max_weight = MedfedConfig.from_flat(_dotted(config)).secagg.max_weight
+        if num_examples > max_weight:  # SecAgg+ would clip this site's weights silently
+            raise ConfigError(
+                f"this site has {num_examples} training images, more than "
+                f"secagg.max-weight={max_weight:g}: raise it in the run config"
+            )
         arrays = reply[keys.ARRAYS].to_numpy_ndarrays()
-        return arrays, int(metrics[keys.NUM_EXAMPLES]), metrics  # type: ignore[arg-type, return-value]
+        return arrays, num_examples, metrics  # type: ignore[return-value]
 
     def evaluate(self, parameters: list[np.ndarray], config: Scalars) -> tuple[float, int, Scalars]:
         """Evaluate the global model on the site's held-out split (not masked)."""

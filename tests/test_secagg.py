@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.common import bytes_to_ndarray, parameters_to_ndarrays
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
@@ -20,13 +20,14 @@ from rich.console import Console
 
 from client.app import handle_evaluate, handle_train
 from client.outbound import AuditTo, read_audit
-from client.secagg import SiteHandlers, build_secagg_client_app
+from client.secagg import SiteClient, SiteHandlers, build_secagg_client_app
+from common import keys
 from common.config import MedfedConfig
 from common.data.synthetic import ensure_synthetic_site
+from common.errors import ConfigError
+from common.models import build_model
 from server.rundir import METRICS_FILE
 from server.secagg import FitResults, run_secagg_federation
-
-pytestmark = pytest.mark.slow
 
 
 def _config(tmp_path: Path) -> MedfedConfig:
@@ -57,6 +58,7 @@ def _unmasked_updates(folder: Path) -> dict[str, list[list[np.ndarray]]]:
     return by_round
 
 
+@pytest.mark.slow
 def test_strategy_receives_only_the_secure_aggregate(tmp_path: Path) -> None:
     # Prepare
     config = _config(tmp_path)
@@ -138,3 +140,19 @@ def test_strategy_receives_only_the_secure_aggregate(tmp_path: Path) -> None:
                             assert not np.allclose(sent, raw, atol=1e-3)
     # 2 sites x 2 rounds sent one masked vector per parameter array; all were compared
     assert compared >= 4 * len(unmasked["1"][0])
+
+
+def test_a_site_larger_than_max_weight_refuses_to_send() -> None:
+    config = MedfedConfig().replace(**{"secagg.enabled": True, "secagg.max-weight": 100.0})
+    initial = build_model(config.model, config.data.channels)
+    arrays = [p.detach().numpy() for p in initial.state_dict().values()]
+
+    def train(content: RecordDict, context: Context) -> RecordDict:
+        metrics = MetricRecord({keys.NUM_EXAMPLES: 101, keys.TRAIN_LOSS: 0.5})
+        return RecordDict({keys.ARRAYS: content[keys.ARRAYS], keys.METRICS: metrics})
+
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    client = SiteClient(context, SiteHandlers(train=train, evaluate=train))
+
+    with pytest.raises(ConfigError, match=r"more than secagg.max-weight=100"):
+        client.fit(arrays, {**config.to_flat(), "server-round": 1})
