@@ -34,6 +34,13 @@ from deploy.commands import (
     superlink_command,
     supernode_command,
 )
+from deploy.gateway import (
+    Endpoint,
+    GatewaySpec,
+    nginx_command,
+    nginx_executable,
+    write_gateway_config,
+)
 
 HOST = "127.0.0.1"
 CONNECTION = "medfed"
@@ -171,6 +178,7 @@ class LocalFederation:
     hospitals: Sequence[Hospital]
     superlink_port: int
     node_ports: Sequence[int]
+    gateway_port: int | None = None
     start_timeout: float = 120.0
     processes: Processes = field(init=False)
     certs: Path = field(init=False)
@@ -184,7 +192,13 @@ class LocalFederation:
 
     @property
     def address(self) -> str:
+        """The SuperLink itself (Control API: coordinator only)."""
         return f"{HOST}:{self.superlink_port}"
+
+    @property
+    def fleet_address(self) -> str:
+        """What the hospitals dial: the gateway when there is one, else the SuperLink."""
+        return self.address if self.gateway_port is None else f"{HOST}:{self.gateway_port}"
 
     def __enter__(self) -> LocalFederation:
         try:
@@ -225,6 +239,8 @@ class LocalFederation:
             raise RuntimeError(f"{error}\n{superlink.tail()}") from None
         if superlink.process.poll() is not None:
             raise RuntimeError(f"the SuperLink exited:\n{superlink.tail()}")
+        if self.gateway_port is not None:
+            self.start_gateway(self.gateway_port)
         for index, hospital in enumerate(self.hospitals):
             keyfiles = site_key_paths(self.certs, hospital.site_id)
             result = run(
@@ -237,7 +253,7 @@ class LocalFederation:
             self.start_supernode(
                 hospital.site_id,
                 SuperNodeSpec(
-                    superlink=self.address,
+                    superlink=self.fleet_address,
                     ca_cert=self.certs / CA_CERT,
                     private_key=keyfiles.private_key,
                     data_path=hospital.data_path,
@@ -252,6 +268,24 @@ class LocalFederation:
             self.start_timeout,
             f"{len(self.hospitals)} online SuperNodes",
         )
+
+    def start_gateway(self, port: int) -> Started:
+        """nginx forwarding only the SuperNode's Fleet routes to the loopback SuperLink."""
+        nginx = nginx_executable()
+        if nginx is None:
+            raise RuntimeError("nginx is not installed (Debian: apt-get install nginx-light)")
+        spec = GatewaySpec(self.certs, Endpoint(HOST, port), Endpoint(HOST, self.superlink_port))
+        gateway = self.processes.start(
+            "gateway", nginx_command(write_gateway_config(spec), nginx), self.env
+        )
+        wait_until(
+            lambda: port_open(HOST, port) or gateway.process.poll() is not None,
+            self.start_timeout,
+            "the gateway",
+        )
+        if gateway.process.poll() is not None:
+            raise RuntimeError(f"nginx exited:\n{gateway.tail()}")
+        return gateway
 
     def start_supernode(self, name: str, spec: SuperNodeSpec) -> Started:
         """Start one more SuperNode process (own FLWR_HOME, like a separate hospital)."""

@@ -48,6 +48,11 @@ def test_readme_recipe_uses_every_flag_the_tests_use(tmp_path: Path) -> None:
     for key in SuperNodeSpec("h:1", None, None, tmp_path, "a", 0).node_config():
         assert f"{key}=" in section
     assert "root-certificates = " in section
+    # issue 9: SuperLink on loopback only, hospitals dial the gateway, CLI uses loopback
+    assert '--host 127.0.0.1 --port "$SUPERLINK_PORT"' in section
+    assert 'flower-supernode --superlink "$COORDINATOR_HOST:$GATEWAY_PORT"' in section
+    assert 'address = "127.0.0.1:$SUPERLINK_PORT"' in section
+    assert "medfed certs gateway-config" in section and "nginx -c" in section
     assert "--insecure" not in "".join(
         line for line in section.splitlines() if line.startswith(("flower-", "  --"))
     )

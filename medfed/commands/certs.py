@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from deploy.certs import add_site, init_authority, parse_server_names
+from deploy.gateway import (
+    Endpoint,
+    GatewaySpec,
+    exposure_warning,
+    nginx_command,
+    write_gateway_config,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -37,6 +45,25 @@ def register(commands: argparse._SubParsersAction) -> None:
     site.add_argument("site_id", help="stable site id, e.g. hospital-a")
     site.set_defaults(func=run_add_site)
 
+    gateway = certs_commands.add_parser(
+        "gateway-config",
+        help="write the nginx config that exposes only the Fleet API to the hospitals",
+    )
+    gateway.add_argument("directory", type=Path, help="certificate directory (from init)")
+    gateway.add_argument(
+        "--listen", required=True, help="HOST:PORT the hospitals connect to, e.g. 0.0.0.0:9093"
+    )
+    gateway.add_argument(
+        "--upstream", required=True, help="the SuperLink's loopback HOST:PORT, e.g. 127.0.0.1:9092"
+    )
+    gateway.add_argument(
+        "--i-know-control-api-is-exposed",
+        dest="exposed",
+        action="store_true",
+        help="allow a non-loopback SuperLink address (its Control API is then reachable)",
+    )
+    gateway.set_defaults(func=run_gateway_config)
+
 
 def run_init(args: argparse.Namespace) -> int:
     """Write ca.crt/ca.key/server.crt/server.key and say what goes where."""
@@ -59,4 +86,22 @@ def run_add_site(args: argparse.Namespace) -> int:
         "Register it at the coordinator before the site starts its SuperNode:\n"
         f"  flwr supernode register {files.public_key.resolve()} medfed --name {files.site_id}"
     )
+    return 0
+
+
+def run_gateway_config(args: argparse.Namespace) -> int:
+    """Write DIR/gateway/nginx.conf and print how to start nginx with it."""
+    spec = GatewaySpec(
+        certs=args.directory,
+        listen=Endpoint.parse(args.listen, "--listen"),
+        upstream=Endpoint.parse(args.upstream, "--upstream"),
+        allow_exposed_upstream=args.exposed,
+    )
+    path = write_gateway_config(spec)
+    warning = exposure_warning(spec)
+    if warning:
+        print(f"medfed: warning: {warning}", file=sys.stderr)
+    print(f"gateway config      {path}")
+    print(f"hospitals connect to {spec.listen}; SuperLink stays on {spec.upstream}")
+    print("start it with:  " + " ".join(nginx_command(path)))
     return 0
