@@ -2,10 +2,12 @@
 
 ``LocalFederation`` does what the README recipe does by hand: certificates and node keys
 (``deploy.certs``), a SuperLink with TLS and node authentication, registration of each
-hospital's public key, one SuperNode per hospital (``deploy.commands`` builds every command
-line), and ``flwr run``. Each process gets its own session and is stopped by that process
-group id, so exactly the processes started here are stopped (Flower's SuperExec and app
-processes are children that exit with their parent). Nothing listens beyond 127.0.0.1.
+hospital's public key, optionally the Fleet-only nginx gateway (``deploy.gateway``) that the
+hospitals then dial instead of the SuperLink, one SuperNode per hospital (``deploy.commands``
+builds every command line), and ``flwr run`` on the coordinator's loopback connection.
+Each process gets its own session and is stopped by that process group id, so exactly the
+processes started here are stopped (Flower's SuperExec and app processes are children that
+exit with their parent). Nothing listens beyond 127.0.0.1.
 """
 
 from __future__ import annotations
