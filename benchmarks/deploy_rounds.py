@@ -2,9 +2,10 @@
 
 Starts the federation with ``deploy.local.LocalFederation`` (the README recipe's commands),
 on synthetic hospitals, and times ``flwr run`` for the given rounds, with and without
-SecAgg+. Prints one JSON line per measurement; paste the numbers into BENCHMARKS.md.
+SecAgg+, optionally with the hospitals behind the Fleet-only nginx gateway. Prints one JSON
+line per measurement; paste the numbers into BENCHMARKS.md.
 
-    python benchmarks/deploy_rounds.py --rounds 3 --images 200 --secagg both
+    python benchmarks/deploy_rounds.py --rounds 3 --images 200 --secagg both [--gateway]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200, help="images per hospital")
     parser.add_argument("--secagg", choices=["off", "on", "both"], default="both")
     parser.add_argument("--port", type=int, default=19180, help="SuperLink port (+1.. nodes)")
+    parser.add_argument("--gateway", action="store_true", help="hospitals dial nginx")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="medfed-bench-") as tmp:
@@ -45,10 +47,13 @@ def main() -> None:
             )
             for i in range(args.sites)
         ]
-        ports = [args.port + 1 + i for i in range(args.sites)]
+        ports = [args.port + 2 + i for i in range(args.sites)]
+        gateway_port = args.port + 1 if args.gateway else None
         modes = {"off": [False], "on": [True], "both": [False, True]}[args.secagg]
         started = time.monotonic()
-        with LocalFederation(root / "federation", hospitals, args.port, ports) as federation:
+        with LocalFederation(
+            root / "federation", hospitals, args.port, ports, gateway_port=gateway_port
+        ) as federation:
             startup = time.monotonic() - started
             for secagg in modes:
                 begin = time.monotonic()
@@ -68,6 +73,7 @@ def main() -> None:
                             "images_per_site": args.images,
                             "rounds": args.rounds,
                             "secagg": secagg,
+                            "gateway": args.gateway,
                             "startup_s": round(startup, 1),
                             "flwr_run_s": round(time.monotonic() - begin, 1),
                             "ok": result.returncode == 0,
