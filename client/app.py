@@ -20,12 +20,12 @@ from torch.utils.data import TensorDataset
 from client.evaluate import evaluate_model
 from client.outbound import audit_outbound, contain_errors
 from client.secagg import SecAggRouter, SiteHandlers
-from client.site import locate_site
+from client.site import SiteSources
 from client.train import train_locally
 from common import keys
 from common.config import MedfedConfig
 from common.data.preprocess import normalise
-from common.data.sites import SiteData, SiteStore
+from common.data.sites import SiteData
 from common.models import build_model
 from common.params import arrays_to_model, model_to_arrays
 from common.privacy import HistoryEntry
@@ -40,29 +40,33 @@ def _log_skipped(data: SiteData) -> None:
         LOG.warning("site '%s': skipped %s: %s", data.site_id, skipped.path.name, skipped.reason)
 
 
+def _new_sources(progress: bool = False) -> SiteSources:
+    return SiteSources.create(progress=progress, on_load=_log_skipped)
+
+
 def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
     """A ClientApp with medfed's handlers; ``mods`` wrap every message (e.g. capture).
 
-    The app owns a ``SiteStore``: a site folder is read once per client process, not per round.
+    The app owns its ``SiteSources``: site data is read once per client process, not per round.
     Inside ``mods``: exceptions become redacted error replies, and with ``secagg.enabled``
     in the run config the SecAgg+ (legacy) app handles the message instead.
     """
-    sites = SiteStore(progress=True, on_load=_log_skipped)
+    sources = _new_sources(progress=True)
     router = SecAggRouter(
         SiteHandlers(
-            train=lambda content, context: handle_train(content, context, sites),
-            evaluate=lambda content, context: handle_evaluate(content, context, sites),
+            train=lambda content, context: handle_train(content, context, sources),
+            evaluate=lambda content, context: handle_evaluate(content, context, sources),
         )
     )
     app = ClientApp(mods=[*mods, contain_errors, router])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return Message(content=handle_train(msg.content, context, sites), reply_to=msg)
+        return Message(content=handle_train(msg.content, context, sources), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        return Message(content=handle_evaluate(msg.content, context, sites), reply_to=msg)
+        return Message(content=handle_evaluate(msg.content, context, sources), reply_to=msg)
 
     return app
 
@@ -71,26 +75,31 @@ def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
 app = build_client_app([audit_outbound])
 
 
-def _prepare(
-    content: RecordDict, context: Context, sites: SiteStore | None = None
-) -> tuple[MedfedConfig, int, SiteData]:
+def _settings(content: RecordDict) -> tuple[MedfedConfig, int, float]:
+    """The run config, round number and FedProx mu from a train / evaluate ConfigRecord."""
     settings = dict(content[keys.CONFIG])
-    server_round = int(settings.pop("server-round", 0))
-    config = MedfedConfig.from_flat(settings)
+    server_round = int(settings.pop(keys.SERVER_ROUND, 0))  # type: ignore[call-overload]
+    proximal_mu = float(settings.pop(keys.PROXIMAL_MU, 0.0))  # type: ignore[arg-type]
+    return MedfedConfig.from_flat(settings), server_round, proximal_mu
+
+
+def _prepare(
+    content: RecordDict, context: Context, sources: SiteSources
+) -> tuple[MedfedConfig, int, SiteData]:
+    config, server_round, _ = _settings(content)
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
-    site = locate_site(context.node_config, config)
-    store = sites if sites is not None else SiteStore(on_load=_log_skipped)
-    data = store.get(site.path, config.data, site.site_id)
-    torch.manual_seed(hash((config.run.seed, site.site_index, server_round)) % 2**31)
-    return config, site.site_index, data
+    site_index, data = sources.load(context.node_config, config)
+    torch.manual_seed(hash((config.run.seed, site_index, server_round)) % 2**31)
+    return config, site_index, data
 
 
 def handle_train(
-    content: RecordDict, context: Context, sites: SiteStore | None = None
+    content: RecordDict, context: Context, sources: SiteSources | None = None
 ) -> RecordDict:
     """Train the received global model locally (DP-SGD when enabled) and reply."""
-    config, site_index, data = _prepare(content, context, sites)
+    config, site_index, data = _prepare(content, context, sources or _new_sources())
+    proximal_mu = _settings(content)[2]
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
     result = train_locally(
@@ -100,6 +109,7 @@ def handle_train(
         config.privacy,
         planned_epochs=config.federation.num_rounds * config.train.local_epochs,
         history=_load_history(context.state),
+        proximal_mu=proximal_mu,
     )
     metrics: dict[str, float | int] = {
         keys.NUM_EXAMPLES: result.num_examples,
@@ -116,10 +126,10 @@ def handle_train(
 
 
 def handle_evaluate(
-    content: RecordDict, context: Context, sites: SiteStore | None = None
+    content: RecordDict, context: Context, sources: SiteSources | None = None
 ) -> RecordDict:
     """Evaluate the received global model on this site's held-out split and reply."""
-    config, site_index, data = _prepare(content, context, sites)
+    config, site_index, data = _prepare(content, context, sources or _new_sources())
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
     result = evaluate_model(model, data.test_x, data.test_y)

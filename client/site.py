@@ -2,19 +2,23 @@
 
 A hospital's SuperNode names its folder with ``--node-config 'data-path="/data/export"
 site-id="hospital-a"'``. A simulated node without a data path trains on its synthetic
-hospital (``partition-id`` picks which), generated on first use into the synthetic cache.
+hospital (``partition-id`` picks which), generated on first use into the synthetic cache,
+or, when the run config describes a partitioned pool (``partition.pool``), on its share of
+that pool (``simulations.sites``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from common import keys
 from common.config import MedfedConfig
+from common.data.sites import SiteData, SiteStore
 from common.data.synthetic import ensure_synthetic_site, site_name
 from common.errors import ConfigError
+from simulations.sites import PartitionedPool
 
 
 @dataclass(frozen=True)
@@ -49,3 +53,38 @@ def locate_site(node_config: Mapping[str, object], config: MedfedConfig) -> Site
         test_fraction=data.test_fraction,
     )
     return SiteLocation(site_name(index), index, path)
+
+
+@dataclass
+class SiteSources:
+    """Where one client process gets site data, each loaded once and reused every round.
+
+    ``store`` reads site folders (real hospitals and synthetic ones) through the tensor cache;
+    ``pool`` hands out shares of a partitioned pool for simulations (``partition.pool``).
+    """
+
+    store: SiteStore
+    pool: PartitionedPool
+
+    @classmethod
+    def create(
+        cls, *, progress: bool = False, on_load: Callable[[SiteData], None] | None = None
+    ) -> SiteSources:
+        """Empty sources; ``on_load`` runs once per site folder actually read."""
+        return cls(SiteStore(progress=progress, on_load=on_load), PartitionedPool())
+
+    def load(self, node_config: Mapping[str, object], config: MedfedConfig) -> tuple[int, SiteData]:
+        """This node's site index and data: its own folder, a pool partition, or synthetic.
+
+        A node with a ``data-path`` always reads its own folder; the pool is only for simulated
+        nodes (``partition-id`` without a data path).
+        """
+        if config.partition.pool and not node_config.get(keys.NODE_DATA_PATH):
+            if keys.NODE_PARTITION_ID not in node_config:
+                raise ConfigError(
+                    "a partitioned simulation needs 'partition-id' in the node config"
+                )
+            index = int(node_config[keys.NODE_PARTITION_ID])  # type: ignore[call-overload]
+            return index, self.pool.site_data(config, index)
+        site = locate_site(node_config, config)
+        return site.site_index, self.store.get(site.path, config.data, site.site_id)

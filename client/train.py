@@ -3,7 +3,9 @@
 DP-SGD = per-sample gradient clipping + Gaussian noise + Poisson sampling, all by Opacus'
 ``PrivacyEngine``. The noise multiplier is chosen so that the *planned* number of local
 epochs over the whole run spends the site's target epsilon; each round restores the site's
-accountant history first, so the reported epsilon is cumulative.
+accountant history first, so the reported epsilon is cumulative. With FedProx a proximal
+term keeps the local model near the global one (``client.proximal``); the reported training
+loss is the data loss alone.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from client.proximal import ProximalTerm
 from common.config import PrivacyConfig, TrainConfig
 from common.privacy import HistoryEntry, noise_multiplier_for
 
@@ -83,9 +86,13 @@ def prepare_training(
     return PreparedTraining(dp_model, dp_optimizer, dp_loader, engine, noise, sample_rate)
 
 
-def run_epochs(prepared: PreparedTraining, epochs: int) -> float:
+def run_epochs(
+    prepared: PreparedTraining, epochs: int, proximal: ProximalTerm | None = None
+) -> float:
     """Train for ``epochs`` passes; return the example-weighted mean training loss."""
     criterion = nn.CrossEntropyLoss()
+    if proximal is not None and prepared.engine is not None:
+        proximal.attach(prepared.optimizer)  # type: ignore[arg-type]
     prepared.model.train()
     total_loss, total_seen = 0.0, 0
     for _ in range(epochs):
@@ -94,7 +101,10 @@ def run_epochs(prepared: PreparedTraining, epochs: int) -> float:
                 continue
             prepared.optimizer.zero_grad(set_to_none=True)
             loss = criterion(prepared.model(images), labels)
-            loss.backward()
+            if proximal is not None and prepared.engine is None:
+                (loss + proximal.penalty()).backward()
+            else:
+                loss.backward()
             prepared.optimizer.step()
             total_loss += float(loss.detach()) * len(labels)
             total_seen += len(labels)
@@ -117,15 +127,21 @@ def train_locally(
     *,
     planned_epochs: int,
     history: Sequence[HistoryEntry] = (),
+    proximal_mu: float = 0.0,
 ) -> LocalTrainingResult:
-    """One round of local training; returns loss, cumulative epsilon and updated history."""
+    """One round of local training; returns loss, cumulative epsilon and updated history.
+
+    ``proximal_mu`` > 0 adds FedProx's proximal term anchored at ``model``'s weights as
+    received (call this right after loading the global model).
+    """
+    proximal = ProximalTerm(model, proximal_mu) if proximal_mu > 0 else None
     with warnings.catch_warnings():
         for message in _EXPECTED_WARNINGS:
             warnings.filterwarnings("ignore", message=f".*{message}")
         prepared = prepare_training(
             model, dataset, train, privacy, planned_epochs=planned_epochs, history=history
         )
-        loss = run_epochs(prepared, train.local_epochs)
+        loss = run_epochs(prepared, train.local_epochs, proximal)
     epsilon = None
     new_history: list[HistoryEntry] = []
     if prepared.engine is not None:

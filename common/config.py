@@ -77,6 +77,7 @@ class FederationConfig:
     fraction_evaluate: float = 1.0
     min_sites: int = 2
     round_timeout: float = 600.0
+    min_available: int = 0  # connected sites to wait for before sampling (0 = min-sites)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,58 @@ class RunConfig:
     runs_dir: str = "runs"
     run_dir: str = ""
     seed: int = 0
+    resume: bool = False  # continue ``run_dir`` from its last checkpoint
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Server-side aggregation (``server.strategies``); unused knobs are ignored."""
+
+    name: str = "fedavg"
+    proximal_mu: float = 0.01  # fedprox: weight of the client's proximal term
+    server_lr: float = 0.1  # fedadam / fedyogi eta; fedavgm server learning rate
+    server_momentum: float = 0.9  # fedavgm momentum; fedadam / fedyogi beta_1
+    beta_2: float = 0.99  # fedadam / fedyogi second moment
+    tau: float = 1e-3  # fedadam / fedyogi adaptivity
+    trim_beta: float = 0.2  # fedtrimmedavg: fraction cut from each tail
+    num_malicious: int = 1  # krum / multikrum: sites assumed malicious
+    num_selected: int = 0  # multikrum: updates averaged (0 = all but num_malicious)
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Checks every site update must pass before aggregation (``server.validation``)."""
+
+    enabled: bool = True
+    norm_multiple: float = 10.0  # update norm <= this x the round's median update norm
+    max_examples: int = 10_000_000  # a larger num-examples is implausible
+    min_cosine: float = -1.0  # cosine to the median update; -1 disables the check
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    """Simulated hospitals cut from one labelled pool (``simulations.partition``).
+
+    ``pool`` empty: sites read their own folders (or synthetic hospitals) as before.
+    """
+
+    pool: str = ""  # .npz file with <split>_images / <split>_labels arrays
+    split: str = "train"
+    kind: str = "iid"  # iid | dirichlet | quantity
+    alpha: float = 0.5  # dirichlet concentration (smaller = more label skew)
+    power: float = 1.5  # quantity skew: site sizes follow a power law with this exponent
+    min_size: int = 20  # fewest images a site may get
+    max_images: int = 0  # use only the first N pool images (0 = all)
+    shift: bool = False  # per-site acquisition shift (intensity, contrast, noise, ...)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Local simulation only: engine resources and injected faults."""
+
+    max_parallel: int = 2  # clients training at once (one CPU each)
+    dropout: float = 0.0  # probability a sampled site fails its round
 
 
 @dataclass(frozen=True)
@@ -117,6 +170,10 @@ class MedfedConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     secagg: SecAggConfig = field(default_factory=SecAggConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> MedfedConfig:

@@ -14,6 +14,10 @@ CONFIG = "config"
 NUM_EXAMPLES = "num-examples"
 SITE_INDEX = "site-index"
 
+# Set by Flower's strategies in the train/evaluate ConfigRecord (not part of MedfedConfig).
+SERVER_ROUND = "server-round"
+PROXIMAL_MU = "proximal-mu"  # FedProx: weight of the client's proximal term
+
 TRAIN_LOSS = "train-loss"
 EPSILON = "epsilon"
 DELTA = "delta"

@@ -9,19 +9,30 @@ from server.recorder import RoundRecord
 
 
 def round_line(record: RoundRecord, num_rounds: int) -> str:
-    """One line: round, loss, accuracy, ROC-AUC, max epsilon, participating sites."""
+    """One line: round, loss, accuracy, ROC-AUC, max epsilon, participating sites.
+
+    Sites that failed, timed out or whose update was rejected are named after the ones that
+    took part; a round with too few valid updates says that the global model was kept.
+    """
     eps = "off" if record.epsilon_max is None else f"{record.epsilon_max:.2f}"
-    return (
+    line = (
         f"round {record.round}/{num_rounds}  loss {record.loss:.4f}  acc {record.accuracy:.3f}"
         f"  auc {record.auc:.3f}  eps(max) {eps}  sites {len(record.train_sites)}"
         f" [{', '.join(record.train_sites)}]"
     )
+    if record.failed:
+        line += f"  failed [{', '.join(record.failed)}]"
+    if record.rejected:
+        line += f"  rejected [{', '.join(record.rejected)}]"
+    if not record.aggregated:
+        line += "  (too few valid updates: global model kept)"
+    return line
 
 
 class RoundProgress:
     """Context manager showing a progress bar and printing each finished round."""
 
-    def __init__(self, num_rounds: int, console: Console | None = None) -> None:
+    def __init__(self, num_rounds: int, console: Console | None = None, completed: int = 0) -> None:
         self.num_rounds = num_rounds
         self.console = console or Console()
         self._progress = Progress(
@@ -32,7 +43,7 @@ class RoundProgress:
             console=self.console,
             transient=True,
         )
-        self._task = self._progress.add_task("rounds", total=num_rounds)
+        self._task = self._progress.add_task("rounds", total=num_rounds, completed=completed)
 
     def __enter__(self) -> RoundProgress:
         self._progress.start()

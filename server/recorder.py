@@ -4,7 +4,10 @@ Flower's ``FedAvg`` accepts ``train_metrics_aggr_fn`` / ``evaluate_metrics_aggr_
 ``evaluate_fn(round, arrays)`` once a round is complete. ``RoundRecorder`` provides all three:
 it keeps each site's reply metrics, aggregates them (epsilon as a *maximum*, never a weighted
 mean; accuracy from summed confusion counts) and hands a finished ``RoundRecord`` to a
-listener (run directory, console) at the end of every round.
+listener (run directory, console) at the end of every round. ``GuardedStrategy`` also tells
+it which sites took part (``record_participation``): accepted, rejected (with the reason)
+and failed or timed out, so the round's line names them even when a robust strategy (Krum)
+aggregates only some of the accepted updates.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
 from common import keys
 from common.data.synthetic import site_name
 from common.metrics import BinaryMetrics, pool
+from server.guarded import Participation
 
 
 @dataclass
@@ -37,6 +41,9 @@ class RoundRecord:
     site_auc: dict[str, float]
     site_accuracy: dict[str, float]
     elapsed_s: float
+    rejected: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    aggregated: bool = True
 
     def to_json(self) -> dict[str, object]:
         """JSON-safe dict (NaN becomes null)."""
@@ -49,6 +56,21 @@ class RoundRecord:
             return value
 
         return {name: clean(value) for name, value in self.__dict__.items()}
+
+    @classmethod
+    def from_json(cls, line: dict[str, object]) -> RoundRecord:
+        """Inverse of :meth:`to_json` (null floats become NaN)."""
+        known = {f.name: f for f in fields(cls)}
+        values = {k: v for k, v in line.items() if k in known}
+        for name in ("train_loss", "loss", "accuracy", "auc", "elapsed_s"):
+            if values.get(name) is None:
+                values[name] = math.nan
+        for name in ("site_auc", "site_accuracy"):
+            values[name] = {
+                k: math.nan if v is None else v
+                for k, v in (values.get(name) or {}).items()  # type: ignore[union-attr]
+            }
+        return cls(**values)  # type: ignore[arg-type]
 
 
 RoundListener = Callable[[RoundRecord, ArrayRecord], None]
@@ -70,14 +92,22 @@ class RoundRecorder:
     _train: dict[str, MetricRecord] = field(default_factory=dict)
     _eval: dict[str, BinaryMetrics] = field(default_factory=dict)
     _started: float = field(default_factory=time.monotonic)
+    _participation: Participation | None = None
+
+    def record_participation(self, participation: Participation) -> None:
+        """Called by ``GuardedStrategy`` before aggregation: who took part this round."""
+        self._participation = participation
+        self._train = dict(participation.accepted_metrics)
 
     def aggregate_train(self, replies: list[RecordDict], weight_key: str) -> MetricRecord:
         """Flower ``train_metrics_aggr_fn``: weighted loss, summed examples, max epsilon."""
-        self._train = {_site_of(m): m for m in map(_metrics_of, replies)}
-        total = sum(int(m[weight_key]) for m in self._train.values())  # type: ignore[arg-type]
+        aggregated_sites = {_site_of(m): m for m in map(_metrics_of, replies)}
+        if self._participation is None:
+            self._train = aggregated_sites
+        total = sum(int(m[weight_key]) for m in aggregated_sites.values())  # type: ignore[arg-type]
         loss = sum(
             float(m[keys.TRAIN_LOSS]) * int(m[weight_key])  # type: ignore[arg-type]
-            for m in self._train.values()
+            for m in aggregated_sites.values()
         ) / max(total, 1)
         aggregated: dict[str, float | int] = {weight_key: total, keys.TRAIN_LOSS: loss}
         epsilons = self._epsilons()
@@ -116,6 +146,7 @@ class RoundRecorder:
             return None
         pooled = pool(list(self._eval.values()))
         epsilons = self._epsilons()
+        participation = self._participation or Participation(server_round)
         record = RoundRecord(
             round=server_round,
             train_sites=sorted(self._train),
@@ -132,9 +163,12 @@ class RoundRecorder:
             site_auc={site: m.auc for site, m in sorted(self._eval.items())},
             site_accuracy={site: m.accuracy for site, m in sorted(self._eval.items())},
             elapsed_s=time.monotonic() - self._started,
+            rejected=dict(participation.rejected),
+            failed=dict(participation.failed),
+            aggregated=participation.aggregated,
         )
         self.listener(record, arrays)
-        self._train, self._eval = {}, {}
+        self._train, self._eval, self._participation = {}, {}, None
         return None
 
     def _epsilons(self) -> dict[str, float]:

@@ -19,6 +19,10 @@ def _fmt(value: object) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
+    if isinstance(value, dict):  # rejected / failed: site -> reason; show the sites
+        return html.escape(", ".join(value)) or "-"
+    if isinstance(value, list):
+        return html.escape(", ".join(map(str, value)))
     return html.escape(str(value))
 
 
@@ -46,7 +50,17 @@ def render_report(
     title: str, config: dict[str, object], rounds: Sequence[dict[str, object]]
 ) -> str:
     """The HTML text of a run report."""
-    columns = ["round", "train_loss", "loss", "accuracy", "auc", "epsilon_max", "train_sites"]
+    columns = [
+        "round",
+        "train_loss",
+        "loss",
+        "accuracy",
+        "auc",
+        "epsilon_max",
+        "train_sites",
+        "failed",
+        "rejected",
+    ]
     header = "".join(f"<th>{c}</th>" for c in columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in columns) + "</tr>" for r in rounds

@@ -16,7 +16,8 @@ import flwr
 import torch
 from flwr.app import ArrayRecord
 
-from common.config import MedfedConfig
+from common.config import MedfedConfig, Scalar
+from common.errors import ConfigError
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -58,6 +59,27 @@ class RunDirectory:
             },
         )
         return directory
+
+    @classmethod
+    def open_existing(cls, path: Path | str) -> RunDirectory:
+        """An existing run directory (to resume it); ``ConfigError`` if it is not one."""
+        directory = cls(Path(path).expanduser().resolve())
+        if not (directory.path / CONFIG_FILE).is_file():
+            raise ConfigError(f"{directory.path} is not a medfed run directory (no {CONFIG_FILE})")
+        return directory
+
+    def stored_config(self) -> dict[str, Scalar]:
+        """The flat settings the run was started with."""
+        try:
+            return dict(json.loads((self.path / CONFIG_FILE).read_text())["config"])
+        except (OSError, ValueError, KeyError) as problem:
+            raise ConfigError(f"{self.path / CONFIG_FILE} cannot be read: {problem}") from None
+
+    def rewrite_metrics(self, lines: list[dict[str, object]]) -> None:
+        """Atomically replace ``metrics.jsonl`` (used when resuming from a checkpoint)."""
+        self._atomic_write(
+            METRICS_FILE, "".join(json.dumps(line) + "\n" for line in lines).encode()
+        )
 
     def write_json(self, name: str, payload: object) -> None:
         """Atomically write a JSON file inside the run directory."""

@@ -13,6 +13,7 @@ import torch
 from flwr.app import ConfigRecord, Context, RecordDict
 
 from client.app import build_client_app, handle_evaluate
+from client.site import SiteSources
 from common import keys
 from common.config import DataConfig, MedfedConfig
 from common.data.ingest import ingest_site
@@ -115,7 +116,7 @@ def test_client_handlers_reuse_the_loaded_site_across_rounds(site: Path) -> None
         state=RecordDict(),
         run_config={},
     )
-    store = SiteStore()
+    sources = SiteSources.create()
 
     for server_round in (1, 2, 3):
         content = RecordDict(
@@ -124,10 +125,10 @@ def test_client_handlers_reuse_the_loaded_site_across_rounds(site: Path) -> None
                 keys.CONFIG: ConfigRecord({**config.to_flat(), "server-round": server_round}),
             }
         )
-        reply = handle_evaluate(content, context, store)
+        reply = handle_evaluate(content, context, sources)
         assert reply[keys.METRICS][keys.NUM_EXAMPLES] > 0
 
-    assert store.loads == 1
+    assert sources.store.loads == 1
 
 
 def test_the_client_app_and_its_site_store_pickle_for_simulation_workers(site: Path) -> None:

@@ -1,0 +1,119 @@
+"""``medfed simulate``: run a scenario of simulated hospitals, or resume an interrupted run.
+
+``medfed simulate SCENARIO`` runs a scenario file (or a shipped scenario by name, see
+``--list``) with a progress bar and writes the usual run directory. ``medfed simulate
+--resume RUN_DIR`` continues that run after its last checkpoint, with the settings stored in
+the run directory; a SCENARIO or ``--set`` given as well must not change any setting that
+shapes the result, or the resume is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from common.config import MedfedConfig
+from common.errors import ConfigError, MedfedError
+from server.rundir import METRICS_FILE, RunDirectory
+from simulations.scenario import DEFAULT_DATA_ROOT, available_scenarios, load_scenario
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the ``simulate`` subcommand."""
+    simulate = commands.add_parser(
+        "simulate", help="run a simulated federation from a scenario file, or resume one"
+    )
+    simulate.add_argument("scenario", nargs="?", help="scenario file or shipped scenario name")
+    simulate.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory")
+    simulate.add_argument("--rounds", type=int, help="override federation.num-rounds")
+    simulate.add_argument("--sites", type=int, help="override federation.num-sites")
+    simulate.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any setting, e.g. --set strategy.name=fedmedian (repeatable)",
+    )
+    simulate.add_argument("--runs-dir", help="where run directories go (default: runs)")
+    simulate.add_argument(
+        "--data-root", help="folder relative pool paths are resolved in (default ../shared/data)"
+    )
+    simulate.add_argument("--list", action="store_true", help="list the shipped scenarios")
+    simulate.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+    simulate.set_defaults(func=run)
+
+
+def parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--rounds`` / ``--sites`` / ``--set`` / ``--runs-dir`` overrides as flat keys."""
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
+        overrides[key.strip()] = value.strip()
+    if args.rounds is not None:
+        overrides["federation.num-rounds"] = args.rounds
+    if args.sites is not None:
+        overrides["federation.num-sites"] = args.sites
+    if args.runs_dir:
+        overrides["run.runs-dir"] = args.runs_dir
+    return overrides
+
+
+def simulate_config(args: argparse.Namespace) -> MedfedConfig:
+    """The typed config for the flags: scenario (or stored run) plus overrides."""
+    overrides = parse_overrides(args)
+    data_root = Path(args.data_root).expanduser().resolve() if args.data_root else DEFAULT_DATA_ROOT
+    if args.resume:
+        stored = RunDirectory.open_existing(args.resume).stored_config()
+        base = dict(stored)
+        if args.scenario:
+            base.update(load_scenario(args.scenario, data_root).config().to_flat())
+        base.update(overrides)
+        base.update({"run.resume": True, "run.run-dir": str(Path(args.resume).resolve())})
+        return MedfedConfig.from_flat(base)
+    if not args.scenario:
+        raise ConfigError("give a SCENARIO (see medfed simulate --list) or --resume RUN_DIR")
+    return load_scenario(args.scenario, data_root).config(overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run or resume the simulation; error if not every round completed."""
+    if args.list:
+        for name in available_scenarios():
+            print(f"{name:28s} {load_scenario(name).description}")
+        return 0
+    config = simulate_config(args)
+    if config.federation.num_rounds < 1 or config.federation.num_sites < 1:
+        raise MedfedError("federation.num-rounds and federation.num-sites must be at least 1")
+    from simulations.runner import run_simulated_federation  # heavy import: Ray, Flower
+
+    console = Console()
+    console.print(
+        f"medfed simulate: {config.run.name}: {config.federation.num_sites} hospitals, "
+        f"{config.federation.num_rounds} rounds, strategy {config.strategy.name}, "
+        + (
+            f"DP-SGD ε={config.privacy.target_epsilon:g} per site"
+            if config.privacy.enabled
+            else "DP off"
+        )
+    )
+    started = time.monotonic()
+    run_dir = run_simulated_federation(config, console=console, verbose=args.verbose)
+    completed = _completed_rounds(run_dir)
+    console.print(f"Finished in {time.monotonic() - started:.0f} s")
+    if completed < config.federation.num_rounds:
+        raise MedfedError(
+            f"only {completed} of {config.federation.num_rounds} rounds completed; rerun with "
+            f"--verbose to see why, or continue with: medfed simulate --resume {run_dir}"
+        )
+    return 0
+
+
+def _completed_rounds(run_dir: Path) -> int:
+    metrics = run_dir / METRICS_FILE
+    return len(metrics.read_text().splitlines()) if metrics.exists() else 0

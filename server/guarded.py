@@ -1,0 +1,230 @@
+"""A wrapper around any Flower strategy: validated updates, dropouts, resumable rounds.
+
+``GuardedStrategy`` is itself a Flower ``Strategy`` (so Flower's own ``start`` loop drives
+it) and delegates sampling and aggregation to the wrapped strategy. Around aggregation it
+1. separates failed replies (client error) and sampled sites that never replied (timeout),
+2. validates every other update against the global model it was sent
+   (``server.validation``), logging and excluding rejected ones,
+3. aggregates only when at least ``min_replies`` updates were accepted, else keeps the global
+   model for that round, and
+4. reports who took part to a listener (the round recorder).
+Accepted replies are aggregated in site order, so the result does not depend on the order
+in which replies arrived. ``start(..., start_round=k)`` continues a run after round ``k``:
+the wrapped strategy sees the true round numbers (FedAdam's bias correction uses them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.exception import AggregationError, InconsistentMessageReplies
+from flwr.serverapp.strategy import FedAvg, Result, Strategy
+
+from common import keys
+from common.config import ValidationConfig
+from common.data.synthetic import site_name
+from server.validation import Candidate, validate_round
+
+LOG = logging.getLogger("medfed.server")
+
+
+@dataclass
+class Participation:
+    """Which sites took part in one training round, and what happened to the others."""
+
+    round: int
+    accepted: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    accepted_metrics: dict[str, MetricRecord] = field(default_factory=dict)
+    aggregated: bool = True
+
+
+ParticipationListener = Callable[[Participation], None]
+EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
+
+
+def _site_index(message: Message) -> int | None:
+    try:
+        metrics = next(iter(message.content.metric_records.values()))
+        value = metrics[keys.SITE_INDEX]
+    except (StopIteration, KeyError):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if float(value).is_integer() and value >= 0 else None
+
+
+def short_reason(reason: str, limit: int = 200) -> str:
+    """The informative last line of an error text (Ray wraps client errors in tracebacks)."""
+    lines = [line.strip() for line in reason.strip().splitlines() if line.strip()]
+    if not lines:
+        return "unknown error"
+    last = lines[-1]
+    if "Message: " in last:
+        last = last.split("Message: ", 1)[1]
+    last = last.rstrip("'>").strip()
+    return last if len(last) <= limit else last[: limit - 3] + "..."
+
+
+class GuardedStrategy(Strategy):
+    """Validate, count and order replies around a wrapped Flower strategy."""
+
+    def __init__(
+        self,
+        inner: FedAvg,
+        *,
+        validation: ValidationConfig,
+        min_replies: int,
+        on_participation: ParticipationListener | None = None,
+    ) -> None:
+        self.inner = inner
+        self.validation = validation
+        self.min_replies = max(1, min_replies)
+        self.on_participation = on_participation
+        self._offset = 0
+        self._reference: dict[str, np.ndarray] = {}
+        self._sampled: set[int] = set()
+        self._node_sites: dict[int, str] = {}
+
+    # -- Flower Strategy interface ---------------------------------------------------------
+    def summary(self) -> None:
+        """Log the wrapped strategy's settings."""
+        self.inner.summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Remember the global model sent, then let the wrapped strategy sample sites."""
+        self._reference = {name: array.numpy() for name, array in arrays.items()}
+        messages = list(
+            self.inner.configure_train(server_round + self._offset, arrays, config, grid)
+        )
+        self._sampled = {message.metadata.dst_node_id for message in messages}
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Exclude failed and invalid replies, then aggregate the rest in site order."""
+        true_round = server_round + self._offset
+        replies = list(replies)
+        participation = Participation(true_round)
+        good: list[tuple[Candidate, Message]] = []
+        for message in replies:
+            node = message.metadata.src_node_id
+            if message.has_error():
+                participation.failed[self._site_of_node(node)] = short_reason(message.error.reason)
+                continue
+            index = _site_index(message)
+            site = site_name(index) if index is not None else f"node {node}"
+            if any(c.site == site for c, _ in good):  # two nodes claim one site: keep both apart
+                site = f"{site} (node {node})"
+            elif index is not None:
+                self._node_sites[node] = site
+            good.append((Candidate(site, message.content), message))
+        replied = {message.metadata.src_node_id for message in replies}
+        for node in sorted(self._sampled - replied):
+            participation.failed[self._site_of_node(node)] = "no reply before the round timeout"
+
+        verdict = validate_round([c for c, _ in good], self._reference, self.validation)
+        accepted_ids = {id(c) for c in verdict.accepted}
+        accepted = sorted(
+            ((c, m) for c, m in good if id(c) in accepted_ids), key=lambda pair: pair[0].site
+        )
+        participation.rejected = dict(sorted(verdict.rejected.items()))
+        participation.accepted = [c.site for c, _ in accepted]
+        participation.accepted_metrics = {
+            c.site: next(iter(c.content.metric_records.values())) for c, _ in accepted
+        }
+        participation.aggregated = len(accepted) >= self.min_replies
+        for site, reason in participation.rejected.items():
+            LOG.warning("round %d: rejected update from %s: %s", true_round, site, reason)
+        for site, reason in participation.failed.items():
+            LOG.warning("round %d: %s did not take part: %s", true_round, site, reason)
+        if not participation.aggregated:
+            LOG.warning(
+                "round %d: only %d valid update(s), %d needed: global model kept",
+                true_round,
+                len(accepted),
+                self.min_replies,
+            )
+        if self.on_participation is not None:
+            self.on_participation(participation)
+        if not participation.aggregated:
+            return None, None
+        try:
+            arrays, metrics = self.inner.aggregate_train(true_round, [m for _, m in accepted])
+        except (AggregationError, InconsistentMessageReplies) as problem:
+            participation.aggregated = False
+            LOG.warning("round %d: aggregation failed, global model kept: %s", true_round, problem)
+            return None, None
+        return self._keep_dtypes(arrays), metrics
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Delegate (with the true round number)."""
+        return self.inner.configure_evaluate(server_round + self._offset, arrays, config, grid)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Delegate (with the true round number)."""
+        return self.inner.aggregate_evaluate(server_round + self._offset, replies)
+
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+        *,
+        start_round: int = 0,
+    ) -> Result:
+        """Flower's round loop, for rounds ``start_round + 1 .. num_rounds``."""
+        self._offset = start_round
+
+        def shifted_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            if evaluate_fn is None or (server_round == 0 and start_round > 0):
+                return None  # the resumed model was evaluated when its round ended
+            return evaluate_fn(server_round + start_round, arrays)
+
+        return super().start(
+            grid=grid,
+            initial_arrays=initial_arrays,
+            num_rounds=num_rounds - start_round,
+            timeout=timeout,
+            train_config=train_config,
+            evaluate_config=evaluate_config,
+            evaluate_fn=shifted_evaluate if evaluate_fn is not None else None,
+        )
+
+    def _keep_dtypes(self, arrays: ArrayRecord | None) -> ArrayRecord | None:
+        """Cast the aggregate back to the global model's dtypes.
+
+        Flower's FedAdam / FedYogi return float64 arrays for a float32 model (a float64
+        step size under NumPy 2 promotion); the sites would then be sent float64 weights and
+        reply float32, so every update would fail the dtype check from round 2 on.
+        """
+        if arrays is None:
+            return None
+        return ArrayRecord(
+            {
+                name: Array(np.asarray(array.numpy(), dtype=self._reference[name].dtype))
+                if name in self._reference and array.dtype != str(self._reference[name].dtype)
+                else array
+                for name, array in arrays.items()
+            }
+        )
+
+    def _site_of_node(self, node: int) -> str:
+        return self._node_sites.get(node, f"node {node}")

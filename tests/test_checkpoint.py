@@ -1,0 +1,110 @@
+"""Checkpoints: atomic round trip, pruning, damaged files, and the resume compatibility check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.config import MedfedConfig
+from common.errors import ConfigError
+from server.app import check_resume, open_run
+from server.checkpoint import (
+    CHECKPOINT_DIR,
+    Checkpoint,
+    check_compatible,
+    config_hash,
+    load_latest,
+    read_checkpoint,
+    save_checkpoint,
+)
+from server.rundir import METRICS_FILE, RunDirectory
+
+
+def _checkpoint(server_round: int) -> Checkpoint:
+    rng = np.random.default_rng(server_round)
+    return Checkpoint(
+        round=server_round,
+        arrays={
+            "features.0.weight": rng.normal(size=(4, 1, 3, 3)).astype(np.float32),
+            "classifier.bias": rng.normal(size=2).astype(np.float32),
+        },
+        config_hash="abc",
+        strategy_state={"m_t/classifier.bias": rng.normal(size=2)},
+        metrics=[
+            {"round": r, "auc": 0.5 + r / 10, "train_sites": ["hospital-a"]}
+            for r in range(1, server_round + 1)
+        ],
+    )
+
+
+def test_checkpoint_round_trip_is_exact_and_keeps_the_two_newest(tmp_path: Path) -> None:
+    for server_round in (1, 2, 3):
+        save_checkpoint(tmp_path, _checkpoint(server_round))
+    files = sorted(p.name for p in (tmp_path / CHECKPOINT_DIR).iterdir())
+    assert files == ["round-0002.npz", "round-0003.npz"]  # no temporary files left behind
+    loaded = load_latest(tmp_path)
+    expected = _checkpoint(3)
+    assert loaded is not None and loaded.round == 3 and loaded.config_hash == "abc"
+    assert list(loaded.arrays) == list(expected.arrays)
+    for name, value in expected.arrays.items():
+        assert loaded.arrays[name].dtype == value.dtype
+        np.testing.assert_array_equal(loaded.arrays[name], value)
+    np.testing.assert_array_equal(
+        loaded.strategy_state["m_t/classifier.bias"], expected.strategy_state["m_t/classifier.bias"]
+    )
+    assert loaded.metrics == expected.metrics
+    assert list(loaded.array_record().keys()) == list(expected.arrays)
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, _checkpoint(1))
+    newest = save_checkpoint(tmp_path, _checkpoint(2))
+    newest.write_bytes(newest.read_bytes()[:100])  # torn write
+    with pytest.raises(ConfigError, match="cannot be read"):
+        read_checkpoint(newest)
+    loaded = load_latest(tmp_path)
+    assert loaded is not None and loaded.round == 1
+    assert load_latest(tmp_path / "elsewhere") is None
+
+
+def test_resume_compatibility_ignores_bookkeeping_but_not_settings() -> None:
+    original = MedfedConfig().replace(**{"run.name": "a", "run.run-dir": "/x"})
+    stored = original.to_flat()
+    moved = original.replace(
+        **{"run.name": "b", "run.run-dir": "/y", "run.resume": True, "federation.round-timeout": 5}
+    )
+    check_compatible(stored, moved)
+    assert config_hash(original) == config_hash(moved)
+    changed = original.replace(**{"strategy.name": "fedadam", "run.seed": 7})
+    with pytest.raises(ConfigError, match=r"settings differ .*run.seed \(0 -> 7\), strategy.name"):
+        check_compatible(stored, changed)
+    assert config_hash(original) != config_hash(changed)
+
+
+def test_open_run_resumes_from_the_checkpoint_and_refuses_other_settings(tmp_path: Path) -> None:
+    config = MedfedConfig().replace(**{"run.run-dir": str(tmp_path / "run")})
+    run_dir, checkpoint = open_run(config)
+    assert checkpoint is None
+    done = _checkpoint(2)
+    done.config_hash = config_hash(config)
+    save_checkpoint(run_dir.path, done)
+    run_dir.append_metrics({"round": 1})
+    run_dir.append_metrics({"round": 2})
+    run_dir.append_metrics({"round": 3, "partial": True})  # written after the last checkpoint
+    with pytest.raises(ConfigError, match="already holds a run with checkpoints"):
+        open_run(config)
+    resumed = config.replace(**{"run.resume": True})
+    reopened, checkpoint = open_run(resumed)
+    assert reopened.path == run_dir.path and checkpoint is not None and checkpoint.round == 2
+    assert [line["round"] for line in reopened.read_metrics()] == [1, 2]
+    assert (reopened.path / METRICS_FILE).read_text().count("\n") == 2
+    with pytest.raises(
+        ConfigError, match=r"cannot resume: settings differ .*privacy.target-epsilon"
+    ):
+        check_resume(resumed.replace(**{"privacy.target-epsilon": 2.0}))
+    with pytest.raises(ConfigError, match=r"run\.resume needs run\.run-dir"):
+        check_resume(MedfedConfig().replace(**{"run.resume": True}))
+    with pytest.raises(ConfigError, match="is not a medfed run directory"):
+        RunDirectory.open_existing(tmp_path)

@@ -1,0 +1,147 @@
+"""Kill a simulated run after round 2 of 4, resume it, and get the uninterrupted result.
+
+Everything that shapes the result is seeded: the initial model (``run.seed``), each site's
+local training (``(seed, site, round)``, one torch thread), the partition, and aggregation
+order (replies are aggregated in site order). With every site sampled each round the
+resumed run reproduces the uninterrupted one bit for bit; the test asserts exact equality.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.checkpoint import CHECKPOINT_DIR, load_latest
+from tests._fed_helpers import PNEUMONIA
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+SCENARIO = f"""
+name = "resume-check"
+description = "3 small hospitals, FedAdam, DP-SGD, 4 rounds"
+[federation]
+num-sites = 3
+num-rounds = 4
+min-sites = 2
+[strategy]
+name = "fedadam"
+server-lr = 0.05
+[partition]
+pool = "{PNEUMONIA}"
+kind = "dirichlet"
+alpha = 1.0
+max-images = 240
+min-size = 30
+[data]
+image-size = 28
+[train]
+batch-size = 32
+[privacy]
+enabled = true
+target-epsilon = 8.0
+accountant = "rdp"
+"""
+
+
+def _medfed(*args: str, runs: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "FLWR_HOME": str(runs / ".flwr"),
+        "RAY_TMPDIR": "/tmp",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "medfed", "simulate", *args, "--runs-dir", str(runs)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: Ray's processes included
+    )
+
+
+def _finish(process: subprocess.Popen, timeout: float = 300) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output
+    return output
+
+
+def _run_dir(runs: Path) -> Path:
+    (found,) = [p for p in runs.iterdir() if p.is_dir() and p.name.endswith("resume-check")]
+    return found
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the run's whole process group, then any of its session left (by pid)."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        listing = subprocess.run(
+            ["ps", "-o", "pid=", "-s", str(process.pid)], capture_output=True, text=True
+        ).stdout.split()
+        if not listing:
+            return
+        for pid in listing:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        time.sleep(0.5)
+
+
+def test_killed_run_resumes_to_the_same_final_parameters(tmp_path: Path) -> None:
+    scenario = tmp_path / "resume-check.toml"
+    scenario.write_text(SCENARIO)
+    # Uninterrupted reference run
+    reference_runs = tmp_path / "reference"
+    _finish(_medfed(str(scenario), runs=reference_runs))
+    reference = load_latest(_run_dir(reference_runs))
+    assert reference is not None and reference.round == 4
+
+    # Interrupted run: kill -9 once round 2 is checkpointed
+    runs = tmp_path / "interrupted"
+    process = _medfed(str(scenario), runs=runs)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if runs.exists() and any(runs.glob(f"*/{CHECKPOINT_DIR}/round-0002.npz")):
+            break
+        assert process.poll() is None, process.communicate()[0]
+        time.sleep(0.05)
+    _kill_group(process)
+    run_dir = _run_dir(runs)
+    killed_at = load_latest(run_dir)
+    assert killed_at is not None and 2 <= killed_at.round < 4
+
+    # An incompatible resume is refused, one line, before anything runs
+    refused = _medfed("--resume", str(run_dir), "--set", "strategy.name=fedavg", runs=runs)
+    output, _ = refused.communicate(timeout=120)
+    assert refused.returncode == 2
+    assert (
+        output.strip()
+        .splitlines()[-1]
+        .startswith(
+            "medfed: error: cannot resume: settings differ from the original run: strategy.name"
+        )
+    )
+
+    # Resume and compare
+    output = _finish(_medfed("--resume", str(run_dir), runs=runs))
+    assert f"Resuming {run_dir.name} after round {killed_at.round}/4" in output
+    resumed = load_latest(run_dir)
+    assert resumed is not None and resumed.round == 4
+    for name, value in reference.arrays.items():
+        np.testing.assert_array_equal(resumed.arrays[name], value, err_msg=name)
+    for key, value in reference.strategy_state.items():
+        np.testing.assert_array_equal(resumed.strategy_state[key], value, err_msg=key)
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["round"] for line in lines] == [1, 2, 3, 4]
+    assert [m["loss"] for m in lines] == [m["loss"] for m in reference.metrics]

@@ -1,0 +1,83 @@
+"""Scenario files and the ``medfed simulate`` command line (no simulation is started here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.errors import ConfigError
+from medfed.cli import main
+from simulations.scenario import available_scenarios, load_scenario
+from simulations.sites import site_splits
+from tests._fed_helpers import DATA_ROOT
+
+
+def test_the_four_shipped_scenarios_load_and_describe_themselves() -> None:
+    names = set(available_scenarios())
+    assert {"demo", "pneumonia-5-noniid", "hospitals-20-dropout", "hospitals-100-quantity"} <= names
+    for name in names:
+        scenario = load_scenario(name, DATA_ROOT)
+        config = scenario.config()
+        assert scenario.description and config.run.name == scenario.name
+        if config.partition.pool:
+            assert (
+                Path(config.partition.pool).is_absolute() and Path(config.partition.pool).is_file()
+            )
+
+
+@pytest.mark.parametrize(
+    ("name", "sites", "kind", "dropout", "sampled"),
+    [
+        ("pneumonia-5-noniid", 5, "dirichlet", 0.0, 1.0),
+        ("hospitals-20-dropout", 20, "dirichlet", 0.2, 0.5),
+        ("hospitals-100-quantity", 100, "quantity", 0.0, 0.1),
+    ],
+)
+def test_partitioned_scenarios_partition_the_real_pool(name, sites, kind, dropout, sampled) -> None:
+    config = load_scenario(name, DATA_ROOT).config()
+    assert (config.federation.num_sites, config.partition.kind) == (sites, kind)
+    assert (config.simulation.dropout, config.federation.fraction_train) == (dropout, sampled)
+    labels, splits = site_splits(config)
+    assert len(splits) == sites
+    assert sum(len(s.train) + len(s.test) for s in splits) == len(labels) == 4708
+
+
+def test_overrides_win_over_the_scenario() -> None:
+    config = load_scenario("demo").config(
+        {"federation.num-rounds": 7, "strategy.name": "fedmedian"}
+    )
+    assert (config.federation.num_rounds, config.strategy.name) == (7, "fedmedian")
+
+
+def test_bad_scenario_file_is_a_one_line_error_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[federation]\nnum-hospitals = 3\n')
+    with pytest.raises(
+        ConfigError, match=r"scenario .*bad.toml: unknown config key 'federation.num-hospitals'"
+    ):
+        load_scenario(str(bad))
+    with pytest.raises(ConfigError, match="no scenario 'nope'"):
+        load_scenario("nope")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["simulate"], "give a SCENARIO"),
+        (["simulate", "demo", "--set", "rounds"], "--set expects KEY=VALUE, got 'rounds'"),
+        (["simulate", "demo", "--set", "strategy.nme=fedavg"], "unknown config key 'strategy.nme'"),
+        (["simulate", "--resume", "/nonexistent/run"], "is not a medfed run directory"),
+        (["simulate", "demo", "--rounds", "0"], "must be at least 1"),
+    ],
+)
+def test_simulate_input_errors_are_one_line(argv, message, capsys) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medfed: error: ") and message in err and err.count("\n") == 1
+
+
+def test_simulate_lists_the_scenarios(capsys) -> None:
+    assert main(["simulate", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "hospitals-100-quantity" in out and "power-law" in out
