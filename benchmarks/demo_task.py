@@ -20,7 +20,7 @@ from rich.console import Console
 from torch.utils.data import TensorDataset
 
 from client.evaluate import evaluate_model
-from client.train import train_locally
+from client.train import plan_round, train_locally
 from common.config import MedfedConfig
 from common.data.preprocess import normalise
 from common.data.sites import load_site
@@ -39,8 +39,9 @@ def centralized(config: MedfedConfig, sites: list[Path], epochs: int) -> list[fl
     torch.manual_seed(config.run.seed)
     model = build_model(config.model, config.data.channels)
     aucs = []
+    plan = plan_round(len(train), plain.train, plain.privacy, planned_rounds=epochs)
     for _ in range(epochs):
-        train_locally(model, train, plain.train, plain.privacy, planned_epochs=epochs)
+        train_locally(model, train, plain.train, plain.privacy, plan=plan)
         aucs.append(pool([evaluate_model(model, d.test_x, d.test_y) for d in data]).auc)
     return aucs
 

@@ -84,9 +84,14 @@ def run(config: MedfedConfig, attack: str | None, rounds: int, test) -> tuple[fl
             replies.append(_reply(content, message))
         aggregated, _ = strategy.aggregate_train(server_round, replies)
         arrays = aggregated if aggregated is not None else arrays
+    if not all(np.isfinite(a.numpy()).all() for a in arrays.values()):
+        return float("nan"), float("nan")  # the attacker made the global model diverge
     model = build_model(config.model, config.data.channels)
     arrays_to_model(arrays, model)
-    scores = evaluate_model(model, *test)
+    try:
+        scores = evaluate_model(model, *test)
+    except ValueError:  # finite but huge weights: scores overflow to NaN
+        return float("nan"), float("nan")
     return scores.accuracy, scores.auc
 
 

@@ -11,6 +11,8 @@
    federation (IID sites, every site sampled, so both do identical work).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/scale.py --sites 10 50 100 --rounds 4
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/scale.py --images-per-site 40 --skip-overhead \
+        --out benchmarks/results/scale-constant-work.json
 """
 
 from __future__ import annotations
@@ -150,8 +152,11 @@ def simulate(scenario: str, overrides: dict[str, Any], runs: Path) -> dict[str, 
 
 # -- plain loop: same handlers, no Flower ----------------------------------------------------
 def _worker_init() -> None:
+    import warnings
+
     import torch
 
+    warnings.filterwarnings("ignore")  # Opacus' notices, as the simulation's workers hide them
     torch.set_num_threads(1)
 
 
@@ -224,6 +229,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--overhead-sites", type=int, default=10)
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument(
+        "--images-per-site",
+        type=int,
+        default=0,
+        help="IID sites of exactly K pool images each (same work per round for every N)",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scale.json")
     args = parser.parse_args()
@@ -238,6 +249,14 @@ def main() -> None:
                 "federation.fraction-evaluate": args.sampled / n,
                 **extra,
             }
+            if args.images_per_site:
+                overrides.update(
+                    {
+                        "partition.kind": "iid",
+                        "partition.max-images": n * args.images_per_site,
+                        "partition.min-size": args.images_per_site,
+                    }
+                )
             case = simulate(args.scenario, overrides, Path(tmp) / f"scale-{n}")
             results[f"sites_{n}"] = case
             print(

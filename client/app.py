@@ -2,8 +2,10 @@
 
 A reply carries only the model's parameters (``arrays``) and allow-listed scalar metrics
 (``common.keys``). Images, labels, file names and DICOM tags stay inside this process.
-The site's privacy accountant history lives in the node's ``context.state`` so epsilon
-accumulates across rounds.
+The site's privacy accountant history lives on disk in the site's state directory
+(``client.privacy_state``), keyed by Flower's run id, so epsilon accumulates across rounds
+and SuperNode restarts; a round that would exceed the budget is declined
+(``client.budget``).
 """
 
 from __future__ import annotations
@@ -12,26 +14,26 @@ import logging
 from collections.abc import Sequence
 
 import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from torch.utils.data import TensorDataset
 
+from client.budget import SitePrivacy
 from client.evaluate import evaluate_model
 from client.outbound import audit_outbound, contain_errors
 from client.secagg import SecAggRouter, SiteHandlers
 from client.site import SiteSources
-from client.train import train_locally
+from client.train import LocalTrainingResult, RoundPlan, plan_round, train_locally
 from common import keys
 from common.config import MedfedConfig
 from common.data.preprocess import normalise
 from common.data.sites import SiteData
+from common.metrics import to_wire
 from common.models import build_model
 from common.params import arrays_to_model, model_to_arrays
-from common.privacy import HistoryEntry
 
 LOG = logging.getLogger("medfed.client")
-PRIVACY_STATE_KEY = "privacy-history"
 
 
 def _log_skipped(data: SiteData) -> None:
@@ -97,32 +99,64 @@ def _prepare(
 def handle_train(
     content: RecordDict, context: Context, sources: SiteSources | None = None
 ) -> RecordDict:
-    """Train the received global model locally (DP-SGD when enabled) and reply."""
+    """Train the received global model locally (DP-SGD when enabled) and reply.
+
+    Declines (replies ``train-status`` = declined, 0 examples, the global model unchanged)
+    when the round would take the site past its privacy budget.
+    """
     config, site_index, data = _prepare(content, context, sources or _new_sources())
     proximal_mu = _settings(content)[2]
+    dataset = TensorDataset(normalise(data.train_x), data.train_y)
+    privacy = SitePrivacy.open(context.node_config, config, data.site_id, str(context.run_id))
+    plan = plan_round(
+        len(dataset),
+        config.train,
+        config.privacy,
+        planned_rounds=config.federation.num_rounds,
+        calibrate=privacy.calibrate,
+    )
+    verdict = privacy.check(plan)
+    if not verdict.allowed:
+        LOG.warning("site '%s' declines to train: %s", data.site_id, verdict.reason)
+        metrics = _train_metrics(config, site_index, plan, None, privacy.spent())
+        return RecordDict({keys.ARRAYS: content[keys.ARRAYS], keys.METRICS: metrics})
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
     result = train_locally(
         model,
-        TensorDataset(normalise(data.train_x), data.train_y),
+        dataset,
         config.train,
         config.privacy,
-        planned_epochs=config.federation.num_rounds * config.train.local_epochs,
-        history=_load_history(context.state),
+        plan=plan,
+        history=privacy.history(),
         proximal_mu=proximal_mu,
     )
-    metrics: dict[str, float | int] = {
-        keys.NUM_EXAMPLES: result.num_examples,
-        keys.SITE_INDEX: site_index,
-        keys.TRAIN_LOSS: result.train_loss,
-    }
     if result.epsilon is not None:
-        _store_history(context.state, result.history)
-        metrics[keys.EPSILON] = result.epsilon
+        privacy.record(result.history)  # on disk before anything leaves the site
+    metrics = _train_metrics(config, site_index, plan, result, result.epsilon)
+    return RecordDict({keys.ARRAYS: model_to_arrays(model), keys.METRICS: metrics})
+
+
+def _train_metrics(
+    config: MedfedConfig,
+    site_index: int,
+    plan: RoundPlan,
+    result: LocalTrainingResult | None,
+    epsilon: float | None,
+) -> MetricRecord:
+    """The same keys for a trained and a declined reply (``result`` None = declined)."""
+    metrics: dict[str, float | int] = {
+        keys.NUM_EXAMPLES: result.num_examples if result else 0,
+        keys.SITE_INDEX: site_index,
+        keys.TRAIN_LOSS: result.train_loss if result else 0.0,
+        keys.TRAIN_STATUS: keys.STATUS_TRAINED if result else keys.STATUS_DECLINED_BUDGET,
+    }
+    if config.privacy.enabled:
+        metrics[keys.EPSILON] = float(epsilon or 0.0)
         metrics[keys.DELTA] = config.privacy.delta
-        metrics[keys.NOISE_MULTIPLIER] = result.noise_multiplier
-        metrics[keys.SAMPLE_RATE] = result.sample_rate
-    return RecordDict({keys.ARRAYS: model_to_arrays(model), keys.METRICS: MetricRecord(metrics)})
+        metrics[keys.NOISE_MULTIPLIER] = plan.noise_multiplier
+        metrics[keys.SAMPLE_RATE] = plan.sample_rate
+    return MetricRecord(metrics)
 
 
 def handle_evaluate(
@@ -132,35 +166,6 @@ def handle_evaluate(
     config, site_index, data = _prepare(content, context, sources or _new_sources())
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
-    result = evaluate_model(model, data.test_x, data.test_y)
-    metrics = MetricRecord(
-        {
-            keys.NUM_EXAMPLES: result.num_examples,
-            keys.SITE_INDEX: site_index,
-            keys.EVAL_LOSS: result.loss,
-            keys.EVAL_ACC: result.accuracy,
-            keys.EVAL_AUC: result.auc,
-            keys.TRUE_POS: result.tp,
-            keys.FALSE_POS: result.fp,
-            keys.TRUE_NEG: result.tn,
-            keys.FALSE_NEG: result.fn,
-        }
-    )
+    result = evaluate_model(model, data.test_x, data.test_y, num_classes=config.model.num_classes)
+    metrics = MetricRecord({**to_wire(result), keys.SITE_INDEX: site_index})
     return RecordDict({keys.METRICS: metrics})
-
-
-def _load_history(state: RecordDict) -> list[HistoryEntry]:
-    if PRIVACY_STATE_KEY not in state:
-        return []
-    record = state[PRIVACY_STATE_KEY]
-    return list(zip(record["noise"], record["rate"], record["steps"], strict=True))  # type: ignore[arg-type]
-
-
-def _store_history(state: RecordDict, history: Sequence[HistoryEntry]) -> None:
-    state[PRIVACY_STATE_KEY] = ConfigRecord(
-        {
-            "noise": [float(n) for n, _, _ in history],
-            "rate": [float(q) for _, q, _ in history],
-            "steps": [int(s) for _, _, s in history],
-        }
-    )

@@ -2,25 +2,46 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from common.data.preprocess import normalise
-from common.metrics import BinaryMetrics, binary_metrics
+from common.metrics import ClassificationMetrics, classification_metrics
 
 
 @torch.no_grad()
-def evaluate_model(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256
-) -> BinaryMetrics:
-    """Loss, accuracy, AUC and confusion counts of ``model`` on images in [0, 1]."""
+def predict_scores(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (N, K) and logits of ``model`` on images in [0, 1]."""
     model.eval()
-    criterion = nn.CrossEntropyLoss(reduction="sum")
-    total_loss = 0.0
-    scores = []
-    for start in range(0, len(labels), batch_size):
-        logits = model(normalise(images[start : start + batch_size]))
-        total_loss += float(criterion(logits, labels[start : start + batch_size]))
-        scores.append(torch.softmax(logits, dim=1)[:, 1])
-    all_scores = torch.cat(scores).numpy() if scores else torch.empty(0).numpy()
-    return binary_metrics(labels.numpy(), all_scores, total_loss / max(len(labels), 1))
+    logits = [
+        model(normalise(images[start : start + batch_size]))
+        for start in range(0, len(images), batch_size)
+    ]
+    if not logits:
+        return np.empty((0, 0)), np.empty((0, 0))
+    stacked = torch.cat(logits)
+    return torch.softmax(stacked, dim=1).numpy(), stacked.numpy()
+
+
+def evaluate_model(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    num_classes: int = 2,
+    threshold: float = 0.5,
+    batch_size: int = 256,
+) -> ClassificationMetrics:
+    """Loss, confusion matrix, AUC (and all derived metrics) of ``model`` on a split."""
+    scores, logits = predict_scores(model, images, batch_size)
+    if len(labels) == 0:
+        scores = np.empty((0, num_classes))
+        loss = float("nan")
+    else:
+        loss = float(
+            nn.functional.cross_entropy(torch.from_numpy(logits), labels, reduction="mean")
+        )
+    return classification_metrics(labels.numpy(), scores, loss, threshold)

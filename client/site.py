@@ -16,7 +16,7 @@ from pathlib import Path
 from common import keys
 from common.config import MedfedConfig
 from common.data.sites import SiteData, SiteStore
-from common.data.synthetic import ensure_synthetic_site, site_name
+from common.data.synthetic import ensure_configured_site, site_name
 from common.errors import ConfigError
 from simulations.sites import PartitionedPool
 
@@ -43,15 +43,7 @@ def locate_site(node_config: Mapping[str, object], config: MedfedConfig) -> Site
             "node config has neither 'data-path' nor 'partition-id': "
             "start the SuperNode with --node-config 'data-path=\"/path/to/site\"'"
         )
-    data = config.data
-    path = ensure_synthetic_site(
-        Path(data.synthetic_root),
-        index,
-        seed=config.run.seed,
-        num_images=data.synthetic_images_per_site,
-        image_size=data.synthetic_image_size,
-        test_fraction=data.test_fraction,
-    )
+    path = ensure_configured_site(config.data, config.run.seed, index)
     return SiteLocation(site_name(index), index, path)
 
 

@@ -1,40 +1,112 @@
 """Local training at a site: SGD, wrapped by Opacus for DP-SGD when privacy is on.
 
 DP-SGD = per-sample gradient clipping + Gaussian noise + Poisson sampling, all by Opacus'
-``PrivacyEngine``. The noise multiplier is chosen so that the *planned* number of local
-epochs over the whole run spends the site's target epsilon; each round restores the site's
-accountant history first, so the reported epsilon is cumulative. With FedProx a proximal
-term keeps the local model near the global one (``client.proximal``); the reported training
-loss is the data loss alone.
+``PrivacyEngine``. A round is planned first (:func:`plan_round`), so the site can check its
+budget before touching the data:
+- the loader batch is ``train.batch-size``, or ``ceil(N / train.batches-per-epoch)`` so
+  that every site has the same sample rate; Opacus' Poisson rate is ``1 / len(loader)``;
+- a round is ``train.local-steps`` logical steps, or ``train.local-epochs`` passes;
+- the noise multiplier is ``privacy.noise-multiplier`` if set, else the one that spends
+  ``privacy.target-epsilon`` over the planned rounds x steps.
+Each round restores the site's accountant history into a fresh engine, so epsilon is
+cumulative. Logical batches larger than ``train.max-physical-batch`` are split by Opacus'
+``BatchMemoryManager``. ``privacy.grad-sample-mode`` picks Opacus' per-sample gradient
+engine (``hooks`` default: on our conv nets it measured faster than ``ghost``, see
+BENCHMARKS.md). ``privacy.secure-mode`` draws noise and batches from a cryptographically
+secure generator (Opacus ``secure_mode``; needs the ``torchcsprng`` package): turn it on for
+a production deployment, it is off by default because it is slower and that package is not
+installed here.
+With FedProx a proximal term keeps the local model near the global one (``client.proximal``);
+the reported training loss is the data loss alone.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from opacus import PrivacyEngine
+from opacus.utils.batch_memory_manager import BatchMemoryManager
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from client.proximal import ProximalTerm
 from common.config import PrivacyConfig, TrainConfig
-from common.privacy import HistoryEntry, noise_multiplier_for
+from common.errors import ConfigError
+from common.privacy import HistoryEntry, epsilon_of, merge_history, noise_multiplier_for
+
+GRAD_SAMPLE_MODES = ("hooks", "ghost", "ew", "functorch")
+# (target_epsilon, delta, sample_rate, steps, accountant) -> noise multiplier
+Calibrate = Callable[..., float]
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What one round of local training will do (and, under DP, spend)."""
+
+    batch_size: int  # loader batch (the expected logical batch under Poisson sampling)
+    sample_rate: float  # 1 / batches per epoch (Opacus' Poisson rate)
+    steps: int  # logical optimizer steps this round
+    noise_multiplier: float  # 0.0 without DP
+
+    def history_entry(self) -> HistoryEntry:
+        """The accountant entry this round adds."""
+        return (self.noise_multiplier, self.sample_rate, self.steps)
+
+
+def plan_round(
+    num_examples: int,
+    train: TrainConfig,
+    privacy: PrivacyConfig,
+    *,
+    planned_rounds: int,
+    calibrate: Calibrate = noise_multiplier_for,
+) -> RoundPlan:
+    """Batch, sample rate, steps and noise of one round at a site with ``num_examples``.
+
+    ``calibrate`` finds the noise for the target (Opacus' search takes seconds: the client
+    passes one that remembers its answer for the run in the site's privacy state).
+    """
+    if num_examples < 1:
+        raise ConfigError("a site needs at least one training example")
+    if train.batches_per_epoch > 0:
+        batch_size = math.ceil(num_examples / train.batches_per_epoch)
+    else:
+        batch_size = train.batch_size
+    if batch_size < 1:
+        raise ConfigError(f"train.batch-size must be >= 1, got {batch_size}")
+    batches = math.ceil(num_examples / batch_size)
+    sample_rate = 1.0 / batches
+    steps = train.local_steps if train.local_steps > 0 else train.local_epochs * batches
+    noise = 0.0
+    if privacy.enabled:
+        noise = privacy.noise_multiplier
+        if noise <= 0:
+            noise = calibrate(
+                target_epsilon=privacy.target_epsilon,
+                delta=privacy.delta,
+                sample_rate=sample_rate,
+                steps=planned_rounds * steps,
+                accountant=privacy.accountant,
+            )
+    return RoundPlan(batch_size, sample_rate, steps, noise)
 
 
 @dataclass
 class PreparedTraining:
-    """Model, optimizer and loader ready for local epochs (Opacus-wrapped under DP)."""
+    """Model, optimizer, loss and loader ready for local steps (Opacus-wrapped under DP)."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
+    criterion: nn.Module
     loader: DataLoader
     engine: PrivacyEngine | None
-    noise_multiplier: float
-    sample_rate: float
+    plan: RoundPlan
 
 
 @dataclass(frozen=True)
@@ -43,10 +115,21 @@ class LocalTrainingResult:
 
     num_examples: int
     train_loss: float
-    epsilon: float | None
     noise_multiplier: float
     sample_rate: float
-    history: list[HistoryEntry]
+    steps: int
+    history: list[HistoryEntry]  # this run's accountant history, this round included
+    privacy: PrivacyConfig
+
+    @cached_property
+    def epsilon(self) -> float | None:
+        """This run's cumulative epsilon at the site (None without DP; computed on demand:
+        the accountant takes a noticeable fraction of a second)."""
+        if not self.privacy.enabled:
+            return None
+        return epsilon_of(
+            self.history, delta=self.privacy.delta, accountant=self.privacy.accountant
+        )
 
 
 def prepare_training(
@@ -55,59 +138,104 @@ def prepare_training(
     train: TrainConfig,
     privacy: PrivacyConfig,
     *,
-    planned_epochs: int,
+    plan: RoundPlan,
     history: Sequence[HistoryEntry] = (),
 ) -> PreparedTraining:
     """Build the optimizer and loader; attach Opacus when ``privacy.enabled``."""
     model.train()  # Opacus refuses a model in eval mode
-    loader = DataLoader(dataset, batch_size=train.batch_size, shuffle=True)
+    loader = DataLoader(dataset, batch_size=plan.batch_size, shuffle=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=train.learning_rate, momentum=train.momentum)
+    criterion: nn.Module = nn.CrossEntropyLoss()
     if not privacy.enabled:
-        return PreparedTraining(model, optimizer, loader, None, 0.0, 1.0 / len(loader))
-    # With Poisson sampling Opacus uses sample rate 1 / len(loader), i.e. 1 / ceil(N / B).
-    sample_rate = 1.0 / math.ceil(len(dataset) / train.batch_size)
-    noise = noise_multiplier_for(
-        target_epsilon=privacy.target_epsilon,
-        delta=privacy.delta,
-        sample_rate=sample_rate,
-        epochs=planned_epochs,
-        accountant=privacy.accountant,
-    )
-    engine = PrivacyEngine(accountant=privacy.accountant)
-    engine.accountant.history = list(history)
-    dp_model, dp_optimizer, dp_loader = engine.make_private(
+        return PreparedTraining(model, optimizer, criterion, loader, None, plan)
+    if privacy.grad_sample_mode not in GRAD_SAMPLE_MODES:
+        raise ConfigError(
+            f"privacy.grad-sample-mode must be one of {', '.join(GRAD_SAMPLE_MODES)}, "
+            f"got '{privacy.grad_sample_mode}'"
+        )
+    engine = _privacy_engine(privacy)
+    engine.accountant.history = [tuple(e) for e in history]  # type: ignore[misc]
+    wrapped = engine.make_private(
         module=model,
         optimizer=optimizer,
+        criterion=criterion,
         data_loader=loader,
-        noise_multiplier=noise,
+        noise_multiplier=plan.noise_multiplier,
         max_grad_norm=privacy.max_grad_norm,
         poisson_sampling=True,
+        grad_sample_mode=privacy.grad_sample_mode,
     )
-    return PreparedTraining(dp_model, dp_optimizer, dp_loader, engine, noise, sample_rate)
+    if privacy.grad_sample_mode == "ghost":  # ghost clipping also wraps the loss
+        dp_model, dp_optimizer, criterion, dp_loader = wrapped
+    else:
+        dp_model, dp_optimizer, dp_loader = wrapped
+    return PreparedTraining(dp_model, dp_optimizer, criterion, dp_loader, engine, plan)
 
 
-def run_epochs(
-    prepared: PreparedTraining, epochs: int, proximal: ProximalTerm | None = None
+def _privacy_engine(privacy: PrivacyConfig) -> PrivacyEngine:
+    try:
+        return PrivacyEngine(accountant=privacy.accountant, secure_mode=privacy.secure_mode)
+    except ImportError:
+        raise ConfigError(
+            "privacy.secure-mode needs the torchcsprng package (pip install torchcsprng)"
+        ) from None
+
+
+def _steps_taken(engine: PrivacyEngine) -> int:
+    return sum(int(steps) for _, _, steps in engine.accountant.history)
+
+
+def _batches(prepared: PreparedTraining, max_physical_batch: int) -> Iterator[tuple]:
+    """Physical batches, cycling the loader; under DP split by ``BatchMemoryManager``."""
+    while True:
+        with ExitStack() as stack:
+            loader = prepared.loader
+            if prepared.engine is not None:
+                loader = stack.enter_context(
+                    BatchMemoryManager(
+                        data_loader=loader,
+                        max_physical_batch_size=max_physical_batch,
+                        optimizer=prepared.optimizer,  # type: ignore[arg-type]
+                    )
+                )
+            yield from loader
+
+
+def run_steps(
+    prepared: PreparedTraining,
+    steps: int,
+    max_physical_batch: int = 256,
+    proximal: ProximalTerm | None = None,
 ) -> float:
-    """Train for ``epochs`` passes; return the example-weighted mean training loss."""
-    criterion = nn.CrossEntropyLoss()
+    """Take ``steps`` logical optimizer steps; return the example-weighted mean loss.
+
+    Under DP a logical step is one Poisson batch (possibly split into physical batches,
+    possibly empty: an empty batch still takes a noise-only step, as DP-SGD requires).
+    ``proximal`` adds FedProx's term: to the loss without DP, to the noised gradient under DP
+    (see ``client.proximal``); the returned loss is the data loss alone.
+    """
     if proximal is not None and prepared.engine is not None:
         proximal.attach(prepared.optimizer)  # type: ignore[arg-type]
     prepared.model.train()
-    total_loss, total_seen = 0.0, 0
-    for _ in range(epochs):
-        for images, labels in prepared.loader:
-            if len(labels) == 0:  # Poisson sampling can draw an empty batch
-                continue
-            prepared.optimizer.zero_grad(set_to_none=True)
-            loss = criterion(prepared.model(images), labels)
-            if proximal is not None and prepared.engine is None:
-                (loss + proximal.penalty()).backward()
-            else:
-                loss.backward()
-            prepared.optimizer.step()
+    engine = prepared.engine
+    start = _steps_taken(engine) if engine is not None else 0
+    taken, total_loss, total_seen = 0, 0.0, 0
+    if steps < 1:
+        return 0.0
+    for images, labels in _batches(prepared, max_physical_batch):
+        prepared.optimizer.zero_grad(set_to_none=True)
+        loss = prepared.criterion(prepared.model(images), labels)
+        if proximal is not None and prepared.engine is None:
+            (loss + proximal.penalty()).backward()
+        else:
+            loss.backward()
+        prepared.optimizer.step()
+        if len(labels):
             total_loss += float(loss.detach()) * len(labels)
             total_seen += len(labels)
+        taken = _steps_taken(engine) - start if engine is not None else taken + 1
+        if taken >= steps:
+            break
     return total_loss / max(total_seen, 1)
 
 
@@ -125,7 +253,7 @@ def train_locally(
     train: TrainConfig,
     privacy: PrivacyConfig,
     *,
-    planned_epochs: int,
+    plan: RoundPlan,
     history: Sequence[HistoryEntry] = (),
     proximal_mu: float = 0.0,
 ) -> LocalTrainingResult:
@@ -138,20 +266,17 @@ def train_locally(
     with warnings.catch_warnings():
         for message in _EXPECTED_WARNINGS:
             warnings.filterwarnings("ignore", message=f".*{message}")
-        prepared = prepare_training(
-            model, dataset, train, privacy, planned_epochs=planned_epochs, history=history
-        )
-        loss = run_epochs(prepared, train.local_epochs, proximal)
-    epsilon = None
+        prepared = prepare_training(model, dataset, train, privacy, plan=plan, history=history)
+        loss = run_steps(prepared, plan.steps, train.max_physical_batch, proximal)
     new_history: list[HistoryEntry] = []
     if prepared.engine is not None:
-        new_history = [tuple(e) for e in prepared.engine.accountant.history]  # type: ignore[misc]
-        epsilon = float(prepared.engine.get_epsilon(delta=privacy.delta))
+        new_history = merge_history([], prepared.engine.accountant.history)
     return LocalTrainingResult(
         num_examples=len(dataset),
         train_loss=loss,
-        epsilon=epsilon,
-        noise_multiplier=prepared.noise_multiplier,
-        sample_rate=prepared.sample_rate,
+        noise_multiplier=plan.noise_multiplier,
+        sample_rate=plan.sample_rate,
+        steps=plan.steps,
         history=new_history,
+        privacy=privacy,
     )

@@ -54,6 +54,9 @@ class TrainConfig:
     learning_rate: float = 0.1
     momentum: float = 0.9
     threads: int = 1
+    local_steps: int = 0  # > 0: this many optimizer steps per round instead of local-epochs
+    batches_per_epoch: int = 0  # > 0: batch = ceil(N / this), the same sample rate at every site
+    max_physical_batch: int = 256  # DP: larger logical batches are split (BatchMemoryManager)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class PrivacyConfig:
     delta: float = 1e-5
     max_grad_norm: float = 1.0
     accountant: str = "prv"
+    noise_multiplier: float = 0.0  # > 0: use it; 0: derive it from target-epsilon and the plan
+    grad_sample_mode: str = "hooks"  # Opacus per-sample gradients: hooks | ghost | ew | functorch
+    secure_mode: bool = False  # cryptographically secure noise (needs the torchcsprng package)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,11 @@ EPSILON = "epsilon"
 DELTA = "delta"
 NOISE_MULTIPLIER = "noise-multiplier"
 SAMPLE_RATE = "sample-rate"
+# A site's answer to a train request: trained, or declined because the round would take its
+# spent epsilon past its budget (it then sends the global model back unchanged, 0 examples).
+TRAIN_STATUS = "train-status"
+STATUS_TRAINED = 0
+STATUS_DECLINED_BUDGET = 1
 
 EVAL_LOSS = "eval-loss"
 EVAL_ACC = "eval-acc"
@@ -31,9 +36,42 @@ TRUE_POS = "tp"
 FALSE_POS = "fp"
 TRUE_NEG = "tn"
 FALSE_NEG = "fn"
+BINARY_COUNTS = (TRUE_POS, FALSE_POS, TRUE_NEG, FALSE_NEG)
+# Multi-class confusion matrices travel cell by cell: ``cm-<true>-<predicted>``.
+MAX_CLASSES = 16
+_CONFUSION_PREFIX = "cm-"
+
+
+def confusion_key(true_class: int, predicted: int) -> str:
+    """Wire name of one confusion-matrix cell."""
+    return f"{_CONFUSION_PREFIX}{true_class}-{predicted}"
+
+
+def parse_confusion_key(key: str) -> tuple[int, int] | None:
+    """(true, predicted) of a ``cm-i-j`` key, or None for any other key."""
+    if not key.startswith(_CONFUSION_PREFIX):
+        return None
+    true_class, _, predicted = key.removeprefix(_CONFUSION_PREFIX).partition("-")
+    if not (true_class.isdigit() and predicted.isdigit()):
+        return None
+    return int(true_class), int(predicted)
+
+
+CONFUSION_KEYS = frozenset(
+    confusion_key(i, j) for i in range(MAX_CLASSES) for j in range(MAX_CLASSES)
+)
 
 TRAIN_METRICS_ALLOWED = frozenset(
-    {NUM_EXAMPLES, SITE_INDEX, TRAIN_LOSS, EPSILON, DELTA, NOISE_MULTIPLIER, SAMPLE_RATE}
+    {
+        NUM_EXAMPLES,
+        SITE_INDEX,
+        TRAIN_LOSS,
+        EPSILON,
+        DELTA,
+        NOISE_MULTIPLIER,
+        SAMPLE_RATE,
+        TRAIN_STATUS,
+    }
 )
 EVAL_METRICS_ALLOWED = frozenset(
     {
@@ -47,10 +85,15 @@ EVAL_METRICS_ALLOWED = frozenset(
         TRUE_NEG,
         FALSE_NEG,
     }
+    | CONFUSION_KEYS
 )
 
 # Node-config keys a hospital sets on its SuperNode (``--node-config``).
 NODE_DATA_PATH = "data-path"
 NODE_SITE_ID = "site-id"
 NODE_PARTITION_ID = "partition-id"
+# Where the site keeps its privacy accountant state (outside any run directory), and the
+# site's own lifetime epsilon budget over every run recorded there.
+NODE_STATE_DIR = "state-dir"
+NODE_EPSILON_BUDGET = "epsilon-budget"
 NODE_AUDIT_DIR = "audit-dir"  # optional: keep a copy of every reply (client.outbound)

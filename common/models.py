@@ -1,4 +1,17 @@
-"""Model registry: DP-compatible networks (GroupNorm, never BatchNorm) picked by name."""
+"""Model registry: DP-compatible networks (GroupNorm, never BatchNorm) picked by name.
+
+Every model takes ``(N, C, H, W)`` images (C = 1 grayscale or 3 RGB, any H, W >= 8 thanks to
+global average pooling) and returns ``num_classes`` logits (2 for a binary task, trained
+with cross-entropy; the positive-class score is the softmax of logit 1).
+
+- ``small-cnn``: conv 16-32-64, ~24k parameters; the federated DP recipe in STACK-NOTES.
+- ``cnn-medium``: conv 32-64-128, ~93k parameters; the best quality per CPU second in
+  ``benchmarks/medmnist_quality.py`` (pooled PneumoniaMNIST).
+- ``resnet18-gn``: ResNet-18 as in the MedMNIST benchmark's 28x28 variant (3x3 stem,
+  stride 1, no max-pool) with GroupNorm instead of BatchNorm; 11.2M parameters, slow on CPU.
+
+All of them pass Opacus' ``ModuleValidator`` (``tests/test_models.py``).
+"""
 
 from __future__ import annotations
 
@@ -20,16 +33,16 @@ def _conv_block(in_ch: int, out_ch: int, groups: int) -> list[nn.Module]:
 
 
 class SmallCNN(nn.Module):
-    """Three conv blocks (16-32-64 channels, GroupNorm) + global average pool + linear.
+    """Three conv blocks (GroupNorm + ReLU, max-pool after the first two), GAP, linear.
 
-    About 24k parameters: small enough that DP noise stays tolerable and a round takes
-    seconds on one CPU core.
+    ``width`` 16 gives about 24k parameters (small enough that DP noise stays tolerable and
+    a round takes seconds on one CPU core); ``width`` 32 about 93k.
     """
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 16) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            *_conv_block(in_channels, width, 4),
+            *_conv_block(in_channels, width, min(8, width // 4)),
             nn.MaxPool2d(2),
             *_conv_block(width, 2 * width, 8),
             nn.MaxPool2d(2),
@@ -43,10 +56,62 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, channels // 2), channels)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convs) with GroupNorm."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = _group_norm(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, stride=1, padding=1, bias=False)
+        self.norm2 = _group_norm(out_ch)
+        self.relu = nn.ReLU()
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), _group_norm(out_ch)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet18GN(nn.Module):
+    """ResNet-18 for 28x28 inputs (MedMNIST's variant) with GroupNorm for DP-SGD."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 64) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False),
+            _group_norm(width),
+            nn.ReLU(),
+        )
+        stages: list[nn.Module] = []
+        in_ch = width
+        for index, out_ch in enumerate((width, 2 * width, 4 * width, 8 * width)):
+            stride = 1 if index == 0 else 2
+            stages += [BasicBlock(in_ch, out_ch, stride), BasicBlock(out_ch, out_ch, 1)]
+            in_ch = out_ch
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(in_ch, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.stages(self.stem(x))))
+
+
 ModelBuilder = Callable[[int, int], nn.Module]
 
 MODEL_REGISTRY: dict[str, ModelBuilder] = {
-    "small-cnn": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls),
+    "small-cnn": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=16),
+    "cnn-medium": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=32),
+    "resnet18-gn": lambda in_ch, n_cls: ResNet18GN(in_ch, n_cls),
 }
 
 
@@ -57,4 +122,6 @@ def build_model(config: ModelConfig, in_channels: int) -> nn.Module:
     except KeyError:
         known = ", ".join(sorted(MODEL_REGISTRY))
         raise ConfigError(f"unknown model '{config.name}' (known: {known})") from None
+    if config.num_classes < 2:
+        raise ConfigError(f"model.num-classes must be >= 2, got {config.num_classes}")
     return builder(in_channels, config.num_classes)

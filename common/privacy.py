@@ -7,12 +7,19 @@ accumulates instead of restarting, and restored into a fresh accountant each rou
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 
+from common.errors import ConfigError
+
 HistoryEntry = tuple[float, float, int]
+# RDP's search hit its largest order: the bound is valid, only looser than it could be.
+_RDP_ALPHA_WARNING = ".*Optimal order is the largest alpha"
 
 
 def noise_multiplier_for(
@@ -20,19 +27,32 @@ def noise_multiplier_for(
     target_epsilon: float,
     delta: float,
     sample_rate: float,
-    epochs: int,
+    steps: int,
     accountant: str,
 ) -> float:
-    """Noise multiplier that spends ``target_epsilon`` over ``epochs`` passes at this rate."""
-    return float(
-        get_noise_multiplier(
-            target_epsilon=target_epsilon,
-            target_delta=delta,
-            sample_rate=sample_rate,
-            epochs=epochs,
-            accountant=accountant,
-        )
-    )
+    """Noise multiplier that spends at most ``target_epsilon`` over ``steps`` at this rate.
+
+    Opacus' search returns a multiplier whose epsilon is below the target, computed the way
+    :func:`epsilon_of` computes it, so a run that takes exactly the planned steps stays
+    within its target (its last round is not declined).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_RDP_ALPHA_WARNING)
+            return float(
+                get_noise_multiplier(
+                    target_epsilon=target_epsilon,
+                    target_delta=delta,
+                    sample_rate=sample_rate,
+                    steps=steps,
+                    accountant=accountant,
+                )
+            )
+    except ValueError as problem:  # Opacus: "The privacy budget is too low."
+        raise ConfigError(
+            f"cannot reach epsilon {target_epsilon} in {steps} steps at sample rate "
+            f"{sample_rate:.3g}: {problem}"
+        ) from None
 
 
 def epsilon_of(history: Sequence[HistoryEntry], *, delta: float, accountant: str) -> float:
@@ -41,4 +61,67 @@ def epsilon_of(history: Sequence[HistoryEntry], *, delta: float, accountant: str
         return 0.0
     acc = create_accountant(mechanism=accountant)
     acc.history = [(float(n), float(q), int(s)) for n, q, s in history]
-    return float(acc.get_epsilon(delta=delta))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_RDP_ALPHA_WARNING)
+        return float(acc.get_epsilon(delta=delta))
+
+
+def merge_history(
+    previous: Sequence[HistoryEntry], new: Sequence[HistoryEntry]
+) -> list[HistoryEntry]:
+    """Concatenate histories, folding equal (noise, rate) neighbours into one entry."""
+    merged: list[HistoryEntry] = [tuple(e) for e in previous]  # type: ignore[misc]
+    for noise, rate, steps in new:
+        if merged and merged[-1][0] == noise and merged[-1][1] == rate:
+            merged[-1] = (noise, rate, merged[-1][2] + steps)
+        else:
+            merged.append((noise, rate, steps))
+    return merged
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """Whether a site may take one more round, and what it would have spent after it."""
+
+    allowed: bool
+    run_epsilon_after: float  # this run's epsilon after the planned round
+    lifetime_epsilon_after: float  # all runs at the site after it (NaN: no site budget)
+    reason: str = ""
+
+
+def check_budget(
+    *,
+    run_history: Sequence[HistoryEntry],
+    other_runs: Sequence[Sequence[HistoryEntry]],
+    next_round: HistoryEntry,
+    delta: float,
+    accountant: str,
+    run_budget: float,
+    site_budget: float | None,
+) -> BudgetCheck:
+    """Project the spend of one more round against the run's and the site's budgets.
+
+    ``run_budget`` caps this run (``privacy.target-epsilon``); ``site_budget`` (the site's
+    own ``epsilon-budget``, if it set one) caps the composition of every run recorded at the
+    site plus this round, accounted with the same accountant.
+    """
+    run_after_history = merge_history(run_history, [next_round])
+    run_after = epsilon_of(run_after_history, delta=delta, accountant=accountant)
+    lifetime_after = math.nan
+    if site_budget is not None:
+        lifetime = [e for run in other_runs for e in run]
+        lifetime_after = epsilon_of(
+            [*lifetime, *run_after_history], delta=delta, accountant=accountant
+        )
+    reason = ""
+    if run_after > run_budget:
+        reason = (
+            f"this round would take the run's epsilon to {run_after:.3g}, "
+            f"above its target {run_budget:g}"
+        )
+    elif site_budget is not None and lifetime_after > site_budget:
+        reason = (
+            f"this round would take the site's lifetime epsilon to {lifetime_after:.3g}, "
+            f"above its budget {site_budget:g}"
+        )
+    return BudgetCheck(not reason, run_after, lifetime_after, reason)

@@ -104,16 +104,19 @@ class SuperNodeSpec:
     partition_id: int
     port: int = 9094
     insecure: bool = False
+    state_dir: Path | None = None
     extra_node_config: Mapping[str, ConfigValue] = field(default_factory=dict)
 
     def node_config(self) -> dict[str, ConfigValue]:
-        """``--node-config`` values read by ``client.site`` (and ``client.outbound``)."""
-        return {
+        """``--node-config`` values read by ``client.site``, ``client.budget``, …"""
+        values: dict[str, ConfigValue] = {
             "partition-id": self.partition_id,
             "site-id": self.site_id,
             "data-path": _abs(self.data_path),
-            **self.extra_node_config,
         }
+        if self.state_dir is not None:  # the site's privacy accountant state
+            values["state-dir"] = _abs(self.state_dir)
+        return {**values, **self.extra_node_config}
 
 
 def supernode_command(spec: SuperNodeSpec) -> list[str]:

@@ -262,6 +262,7 @@ class LocalFederation:
                     site_id=hospital.site_id,
                     partition_id=index,
                     port=self.node_ports[index],
+                    state_dir=self.root / "state" / hospital.site_id,
                     extra_node_config=hospital.extra_node_config,
                 ),
             )

@@ -15,10 +15,12 @@ def round_line(record: RoundRecord, num_rounds: int) -> str:
     took part; a round with too few valid updates says that the global model was kept.
     """
     eps = "off" if record.epsilon_max is None else f"{record.epsilon_max:.2f}"
+    declined = record.declined_sites
     line = (
         f"round {record.round}/{num_rounds}  loss {record.loss:.4f}  acc {record.accuracy:.3f}"
         f"  auc {record.auc:.3f}  eps(max) {eps}  sites {len(record.train_sites)}"
         f" [{', '.join(record.train_sites)}]"
+        + (f"  declined (privacy budget) [{', '.join(declined)}]" if declined else "")
     )
     if record.failed:
         line += f"  failed [{', '.join(record.failed)}]"

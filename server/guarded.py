@@ -28,6 +28,7 @@ from flwr.serverapp.strategy import FedAvg, Result, Strategy
 from common import keys
 from common.config import ValidationConfig
 from common.data.synthetic import site_name
+from server.declines import DeclineListener, report_declined, split_declined
 from server.validation import Candidate, validate_round
 
 LOG = logging.getLogger("medfed.server")
@@ -82,8 +83,10 @@ class GuardedStrategy(Strategy):
         validation: ValidationConfig,
         min_replies: int,
         on_participation: ParticipationListener | None = None,
+        on_declined: DeclineListener | None = None,
     ) -> None:
         self.inner = inner
+        self.on_declined = on_declined
         self.validation = validation
         self.min_replies = max(1, min_replies)
         self.on_participation = on_participation
@@ -113,7 +116,9 @@ class GuardedStrategy(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Exclude failed and invalid replies, then aggregate the rest in site order."""
         true_round = server_round + self._offset
-        replies = list(replies)
+        all_replies = list(replies)
+        replies, declined = split_declined(all_replies)
+        report_declined(true_round, declined, self.on_declined)
         participation = Participation(true_round)
         good: list[tuple[Candidate, Message]] = []
         for message in replies:
@@ -128,7 +133,7 @@ class GuardedStrategy(Strategy):
             elif index is not None:
                 self._node_sites[node] = site
             good.append((Candidate(site, message.content), message))
-        replied = {message.metadata.src_node_id for message in replies}
+        replied = {message.metadata.src_node_id for message in all_replies}
         for node in sorted(self._sampled - replied):
             participation.failed[self._site_of_node(node)] = "no reply before the round timeout"
 

@@ -3,11 +3,13 @@
 Flower's ``FedAvg`` accepts ``train_metrics_aggr_fn`` / ``evaluate_metrics_aggr_fn`` and calls
 ``evaluate_fn(round, arrays)`` once a round is complete. ``RoundRecorder`` provides all three:
 it keeps each site's reply metrics, aggregates them (epsilon as a *maximum*, never a weighted
-mean; accuracy from summed confusion counts) and hands a finished ``RoundRecord`` to a
-listener (run directory, console) at the end of every round. ``GuardedStrategy`` also tells
-it which sites took part (``record_participation``): accepted, rejected (with the reason)
-and failed or timed out, so the round's line names them even when a robust strategy (Krum)
-aggregates only some of the accepted updates.
+mean; count metrics from summed confusion matrices, AUC example-weighted: see
+``common.metrics``) and hands a finished ``RoundRecord`` to a listener (run directory,
+console) at the end of every round. ``GuardedStrategy`` also tells it which sites took part
+(``record_participation``): accepted, rejected (with the reason) and failed or timed out, so
+the round's line names them even when a robust strategy (Krum) aggregates only some of the
+accepted updates, and which sites declined to train (``record_declined``); their spent
+epsilon is still recorded.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
 from common import keys
 from common.data.synthetic import site_name
-from common.metrics import BinaryMetrics, pool
+from common.metrics import ClassificationMetrics, from_wire, pool
 from server.guarded import Participation
 
 
@@ -44,6 +46,14 @@ class RoundRecord:
     rejected: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     aggregated: bool = True
+    declined_sites: list[str] = field(default_factory=list)
+    sensitivity: float = math.nan
+    specificity: float = math.nan
+    precision: float = math.nan
+    f1: float = math.nan
+    balanced_accuracy: float = math.nan
+    confusion: list[list[int]] = field(default_factory=list)
+    site_metrics: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         """JSON-safe dict (NaN becomes null)."""
@@ -53,6 +63,8 @@ class RoundRecord:
                 return None
             if isinstance(value, dict):
                 return {k: clean(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [clean(v) for v in value]
             return value
 
         return {name: clean(value) for name, value in self.__dict__.items()}
@@ -62,9 +74,9 @@ class RoundRecord:
         """Inverse of :meth:`to_json` (null floats become NaN)."""
         known = {f.name: f for f in fields(cls)}
         values = {k: v for k, v in line.items() if k in known}
-        for name in ("train_loss", "loss", "accuracy", "auc", "elapsed_s"):
-            if values.get(name) is None:
-                values[name] = math.nan
+        for f in fields(cls):
+            if f.type in ("float", float) and values.get(f.name, 0.0) is None:
+                values[f.name] = math.nan
         for name in ("site_auc", "site_accuracy"):
             values[name] = {
                 k: math.nan if v is None else v
@@ -90,7 +102,8 @@ class RoundRecorder:
 
     listener: RoundListener
     _train: dict[str, MetricRecord] = field(default_factory=dict)
-    _eval: dict[str, BinaryMetrics] = field(default_factory=dict)
+    _declined: dict[str, MetricRecord] = field(default_factory=dict)
+    _eval: dict[str, ClassificationMetrics] = field(default_factory=dict)
     _started: float = field(default_factory=time.monotonic)
     _participation: Participation | None = None
 
@@ -115,20 +128,13 @@ class RoundRecorder:
             aggregated[keys.EPSILON] = max(epsilons.values())
         return MetricRecord(aggregated)
 
+    def record_declined(self, server_round: int, replies: list[RecordDict]) -> None:
+        """``GuardedStrategy`` listener: the sites that declined this round's training."""
+        self._declined = {_site_of(m): m for m in map(_metrics_of, replies)}
+
     def aggregate_evaluate(self, replies: list[RecordDict], weight_key: str) -> MetricRecord:
         """Flower ``evaluate_metrics_aggr_fn``: pooled loss, accuracy and AUC."""
-        self._eval = {}
-        for metrics in map(_metrics_of, replies):
-            self._eval[_site_of(metrics)] = BinaryMetrics(
-                num_examples=int(metrics[weight_key]),  # type: ignore[arg-type]
-                loss=float(metrics[keys.EVAL_LOSS]),  # type: ignore[arg-type]
-                accuracy=float(metrics[keys.EVAL_ACC]),  # type: ignore[arg-type]
-                auc=float(metrics[keys.EVAL_AUC]),  # type: ignore[arg-type]
-                tp=int(metrics[keys.TRUE_POS]),  # type: ignore[arg-type]
-                fp=int(metrics[keys.FALSE_POS]),  # type: ignore[arg-type]
-                tn=int(metrics[keys.TRUE_NEG]),  # type: ignore[arg-type]
-                fn=int(metrics[keys.FALSE_NEG]),  # type: ignore[arg-type]
-            )
+        self._eval = {_site_of(m): from_wire(m) for m in map(_metrics_of, replies)}
         pooled = pool(list(self._eval.values()))
         return MetricRecord(
             {
@@ -166,14 +172,25 @@ class RoundRecorder:
             rejected=dict(participation.rejected),
             failed=dict(participation.failed),
             aggregated=participation.aggregated,
+            declined_sites=sorted(self._declined),
+            sensitivity=pooled.sensitivity,
+            specificity=pooled.specificity,
+            precision=pooled.precision,
+            f1=pooled.f1,
+            balanced_accuracy=pooled.balanced_accuracy,
+            confusion=[list(row) for row in pooled.confusion],
+            site_metrics={site: m.summary() for site, m in sorted(self._eval.items())},
         )
         self.listener(record, arrays)
-        self._train, self._eval, self._participation = {}, {}, None
+        self._train, self._declined, self._eval = {}, {}, {}
+        self._participation = None
         return None
 
     def _epsilons(self) -> dict[str, float]:
+        """Spent epsilon per site, trained or declined."""
+        replies = {**self._declined, **self._train}
         return {
             site: float(m[keys.EPSILON])  # type: ignore[arg-type]
-            for site, m in sorted(self._train.items())
+            for site, m in sorted(replies.items())
             if keys.EPSILON in m
         }

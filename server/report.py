@@ -1,4 +1,9 @@
-"""``report.html``: a plain, self-contained page with the per-round table and curves."""
+"""``report.html``: a plain, self-contained page with the per-round table and curves.
+
+Clinical metrics (sensitivity, specificity, precision, F1, balanced accuracy, confusion
+matrices) come per round pooled over sites and, for the final round, per site; see
+``common.metrics`` for how sites are pooled.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,21 @@ def _fmt(value: object) -> str:
     if isinstance(value, list):
         return html.escape(", ".join(map(str, value)))
     return html.escape(str(value))
+
+
+def _confusion_html(matrix: object) -> str:
+    """A small confusion-matrix table (rows = true class, columns = predicted)."""
+    if not isinstance(matrix, list) or not matrix:
+        return "-"
+    head = "".join(f"<th>pred {j}</th>" for j in range(len(matrix)))
+    rows = "".join(
+        f"<tr><th>true {i}</th>" + "".join(f"<td>{int(v)}</td>" for v in row) + "</tr>"
+        for i, row in enumerate(matrix)
+    )
+    return f"<table><tr><th></th>{head}</tr>{rows}</table>"
+
+
+SITE_COLUMNS = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision")
 
 
 def _curves_png(rounds: Sequence[dict[str, object]]) -> str:
@@ -54,10 +74,15 @@ def render_report(
         "round",
         "train_loss",
         "loss",
-        "accuracy",
         "auc",
+        "accuracy",
+        "balanced_accuracy",
+        "sensitivity",
+        "specificity",
+        "f1",
         "epsilon_max",
         "train_sites",
+        "declined_sites",
         "failed",
         "rejected",
     ]
@@ -66,11 +91,18 @@ def render_report(
         "<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in columns) + "</tr>" for r in rounds
     )
     final = rounds[-1] if rounds else {}
+    site_metrics: dict[str, dict[str, object]] = final.get("site_metrics") or {}  # type: ignore[assignment]
+    if not site_metrics:  # older run directories: AUC only
+        site_metrics = {s: {"auc": a} for s, a in (final.get("site_auc") or {}).items()}  # type: ignore[union-attr]
     site_rows = "".join(
-        f"<tr><td>{html.escape(site)}</td><td>{_fmt(auc)}</td>"
-        f"<td>{_fmt(final.get('epsilon', {}).get(site))}</td></tr>"  # type: ignore[union-attr]
-        for site, auc in (final.get("site_auc") or {}).items()  # type: ignore[union-attr]
+        f"<tr><td>{html.escape(site)}</td>"
+        + "".join(f"<td>{_fmt(values.get(c))}</td>" for c in SITE_COLUMNS)
+        + f"<td>{_fmt(values.get('f1'))}</td>"
+        f"<td>{_fmt(final.get('epsilon', {}).get(site))}</td>"  # type: ignore[union-attr]
+        f"<td>{_confusion_html(values.get('confusion'))}</td></tr>"
+        for site, values in site_metrics.items()
     )
+    site_header = "".join(f"<th>{c}</th>" for c in ("site", *SITE_COLUMNS, "f1", "ε", "confusion"))
     settings = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in config.items()
     )
@@ -84,10 +116,15 @@ td,th{{border:1px solid #999;padding:3px 8px;text-align:right}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 <h2>Per round (pooled over sites)</h2><table><tr>{header}</tr>{body}</table>
 {image if rounds else "<p>No completed rounds.</p>"}
-<h2>Final round per site</h2><table><tr><th>site</th><th>AUC</th><th>ε</th></tr>{site_rows}</table>
+<h2>Final round per site</h2><table><tr>{site_header}</tr>{site_rows}</table>
+<h2>Final round pooled confusion matrix</h2>{_confusion_html(final.get("confusion"))}
 <h2>Configuration</h2><table>{settings}</table>
-<p>Pooled AUC is the example-weighted mean of site AUCs; accuracy comes from summed
-confusion counts; ε is per site (max shown per round), with its δ in the configuration.</p>
+<p>Pooled AUC is the example-weighted mean of site AUCs (an approximation of the AUC of pooled
+scores: per-image scores never leave a site); accuracy, sensitivity, specificity, precision,
+F1 and balanced accuracy come from the summed confusion matrices (binary: class 1 positive,
+threshold 0.5; multi-class: macro one-vs-rest); ε is per site (max shown per round), with
+its δ in the configuration. Declined sites refused a round because it would exceed their
+privacy budget.</p>
 </body></html>
 """
 

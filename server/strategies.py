@@ -112,6 +112,7 @@ def build_strategy(config: MedfedConfig, recorder: RoundRecorder) -> GuardedStra
         validation=config.validation,
         min_replies=federation.min_sites,
         on_participation=recorder.record_participation,
+        on_declined=recorder.record_declined,
     )
 
 

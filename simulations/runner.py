@@ -26,7 +26,7 @@ from rich.table import Table
 
 from client.app import build_client_app
 from common.config import MedfedConfig
-from common.data.synthetic import ensure_synthetic_site
+from common.data.synthetic import ensure_configured_site
 from server.app import build_server_app, check_resume
 from server.rundir import new_run_dir
 from simulations.dropout import dropout_mod
@@ -83,14 +83,8 @@ def prepare_synthetic_sites(config: MedfedConfig, console: Console) -> list[Path
         task = progress.add_task("images", total=total)
         for index in range(num_sites):
             paths.append(
-                ensure_synthetic_site(
-                    Path(data.synthetic_root),
-                    index,
-                    seed=config.run.seed,
-                    num_images=data.synthetic_images_per_site,
-                    image_size=data.synthetic_image_size,
-                    test_fraction=data.test_fraction,
-                    on_image=lambda: progress.advance(task),
+                ensure_configured_site(
+                    data, config.run.seed, index, on_image=lambda: progress.advance(task)
                 )
             )
             progress.update(task, completed=(index + 1) * data.synthetic_images_per_site)

@@ -23,6 +23,9 @@ class CapturingHarness:
 
     site_path: Path
     config: MedfedConfig
+    state_dir: Path | None = None  # default: beside the config's (per-test) synthetic root
+    node_extras: dict[str, str | float] = field(default_factory=dict)  # e.g. epsilon-budget
+    run_id: int = 1
     sent: list[Message] = field(default_factory=list)
     context: Context = field(init=False)
     app: ClientApp = field(init=False)
@@ -35,11 +38,18 @@ class CapturingHarness:
 
         self.app = build_client_app(mods=[capture])
         # Flower's runtime sets the sender identity before a ServerApp builds messages.
-        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, self.run_id, 0
+        if self.state_dir is None:
+            self.state_dir = Path(self.config.data.synthetic_root).parent / "site-state"
         self.context = Context(
-            run_id=1,
+            run_id=self.run_id,
             node_id=7,
-            node_config={keys.NODE_DATA_PATH: str(self.site_path), keys.NODE_PARTITION_ID: 0},
+            node_config={
+                keys.NODE_DATA_PATH: str(self.site_path),
+                keys.NODE_PARTITION_ID: 0,
+                keys.NODE_STATE_DIR: str(self.state_dir),
+                **self.node_extras,
+            },
             state=RecordDict(),
             run_config={},
         )

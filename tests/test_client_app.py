@@ -11,7 +11,7 @@ from opacus.data_loader import DPDataLoader
 from opacus.optimizers import DPOptimizer
 from torch.utils.data import TensorDataset
 
-from client.train import prepare_training
+from client.train import plan_round, prepare_training
 from common import keys
 from common.config import MedfedConfig
 from common.models import build_model
@@ -25,9 +25,10 @@ def _dataset(n: int = 40) -> TensorDataset:
 
 def test_dp_training_uses_opacus_optimizer_with_noise(small_config: MedfedConfig) -> None:
     model = build_model(small_config.model, 1)
+    plan = plan_round(40, small_config.train, small_config.privacy, planned_rounds=2)
 
     prepared = prepare_training(
-        model, _dataset(), small_config.train, small_config.privacy, planned_epochs=2
+        model, _dataset(), small_config.train, small_config.privacy, plan=plan
     )
 
     assert isinstance(prepared.optimizer, DPOptimizer)
@@ -40,8 +41,9 @@ def test_dp_training_uses_opacus_optimizer_with_noise(small_config: MedfedConfig
 def test_without_dp_training_is_plain_sgd(small_config: MedfedConfig) -> None:
     config = small_config.replace(**{"privacy.enabled": False})
     model = build_model(config.model, 1)
+    plan = plan_round(40, config.train, config.privacy, planned_rounds=2)
 
-    prepared = prepare_training(model, _dataset(), config.train, config.privacy, planned_epochs=2)
+    prepared = prepare_training(model, _dataset(), config.train, config.privacy, plan=plan)
 
     assert not isinstance(prepared.optimizer, DPOptimizer)
     assert prepared.engine is None

@@ -29,7 +29,9 @@ def _deployment_section() -> str:
 
 
 def _secure_commands(tmp_path: Path) -> list[list[str]]:
-    node = SuperNodeSpec("h:1", tmp_path / "ca.crt", tmp_path / "a.key", tmp_path, "a", 0)
+    node = SuperNodeSpec(
+        "h:1", tmp_path / "ca.crt", tmp_path / "a.key", tmp_path, "a", 0, state_dir=tmp_path
+    )
     return [
         superlink_command(SuperLinkSpec(tmp_path, tmp_path / "db")),
         supernode_command(node),
@@ -45,7 +47,8 @@ def test_readme_recipe_uses_every_flag_the_tests_use(tmp_path: Path) -> None:
         assert command[0] in section
         for flag in (token for token in command if token.startswith("--")):
             assert flag in section, (command[0], flag)
-    for key in SuperNodeSpec("h:1", None, None, tmp_path, "a", 0).node_config():
+    spec = SuperNodeSpec("h:1", None, None, tmp_path, "a", 0, state_dir=tmp_path)
+    for key in spec.node_config():
         assert f"{key}=" in section
     assert "root-certificates = " in section
     # issue 9: SuperLink on loopback only, hospitals dial the gateway, CLI uses loopback

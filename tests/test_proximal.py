@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from client.proximal import ProximalTerm
-from client.train import train_locally
+from client.train import plan_round, train_locally
 from common.config import PrivacyConfig, TrainConfig
 
 
@@ -72,14 +72,11 @@ def test_large_mu_keeps_the_local_model_near_the_global_one() -> None:
             model = _model()
             start = [p.detach().clone() for p in model.parameters()]
             torch.manual_seed(2)
-            train_locally(
-                model,
-                _data(),
-                TrainConfig(local_epochs=3, batch_size=8, learning_rate=0.1, momentum=0.0),
-                PrivacyConfig(enabled=dp, target_epsilon=8.0, accountant="rdp"),
-                planned_epochs=3,
-                proximal_mu=mu,
-            )
+            train = TrainConfig(local_epochs=3, batch_size=8, learning_rate=0.1, momentum=0.0)
+            privacy = PrivacyConfig(enabled=dp, target_epsilon=8.0, accountant="rdp")
+            data = _data()
+            plan = plan_round(len(data), train, privacy, planned_rounds=1)
+            train_locally(model, data, train, privacy, plan=plan, proximal_mu=mu)
             distances[dp, mu] = sum(
                 float((p.detach() - s).norm() ** 2)
                 for p, s in zip(model.parameters(), start, strict=True)

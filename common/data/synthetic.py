@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from common.config import DataConfig
+
 SITE_NAMES = ("hospital-a", "hospital-b", "hospital-c", "hospital-d", "hospital-e")
 LABEL_NAMES = ("normal", "opacity")
 LABEL_NOISE = 0.03
@@ -233,3 +235,18 @@ def ensure_synthetic_site(
             on_image=on_image,
         )
     return directory
+
+
+def ensure_configured_site(
+    data: DataConfig, seed: int, index: int, on_image: Callable[[], None] | None = None
+) -> Path:
+    """:func:`ensure_synthetic_site` with the generation settings of a run's data config."""
+    return ensure_synthetic_site(
+        Path(data.synthetic_root),
+        index,
+        seed=seed,
+        num_images=data.synthetic_images_per_site,
+        image_size=data.synthetic_image_size,
+        test_fraction=data.test_fraction,
+        on_image=on_image,
+    )

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from rich.console import Console
 
 from common.config import MedfedConfig
 from common.errors import MedfedError
-from server.rundir import METRICS_FILE
+from medfed.commands.simulate import run_to_completion
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -53,26 +52,11 @@ def demo_config(args: argparse.Namespace) -> MedfedConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo federation; error if not every round completed."""
-    from simulations.runner import run_simulated_federation  # heavy import: Ray, Flower
-
     config = demo_config(args)
     console = Console()
     console.print(
         f"medfed demo: {args.sites} synthetic hospitals, {args.rounds} rounds, "
         + (f"DP-SGD ε={args.epsilon:g} per site" if not args.no_dp else "DP off")
     )
-    started = time.monotonic()
-    run_dir = run_simulated_federation(config, console=console, verbose=args.verbose)
-    completed = _completed_rounds(run_dir)
-    console.print(f"Finished in {time.monotonic() - started:.0f} s")
-    if completed < args.rounds:
-        raise MedfedError(
-            f"only {completed} of {args.rounds} rounds completed; rerun with --verbose "
-            f"to see why (partial results in {run_dir})"
-        )
+    run_to_completion(config, console, verbose=args.verbose)
     return 0
-
-
-def _completed_rounds(run_dir: Path) -> int:
-    metrics = run_dir / METRICS_FILE
-    return len(metrics.read_text().splitlines()) if metrics.exists() else 0

@@ -90,8 +90,6 @@ def run(args: argparse.Namespace) -> int:
     config = simulate_config(args)
     if config.federation.num_rounds < 1 or config.federation.num_sites < 1:
         raise MedfedError("federation.num-rounds and federation.num-sites must be at least 1")
-    from simulations.runner import run_simulated_federation  # heavy import: Ray, Flower
-
     console = Console()
     console.print(
         f"medfed simulate: {config.run.name}: {config.federation.num_sites} hospitals, "
@@ -102,8 +100,16 @@ def run(args: argparse.Namespace) -> int:
             else "DP off"
         )
     )
+    run_to_completion(config, console, verbose=args.verbose)
+    return 0
+
+
+def run_to_completion(config: MedfedConfig, console: Console, *, verbose: bool) -> Path:
+    """Run the simulated federation; a one-line error unless every round completed."""
+    from simulations.runner import run_simulated_federation  # heavy import: Ray, Flower
+
     started = time.monotonic()
-    run_dir = run_simulated_federation(config, console=console, verbose=args.verbose)
+    run_dir = run_simulated_federation(config, console=console, verbose=verbose)
     completed = _completed_rounds(run_dir)
     console.print(f"Finished in {time.monotonic() - started:.0f} s")
     if completed < config.federation.num_rounds:
@@ -111,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             f"only {completed} of {config.federation.num_rounds} rounds completed; rerun with "
             f"--verbose to see why, or continue with: medfed simulate --resume {run_dir}"
         )
-    return 0
+    return run_dir
 
 
 def _completed_rounds(run_dir: Path) -> int:

@@ -1,0 +1,137 @@
+"""DP-SGD round planning and Opacus options: sample rate, steps, noise, ghost, memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from client.train import plan_round, prepare_training, train_locally
+from common.config import MedfedConfig
+from common.errors import ConfigError
+from common.models import build_model
+from common.privacy import epsilon_of
+
+
+def _dataset(n: int, seed: int = 0) -> TensorDataset:
+    generator = torch.Generator().manual_seed(seed)
+    return TensorDataset(
+        torch.randn(n, 1, 16, 16, generator=generator),
+        torch.randint(0, 2, (n,), generator=generator),
+    )
+
+
+@pytest.fixture
+def fedsgd() -> MedfedConfig:
+    """The STACK-NOTES federated DP recipe: q = 0.5 at every site, one step per round."""
+    return MedfedConfig().replace(
+        **{
+            "train.batches-per-epoch": 2,
+            "train.local-steps": 1,
+            "train.momentum": 0.0,
+            "privacy.accountant": "rdp",
+        }
+    )
+
+
+@pytest.mark.parametrize("num_examples", [41, 100, 1509])
+def test_batches_per_epoch_gives_every_site_the_same_sample_rate(
+    fedsgd: MedfedConfig, num_examples: int
+) -> None:
+    config = fedsgd.replace(**{"privacy.noise-multiplier": 1.0})  # no calibration needed
+
+    plan = plan_round(num_examples, config.train, config.privacy, planned_rounds=120)
+
+    assert plan.sample_rate == 0.5
+    assert plan.steps == 1
+    assert plan.batch_size == -(-num_examples // 2)
+
+
+def test_noise_from_target_spends_at_most_the_target_over_the_plan(fedsgd: MedfedConfig) -> None:
+    plan = plan_round(200, fedsgd.train, fedsgd.privacy, planned_rounds=120)
+
+    spent = epsilon_of(
+        [(plan.noise_multiplier, plan.sample_rate, 120 * plan.steps)],
+        delta=fedsgd.privacy.delta,
+        accountant="rdp",
+    )
+
+    # STACK-NOTES: sigma = 3.608 for eps 8, delta 1e-5, q 0.5, 120 steps (RDP).
+    assert plan.noise_multiplier == pytest.approx(3.608, abs=0.01)
+    assert fedsgd.privacy.target_epsilon - 0.05 < spent <= fedsgd.privacy.target_epsilon
+
+
+def test_explicit_noise_multiplier_is_used_as_given(fedsgd: MedfedConfig) -> None:
+    config = fedsgd.replace(**{"privacy.noise-multiplier": 2.5})
+    plan = plan_round(40, config.train, config.privacy, planned_rounds=3)
+
+    prepared = prepare_training(
+        build_model(config.model, 1), _dataset(40), config.train, config.privacy, plan=plan
+    )
+
+    assert plan.noise_multiplier == 2.5
+    assert prepared.optimizer.noise_multiplier == 2.5  # type: ignore[attr-defined]
+
+
+def test_local_steps_and_physical_batch_split_count_logical_steps(
+    small_config: MedfedConfig,
+) -> None:
+    config = small_config.replace(
+        **{
+            "train.local-steps": 3,
+            "train.batch-size": 30,
+            "train.max-physical-batch": 7,
+            "privacy.accountant": "rdp",
+        }
+    )
+    plan = plan_round(60, config.train, config.privacy, planned_rounds=2)
+
+    result = train_locally(
+        build_model(config.model, 1), _dataset(60), config.train, config.privacy, plan=plan
+    )
+
+    assert result.history == [(plan.noise_multiplier, 0.5, 3)]
+    assert result.epsilon == pytest.approx(
+        epsilon_of(result.history, delta=config.privacy.delta, accountant="rdp")
+    )
+
+
+@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+def test_grad_sample_modes_train_and_account_the_same_steps(
+    small_config: MedfedConfig, mode: str
+) -> None:
+    config = small_config.replace(
+        **{"privacy.grad-sample-mode": mode, "privacy.noise-multiplier": 1.0}
+    )
+    model = build_model(config.model, 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    plan = plan_round(40, config.train, config.privacy, planned_rounds=2)
+
+    result = train_locally(model, _dataset(40), config.train, config.privacy, plan=plan)
+
+    assert result.history == [(plan.noise_multiplier, plan.sample_rate, plan.steps)]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_bad_grad_sample_mode_and_missing_secure_rng_are_config_errors(
+    small_config: MedfedConfig,
+) -> None:
+    config = small_config.replace(**{"privacy.noise-multiplier": 1.0})
+    plan = plan_round(40, config.train, config.privacy, planned_rounds=2)
+    for override, fragment in [
+        ({"privacy.grad-sample-mode": "magic"}, "grad-sample-mode must be one of"),
+        ({"privacy.secure-mode": True}, "secure-mode needs the torchcsprng package"),
+    ]:
+        config = small_config.replace(**{"privacy.noise-multiplier": 1.0, **override})
+        with pytest.raises(ConfigError, match=fragment):
+            prepare_training(
+                build_model(config.model, 1), _dataset(40), config.train, config.privacy, plan=plan
+            )
+
+
+def test_unreachable_target_is_a_config_error(small_config: MedfedConfig) -> None:
+    config = small_config.replace(**{"privacy.target-epsilon": 1e-6})
+
+    with pytest.raises(ConfigError, match="cannot reach epsilon"):
+        plan_round(40, config.train, config.privacy, planned_rounds=2)

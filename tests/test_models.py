@@ -1,0 +1,51 @@
+"""Model registry: every model is DP-compatible and handles gray/RGB, binary/multi-class."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from opacus.validators import ModuleValidator
+
+from common.config import ModelConfig
+from common.errors import ConfigError
+from common.models import MODEL_REGISTRY, build_model
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))
+def test_every_registered_model_passes_opacus_validation(name: str) -> None:
+    model = build_model(ModelConfig(name=name, num_classes=2), in_channels=1)
+
+    errors = ModuleValidator.validate(model, strict=False)
+
+    assert errors == []
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))
+@pytest.mark.parametrize(("channels", "classes"), [(1, 2), (3, 5)])
+def test_models_map_28px_images_to_one_logit_per_class(
+    name: str, channels: int, classes: int
+) -> None:
+    model = build_model(ModelConfig(name=name, num_classes=classes), in_channels=channels)
+
+    logits = model(torch.randn(3, channels, 28, 28))
+
+    assert logits.shape == (3, classes)
+    assert torch.isfinite(logits).all()
+
+
+def test_model_sizes_are_what_the_docs_say() -> None:
+    def size(name: str) -> int:
+        model = build_model(ModelConfig(name=name), in_channels=1)
+        return sum(p.numel() for p in model.parameters())
+
+    assert 20_000 < size("small-cnn") < 25_000
+    assert 80_000 < size("cnn-medium") < 100_000
+    assert 11_000_000 < size("resnet18-gn") < 11_500_000
+
+
+def test_unknown_model_and_bad_class_count_are_one_line_errors() -> None:
+    with pytest.raises(ConfigError, match=r"unknown model .vgg.*small-cnn"):
+        build_model(ModelConfig(name="vgg"), in_channels=1)
+    with pytest.raises(ConfigError, match=r"num-classes must be >= 2"):
+        build_model(ModelConfig(num_classes=1), in_channels=1)

@@ -1,0 +1,125 @@
+"""Per-site privacy state on disk: epsilon survives restarts; a spent budget means decline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Message
+
+from client.privacy_state import STATE_FILE, PrivacyStateStore
+from common import keys
+from common.config import MedfedConfig
+from common.errors import ConfigError
+from common.privacy import epsilon_of
+from tests.clientapp_harness import CapturingHarness
+
+
+@pytest.fixture
+def config(small_config: MedfedConfig) -> MedfedConfig:
+    """Two planned rounds; RDP keeps the accountant fast in tests."""
+    return small_config.replace(**{"privacy.accountant": "rdp"})
+
+
+def _metrics(reply: Message) -> dict[str, float]:
+    return {k: float(v) for k, v in reply.content[keys.METRICS].items()}  # type: ignore[arg-type]
+
+
+def test_restarted_client_continues_from_the_stored_state(
+    small_site: Path, config: MedfedConfig, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    first = _metrics(CapturingHarness(small_site, config, state_dir=state).train(1))
+
+    # A new process: fresh Flower context, same state directory, same run.
+    second = _metrics(CapturingHarness(small_site, config, state_dir=state).train(2))
+
+    steps_per_round = round(1 / first[keys.SAMPLE_RATE]) * config.train.local_epochs
+    from_scratch = epsilon_of(
+        [(first[keys.NOISE_MULTIPLIER], first[keys.SAMPLE_RATE], 2 * steps_per_round)],
+        delta=config.privacy.delta,
+        accountant="rdp",
+    )
+    assert second[keys.EPSILON] == pytest.approx(from_scratch, rel=1e-9)
+    assert second[keys.EPSILON] > first[keys.EPSILON]
+    assert second[keys.NOISE_MULTIPLIER] == first[keys.NOISE_MULTIPLIER]
+    saved = json.loads((state / STATE_FILE).read_text())
+    assert saved["runs"]["1"]["history"] == [
+        [first[keys.NOISE_MULTIPLIER], first[keys.SAMPLE_RATE], 2 * steps_per_round]
+    ]
+
+
+def test_a_new_run_starts_its_own_accounting(
+    small_site: Path, config: MedfedConfig, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    run_1 = _metrics(CapturingHarness(small_site, config, state_dir=state, run_id=1).train(1))
+
+    run_2 = _metrics(CapturingHarness(small_site, config, state_dir=state, run_id=2).train(1))
+
+    assert run_2[keys.EPSILON] == pytest.approx(run_1[keys.EPSILON])
+    assert set(PrivacyStateStore(state).load()) == {"1", "2"}
+
+
+def test_round_beyond_the_planned_budget_is_declined_not_crashed(
+    small_site: Path, config: MedfedConfig
+) -> None:
+    harness = CapturingHarness(small_site, config)
+    trained = [harness.train(r) for r in (1, 2)]
+    state_before = (harness.state_dir / STATE_FILE).read_text()  # type: ignore[operator]
+
+    declined = harness.train(3)  # one round more than the noise was calibrated for
+
+    metrics = _metrics(declined)
+    assert metrics[keys.TRAIN_STATUS] == keys.STATUS_DECLINED_BUDGET
+    assert metrics[keys.NUM_EXAMPLES] == 0
+    assert metrics[keys.EPSILON] == pytest.approx(_metrics(trained[1])[keys.EPSILON])
+    assert _metrics(trained[1])[keys.TRAIN_STATUS] == keys.STATUS_TRAINED
+    # Same metric keys as a trained reply (Flower's FedAvg requires it) ...
+    assert set(metrics) == set(_metrics(trained[1]))
+    # ... the global model comes back unchanged and nothing more was spent.
+    sent = harness.global_model().state_dict()
+    for name, array in declined.content[keys.ARRAYS].items():
+        np.testing.assert_array_equal(array.numpy(), sent[name].numpy())
+    assert (harness.state_dir / STATE_FILE).read_text() == state_before  # type: ignore[operator]
+
+
+def test_site_lifetime_budget_declines_a_second_run(
+    small_site: Path, config: MedfedConfig, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    first_run = CapturingHarness(small_site, config, state_dir=state, run_id=1)
+    spent = [_metrics(first_run.train(r))[keys.EPSILON] for r in (1, 2)][-1]
+    budget = {keys.NODE_EPSILON_BUDGET: spent + 0.5}  # less than one more round costs
+
+    second_run = CapturingHarness(small_site, config, state_dir=state, run_id=2, node_extras=budget)
+    reply = _metrics(second_run.train(1))
+
+    assert reply[keys.TRAIN_STATUS] == keys.STATUS_DECLINED_BUDGET
+    assert reply[keys.EPSILON] == 0.0  # the second run has spent nothing
+    runs = PrivacyStateStore(state).load()
+    assert runs["2"].history == []  # only its noise calibration was stored
+    assert sum(steps for _, _, steps in runs["1"].history) > 0
+
+
+def test_site_with_a_budget_declines_a_run_without_dp(
+    small_site: Path, config: MedfedConfig
+) -> None:
+    no_dp = config.replace(**{"privacy.enabled": False})
+
+    reply = CapturingHarness(small_site, no_dp, node_extras={keys.NODE_EPSILON_BUDGET: 4.0})
+
+    metrics = _metrics(reply.train(1))
+    assert metrics[keys.TRAIN_STATUS] == keys.STATUS_DECLINED_BUDGET
+    assert keys.EPSILON not in metrics
+
+
+def test_unreadable_state_stops_training_with_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / STATE_FILE).write_text("{not json")
+
+    with pytest.raises(ConfigError, match="cannot read the privacy state") as excinfo:
+        PrivacyStateStore(tmp_path).load()
+
+    assert "\n" not in str(excinfo.value)
