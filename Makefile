@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint clean gateway-deps
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/medfed demo
 
-test: $(STAMP)
+test: $(STAMP) gateway-deps
 	$(VENV)/bin/python -m pytest -q
+
+# nginx (Debian nginx-light) is the Fleet-only gateway exercised by tests/test_gateway.py.
+gateway-deps:
+	@scripts/ensure-nginx.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .

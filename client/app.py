@@ -22,6 +22,8 @@ from torch.utils.data import TensorDataset
 
 from client.budget import SitePrivacy
 from client.evaluate import evaluate_model
+from client.outbound import audit_outbound, contain_errors
+from client.secagg import SecAggRouter, SiteHandlers
 from client.site import SiteSources
 from client.train import LocalTrainingResult, RoundPlan, plan_round, train_locally
 from common import keys
@@ -49,9 +51,17 @@ def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
     """A ClientApp with medfed's handlers; ``mods`` wrap every message (e.g. capture).
 
     The app owns its ``SiteSources``: site data is read once per client process, not per round.
+    Inside ``mods``: exceptions become redacted error replies, and with ``secagg.enabled``
+    in the run config the SecAgg+ (legacy) app handles the message instead.
     """
-    app = ClientApp(mods=list(mods))
     sources = _new_sources(progress=True)
+    router = SecAggRouter(
+        SiteHandlers(
+            train=lambda content, context: handle_train(content, context, sources),
+            evaluate=lambda content, context: handle_evaluate(content, context, sources),
+        )
+    )
+    app = ClientApp(mods=[*mods, contain_errors, router])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -64,7 +74,8 @@ def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
     return app
 
 
-app = build_client_app()
+# ``audit-dir`` in a SuperNode's node config keeps a copy of every reply (client.outbound).
+app = build_client_app([audit_outbound])
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,23 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
+class SecAggConfig:
+    """Flower's SecAgg+ between the sites and the server (off by default).
+
+    Shares and threshold are fractions of the sites sampled in a round (Flower rounds them,
+    at least 2). Before masking, each site's parameters are scaled by
+    ``num-examples / max-weight`` and clipped to ``±clipping-range``, so ``max-weight`` must
+    be at least the largest site's training-set size.
+    """
+
+    enabled: bool = False
+    num_shares: float = 1.0
+    reconstruction_threshold: float = 0.7
+    clipping_range: float = 8.0
+    max_weight: float = 10000.0
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Where and under which name a run is recorded."""
 
@@ -157,6 +174,7 @@ class MedfedConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    secagg: SecAggConfig = field(default_factory=SecAggConfig)
     run: RunConfig = field(default_factory=RunConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)

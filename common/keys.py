@@ -97,3 +97,4 @@ NODE_PARTITION_ID = "partition-id"
 # site's own lifetime epsilon budget over every run recorded there.
 NODE_STATE_DIR = "state-dir"
 NODE_EPSILON_BUDGET = "epsilon-budget"
+NODE_AUDIT_DIR = "audit-dir"  # optional: keep a copy of every reply (client.outbound)

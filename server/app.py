@@ -184,6 +184,11 @@ def build_server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         run_config = config or MedfedConfig.from_flat(context.run_config)
+        if run_config.secagg.enabled:
+            from server.secagg import run_secagg_federation  # legacy API; imports this module
+
+            run_secagg_federation(grid, context, run_config, console)
+            return
         run_federation(grid, run_config, console)
 
     return app

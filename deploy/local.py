@@ -1,0 +1,303 @@
+"""A whole deployment on one machine, as real processes: for tests and benchmarks.
+
+``LocalFederation`` does what the README recipe does by hand: certificates and node keys
+(``deploy.certs``), a SuperLink with TLS and node authentication, registration of each
+hospital's public key, optionally the Fleet-only nginx gateway (``deploy.gateway``) that the
+hospitals then dial instead of the SuperLink, one SuperNode per hospital (``deploy.commands``
+builds every command line), and ``flwr run`` on the coordinator's loopback connection.
+Each process gets its own session and is stopped by that process group id, so exactly the
+processes started here are stopped (Flower's SuperExec and app processes are children that
+exit with their parent). Nothing listens beyond 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from deploy.certs import CA_CERT, add_site, init_authority, parse_server_names, site_key_paths
+from deploy.commands import (
+    ConfigValue,
+    SuperLinkSpec,
+    SuperNodeSpec,
+    flwr_config_toml,
+    register_command,
+    run_command,
+    superlink_command,
+    supernode_command,
+)
+from deploy.gateway import (
+    Endpoint,
+    GatewaySpec,
+    nginx_command,
+    nginx_executable,
+    write_gateway_config,
+)
+
+HOST = "127.0.0.1"
+CONNECTION = "medfed"
+
+
+def flwr_env(flwr_home: Path) -> dict[str, str]:
+    """Environment for Flower processes: own FLWR_HOME, this venv's tools first, no uv sync."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["FLWR_HOME"] = str(flwr_home)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class Started:
+    """One started process and the file its output goes to."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def tail(self, lines: int = 25) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+
+@dataclass
+class Processes:
+    """Starts processes in their own process group and stops exactly those groups."""
+
+    log_dir: Path
+    started: list[Started] = field(default_factory=list)
+
+    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Started:
+        log = self.log_dir / f"{name}.log"
+        with open(log, "wb") as handle:
+            process = subprocess.Popen(
+                list(argv),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=dict(env),
+                cwd=self.log_dir,
+                start_new_session=True,
+            )
+        entry = Started(name, process, log)
+        self.started.append(entry)
+        return entry
+
+    def stop(self, entry: Started, timeout: float = 15.0) -> None:
+        """SIGTERM the process group, then SIGKILL whatever of it is left.
+
+        The leader is left unreaped (a zombie) until its group has been killed, so its
+        process id, which is the group id, cannot be reused by an unrelated process.
+        """
+        group = entry.process.pid
+        if entry.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and not _exited(group):
+                time.sleep(0.1)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+        entry.process.wait(timeout=timeout)
+
+    def stop_all(self) -> None:
+        for entry in reversed(self.started):
+            self.stop(entry)
+
+
+def _exited(pid: int) -> bool:
+    """Whether child ``pid`` has exited, without reaping it."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
+
+
+def run(argv: Sequence[str], env: Mapping[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """Run a short command (``flwr …``) to completion and capture its output."""
+    return subprocess.run(
+        list(argv), env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` twice a second; raise ``TimeoutError`` naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def online_nodes(env: Mapping[str, str], connection: str = CONNECTION) -> int:
+    """How many SuperNodes the SuperLink lists as online (``flwr supernode ls``)."""
+    result = run(["flwr", "supernode", "ls", connection, "--format", "json"], env, 60)
+    try:
+        nodes = json.loads(result.stdout).get("nodes", [])
+    except json.JSONDecodeError:
+        return 0
+    return sum(1 for node in nodes if node.get("status") == "online")
+
+
+@dataclass(frozen=True)
+class Hospital:
+    """One site of a local federation: its id, data folder and extra node config."""
+
+    site_id: str
+    data_path: Path
+    extra_node_config: Mapping[str, ConfigValue] = field(default_factory=dict)
+
+
+@dataclass
+class LocalFederation:
+    """SuperLink + registered SuperNodes on 127.0.0.1; use as a context manager."""
+
+    root: Path
+    hospitals: Sequence[Hospital]
+    superlink_port: int
+    node_ports: Sequence[int]
+    gateway_port: int | None = None
+    start_timeout: float = 120.0
+    processes: Processes = field(init=False)
+    certs: Path = field(init=False)
+    env: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.processes = Processes(self.root)
+        self.certs = self.root / "certs"
+        self.env = flwr_env(self.root / "flwr-home-coordinator")
+
+    @property
+    def address(self) -> str:
+        """The SuperLink itself (Control API: coordinator only)."""
+        return f"{HOST}:{self.superlink_port}"
+
+    @property
+    def fleet_address(self) -> str:
+        """What the hospitals dial: the gateway when there is one, else the SuperLink."""
+        return self.address if self.gateway_port is None else f"{HOST}:{self.gateway_port}"
+
+    def __enter__(self) -> LocalFederation:
+        try:
+            self.start()
+        except BaseException:
+            self.processes.stop_all()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.processes.stop_all()
+
+    def start(self) -> None:
+        """Certificates, SuperLink, registration, SuperNodes; returns when all are online."""
+        if port_open(HOST, self.superlink_port):
+            raise RuntimeError(f"port {self.superlink_port} is already in use")
+        init_authority(self.certs, parse_server_names(HOST))
+        for hospital in self.hospitals:
+            add_site(self.certs, hospital.site_id)
+        config = Path(self.env["FLWR_HOME"]) / "config.toml"
+        config.write_text(flwr_config_toml(CONNECTION, self.address, self.certs / CA_CERT))
+        spec = SuperLinkSpec(self.certs, self.root / "superlink.db", HOST, self.superlink_port)
+        superlink = self.processes.start("superlink", superlink_command(spec), self.env)
+        try:
+            wait_until(
+                lambda: (
+                    port_open(HOST, self.superlink_port) or superlink.process.poll() is not None
+                ),
+                self.start_timeout,
+                "the SuperLink",
+            )
+        except TimeoutError as error:
+            raise RuntimeError(f"{error}\n{superlink.tail()}") from None
+        if superlink.process.poll() is not None:
+            raise RuntimeError(f"the SuperLink exited:\n{superlink.tail()}")
+        if self.gateway_port is not None:
+            self.start_gateway(self.gateway_port)
+        for index, hospital in enumerate(self.hospitals):
+            keyfiles = site_key_paths(self.certs, hospital.site_id)
+            result = run(
+                register_command(keyfiles.public_key, CONNECTION, hospital.site_id), self.env, 60
+            )
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"registering {hospital.site_id} failed: {result.stdout}{result.stderr}"
+                )
+            self.start_supernode(
+                hospital.site_id,
+                SuperNodeSpec(
+                    superlink=self.fleet_address,
+                    ca_cert=self.certs / CA_CERT,
+                    private_key=keyfiles.private_key,
+                    data_path=hospital.data_path,
+                    site_id=hospital.site_id,
+                    partition_id=index,
+                    port=self.node_ports[index],
+                    state_dir=self.root / "state" / hospital.site_id,
+                    extra_node_config=hospital.extra_node_config,
+                ),
+            )
+        wait_until(
+            lambda: online_nodes(self.env) == len(self.hospitals),
+            self.start_timeout,
+            f"{len(self.hospitals)} online SuperNodes",
+        )
+
+    def start_gateway(self, port: int) -> Started:
+        """nginx forwarding only the SuperNode's Fleet routes to the loopback SuperLink."""
+        nginx = nginx_executable()
+        if nginx is None:
+            raise RuntimeError("nginx is not installed (Debian: apt-get install nginx-light)")
+        spec = GatewaySpec(self.certs, Endpoint(HOST, port), Endpoint(HOST, self.superlink_port))
+        gateway = self.processes.start(
+            "gateway", nginx_command(write_gateway_config(spec), nginx), self.env
+        )
+        wait_until(
+            lambda: port_open(HOST, port) or gateway.process.poll() is not None,
+            self.start_timeout,
+            "the gateway",
+        )
+        if gateway.process.poll() is not None:
+            raise RuntimeError(f"nginx exited:\n{gateway.tail()}")
+        return gateway
+
+    def start_supernode(self, name: str, spec: SuperNodeSpec) -> Started:
+        """Start one more SuperNode process (own FLWR_HOME, like a separate hospital)."""
+        return self.processes.start(
+            name, supernode_command(spec), flwr_env(self.root / f"flwr-home-{name}")
+        )
+
+    def run(
+        self, app_dir: Path, run_config: Mapping[str, ConfigValue], timeout: float
+    ) -> subprocess.CompletedProcess:
+        """``flwr run APP medfed --stream --run-config …`` to completion."""
+        return run(run_command(app_dir, CONNECTION, run_config), self.env, timeout)
