@@ -157,15 +157,25 @@ def _outcome(
     )
 
 
+def central_batch(num_examples: int) -> int:
+    """At least ~20 steps per epoch: N // 20, between 16 and 128 (PneumoniaMNIST: 128)."""
+    return max(16, min(128, num_examples // 20))
+
+
+def fedavg_batch(num_examples: int, num_sites: int) -> int:
+    """About 10 steps per epoch at an average site, between 16 and 64 (PneumoniaMNIST: 64)."""
+    return max(16, min(64, num_examples // (10 * num_sites)))
+
+
 def centralized(
     dataset: str, splits: dict[str, Split], model_name: str, epochs: int, seed: int
 ) -> Outcome:
-    """Pooled non-DP training: SGD lr 0.05, momentum 0.9, batch 128, best epoch on val."""
+    """Pooled non-DP training: SGD lr 0.05, momentum 0.9, best epoch on val."""
     config = MedfedConfig().replace(
         **{
             "model.name": model_name,
             "privacy.enabled": False,
-            "train.batch-size": 128,
+            "train.batch-size": central_batch(len(splits["train"][1])),
             "train.learning-rate": 0.05,
             "train.momentum": 0.9,
         }
@@ -204,13 +214,13 @@ class FedSetting:
     server_momentum: float = 0.0
 
 
-def fed_settings(rounds_fedavg: int, rounds_dp: int) -> dict[str, FedSetting]:
-    """The non-DP FedAvg baseline and the DP recipe at two budgets."""
+def fed_settings(rounds_fedavg: int, rounds_dp: int, batch: int) -> dict[str, FedSetting]:
+    """The non-DP FedAvg baseline (local ``batch``) and the DP recipe at two budgets."""
     fedavg = MedfedConfig().replace(
         **{
             "model.name": "cnn-medium",
             "privacy.enabled": False,
-            "train.batch-size": 64,
+            "train.batch-size": batch,
             "train.learning-rate": 0.05,
             "train.momentum": 0.9,
             "train.local-epochs": 1,
@@ -364,12 +374,13 @@ def main() -> None:
     logging.getLogger("flwr").setLevel(logging.WARNING)  # no per-round INFO lines
     warnings.filterwarnings("ignore", message=".*Secure RNG turned off")
     warnings.filterwarnings("ignore", message=".*Full backward hook is firing")
-    settings = fed_settings(args.rounds_fedavg, args.rounds_dp)
     outcomes: list[Outcome] = []
     print(HEADER, flush=True)
     for dataset in args.datasets:
         splits = load_medmnist(args.data_dir / f"{dataset}.npz")
         sites = dirichlet_sites(splits["train"][1].numpy(), args.sites, args.alpha, args.seed)
+        batch = fedavg_batch(len(splits["train"][1]), args.sites)
+        settings = fed_settings(args.rounds_fedavg, args.rounds_dp, batch)
         sizes = [len(s) for s in sites]
         positive = [float(splits["train"][1][s].float().mean()) for s in sites]
         print(
