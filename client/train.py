@@ -11,13 +11,13 @@ budget before touching the data:
 Each round restores the site's accountant history into a fresh engine, so epsilon is
 cumulative. Logical batches larger than ``train.max-physical-batch`` are split by Opacus'
 ``BatchMemoryManager``. ``privacy.grad-sample-mode`` picks Opacus' per-sample gradient
-engine (``hooks`` default: on our conv nets it measured faster than ``ghost``, see
-BENCHMARKS.md). ``privacy.secure-mode`` draws noise and batches from a cryptographically
-secure generator (Opacus ``secure_mode``; needs the ``torchcsprng`` package): turn it on for
-a production deployment, it is off by default because it is slower and that package is not
-installed here.
-With FedProx a proximal term keeps the local model near the global one (``client.proximal``);
-the reported training loss is the data loss alone.
+engine (``hooks`` by default: fastest on ``small-cnn``; ``ghost`` was the slowest on our
+conv nets and ``ew`` is faster for ``cnn-medium``, see BENCHMARKS.md).
+``privacy.secure-mode`` draws noise and batches from a cryptographically secure generator
+(Opacus ``secure_mode``; needs the ``torchcsprng`` package): turn it on for a production
+deployment; it is off by default because it is slower and that package is not installed
+here. With FedProx a proximal term keeps the local model near the global one
+(``client.proximal``); the reported training loss is the data loss alone.
 """
 
 from __future__ import annotations
@@ -211,13 +211,12 @@ def run_steps(
 
     Under DP a logical step is one Poisson batch (possibly split into physical batches,
     possibly empty: an empty batch still takes a noise-only step, as DP-SGD requires).
-    ``proximal`` adds FedProx's term: to the loss without DP, to the noised gradient under DP
-    (see ``client.proximal``); the returned loss is the data loss alone.
+    A proximal term goes into the loss without DP and into Opacus' step hook with DP.
     """
-    if proximal is not None and prepared.engine is not None:
-        proximal.attach(prepared.optimizer)  # type: ignore[arg-type]
     prepared.model.train()
     engine = prepared.engine
+    if proximal is not None and engine is not None:
+        proximal.attach(prepared.optimizer)  # type: ignore[arg-type]
     start = _steps_taken(engine) if engine is not None else 0
     taken, total_loss, total_seen = 0, 0.0, 0
     if steps < 1:
@@ -225,7 +224,7 @@ def run_steps(
     for images, labels in _batches(prepared, max_physical_batch):
         prepared.optimizer.zero_grad(set_to_none=True)
         loss = prepared.criterion(prepared.model(images), labels)
-        if proximal is not None and prepared.engine is None:
+        if proximal is not None and engine is None:
             (loss + proximal.penalty()).backward()
         else:
             loss.backward()

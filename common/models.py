@@ -4,9 +4,11 @@ Every model takes ``(N, C, H, W)`` images (C = 1 grayscale or 3 RGB, any H, W >=
 global average pooling) and returns ``num_classes`` logits (2 for a binary task, trained
 with cross-entropy; the positive-class score is the softmax of logit 1).
 
-- ``small-cnn``: conv 16-32-64, ~24k parameters; the federated DP recipe in STACK-NOTES.
-- ``cnn-medium``: conv 32-64-128, ~93k parameters; the best quality per CPU second in
-  ``benchmarks/medmnist_quality.py`` (pooled PneumoniaMNIST).
+- ``small-cnn``: conv 16-32-64, ~24k parameters; the federated DP recipe in STACK-NOTES, and
+  the best quality per CPU second on 28x28 MedMNIST (``benchmarks/medmnist_quality.py``:
+  as good as ``cnn-medium`` at about 1/2 to 1/3 of its cost);
+- ``cnn-medium``: conv 32-64-128, ~93k parameters; the mid-size choice for non-DP training
+  or larger inputs (4x the parameters, 2-3x the CPU time of ``small-cnn``).
 - ``resnet18-gn``: ResNet-18 as in the MedMNIST benchmark's 28x28 variant (3x3 stem,
   stride 1, no max-pool) with GroupNorm instead of BatchNorm; 11.2M parameters, slow on CPU.
 
