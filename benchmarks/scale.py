@@ -200,12 +200,17 @@ def plain_loop(config: MedfedConfig, rounds: int) -> list[float]:
     arrays = model_to_arrays(build_model(config.model, config.data.channels))
     sites = list(range(config.federation.num_sites))
     states: dict[int, RecordDict] = {site: RecordDict() for site in sites}
+    run_key = f"scale-plain-loop-{os.getpid()}-{time.time_ns()}"
     durations = []
     context = multiprocessing.get_context("spawn")
     with context.Pool(config.simulation.max_parallel, initializer=_worker_init) as pool:
         for server_round in range(1, rounds + 1):
             started = time.monotonic()
-            flat = {**config.to_flat(), keys.SERVER_ROUND: server_round}
+            flat = {
+                **config.to_flat(),
+                keys.SERVER_ROUND: server_round,
+                keys.RUN_KEY: run_key,  # sites book their privacy spend to this run
+            }
             results = pool.map(_train_site, [(flat, s, arrays, states[s]) for s in sites])
             total = sum(r[2] for r in results)
             mean = {
