@@ -99,14 +99,14 @@ def _settings(content: RecordDict) -> RoundSettings:
 
 def _prepare(
     content: RecordDict, context: Context, sources: SiteSources
-) -> tuple[MedfedConfig, int, SiteData]:
+) -> tuple[RoundSettings, int, SiteData]:
     settings = _settings(content)
-    config, server_round = settings.config, settings.server_round
+    config = settings.config
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     site_index, data = sources.load(context.node_config, config)
-    torch.manual_seed(hash((config.run.seed, site_index, server_round)) % 2**31)
-    return config, site_index, data
+    torch.manual_seed(hash((config.run.seed, site_index, settings.server_round)) % 2**31)
+    return settings, site_index, data
 
 
 def handle_train(
@@ -117,8 +117,8 @@ def handle_train(
     Declines (replies ``train-status`` = declined, 0 examples, the global model unchanged)
     when the round would take the site past its privacy budget.
     """
-    config, site_index, data = _prepare(content, context, sources or _new_sources())
-    settings = _settings(content)
+    settings, site_index, data = _prepare(content, context, sources or _new_sources())
+    config = settings.config
     dataset = TensorDataset(normalise(data.train_x), data.train_y)
     run_key = settings.run_key or str(context.run_id)
     privacy = SitePrivacy.open(context.node_config, config, data.site_id, run_key)
@@ -177,7 +177,8 @@ def handle_evaluate(
     content: RecordDict, context: Context, sources: SiteSources | None = None
 ) -> RecordDict:
     """Evaluate the received global model on this site's held-out split and reply."""
-    config, site_index, data = _prepare(content, context, sources or _new_sources())
+    settings, site_index, data = _prepare(content, context, sources or _new_sources())
+    config = settings.config
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
     result = evaluate_model(model, data.test_x, data.test_y, num_classes=config.model.num_classes)
