@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.data.synthetic import generate_site, site_name
+from common.data.synthetic import generate_site
+from common.naming import site_name
 from deploy.local import Hospital, LocalFederation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -34,11 +34,13 @@ from common import keys  # noqa: E402
 from common.config import MedfedConfig  # noqa: E402
 from common.models import build_model  # noqa: E402
 from common.params import arrays_to_model, model_to_arrays  # noqa: E402
+from common.round_settings import encode_round_settings  # noqa: E402
 from server.recorder import RoundRecorder  # noqa: E402
 from server.strategies import build_strategy  # noqa: E402
 from simulations.faults import corrupt  # noqa: E402
 from simulations.pool import read_images, read_labels  # noqa: E402
 from simulations.scenario import DEFAULT_DATA_ROOT  # noqa: E402
+from simulations.sites import PartitionedPool  # noqa: E402
 
 NODES = [100, 101, 102, 103, 104]
 ATTACKER = 2
@@ -57,11 +59,11 @@ def run(config: MedfedConfig, attack: str | None, rounds: int, test) -> tuple[fl
     strategy = build_strategy(config, RoundRecorder(listener=lambda record, arrays: None))
     torch.manual_seed(config.run.seed)
     arrays = model_to_arrays(build_model(config.model, config.data.channels))
-    sources = SiteSources.create()
+    sources = SiteSources.create(partitions=PartitionedPool())
     states = {node: RecordDict() for node in NODES}
     for server_round in range(1, rounds + 1):
         sent = strategy.configure_train(
-            server_round, arrays, ConfigRecord(config.to_flat()), _Grid()
+            server_round, arrays, ConfigRecord(encode_round_settings(config, "robustness")), _Grid()
         )
         replies = []
         for message in sorted(sent, key=lambda m: m.metadata.dst_node_id):

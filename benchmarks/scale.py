@@ -39,6 +39,7 @@ from common import keys  # noqa: E402
 from common.config import MedfedConfig  # noqa: E402
 from common.models import build_model  # noqa: E402
 from common.params import model_to_arrays  # noqa: E402
+from common.round_settings import encode_round_settings  # noqa: E402
 from simulations.scenario import load_scenario  # noqa: E402
 
 
@@ -151,13 +152,21 @@ def simulate(scenario: str, overrides: dict[str, Any], runs: Path) -> dict[str, 
 
 
 # -- plain loop: same handlers, no Flower ----------------------------------------------------
+_SOURCES: Any = None  # one worker's site data, like one simulated ClientApp process
+
+
 def _worker_init() -> None:
     import warnings
 
     import torch
 
+    from client.site import SiteSources
+    from simulations.sites import PartitionedPool
+
+    global _SOURCES
     warnings.filterwarnings("ignore")  # Opacus' notices, as the simulation's workers hide them
     torch.set_num_threads(1)
+    _SOURCES = SiteSources.create(partitions=PartitionedPool())
 
 
 def _train_site(job: tuple[dict[str, Any], int, Any, RecordDict]) -> tuple[Any, RecordDict, int]:
@@ -169,7 +178,7 @@ def _train_site(job: tuple[dict[str, Any], int, Any, RecordDict]) -> tuple[Any, 
         run_id=1, node_id=site, node_config={"partition-id": site}, state=state, run_config={}
     )
     content = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: ConfigRecord(flat)})
-    reply = handle_train(content, context)
+    reply = handle_train(content, context, _SOURCES)
     return reply[keys.ARRAYS], context.state, int(reply[keys.METRICS][keys.NUM_EXAMPLES])
 
 
@@ -185,7 +194,7 @@ def _evaluate_site(job: tuple[dict[str, Any], int, Any]) -> int:
         run_config={},
     )
     reply = handle_evaluate(
-        RecordDict({keys.ARRAYS: arrays, keys.CONFIG: ConfigRecord(flat)}), context
+        RecordDict({keys.ARRAYS: arrays, keys.CONFIG: ConfigRecord(flat)}), context, _SOURCES
     )
     return int(reply[keys.METRICS][keys.NUM_EXAMPLES])
 
@@ -206,11 +215,8 @@ def plain_loop(config: MedfedConfig, rounds: int) -> list[float]:
     with context.Pool(config.simulation.max_parallel, initializer=_worker_init) as pool:
         for server_round in range(1, rounds + 1):
             started = time.monotonic()
-            flat = {
-                **config.to_flat(),
-                keys.SERVER_ROUND: server_round,
-                keys.RUN_KEY: run_key,  # sites book their privacy spend to this run
-            }
+            # sites book their privacy spend to this run key
+            flat = {**encode_round_settings(config, run_key), keys.SERVER_ROUND: server_round}
             results = pool.map(_train_site, [(flat, s, arrays, states[s]) for s in sites])
             total = sum(r[2] for r in results)
             mean = {

@@ -2,17 +2,18 @@
 
 A reply carries only the model's parameters (``arrays``) and allow-listed scalar metrics
 (``common.keys``). Images, labels, file names and DICOM tags stay inside this process.
-The site's privacy accountant history lives on disk in the site's state directory
-(``client.privacy_state``), keyed by Flower's run id, so epsilon accumulates across rounds
-and SuperNode restarts; a round that would exceed the budget is declined
-(``client.budget``).
+Each instruction carries only the round settings (``common.round_settings``); where the
+site's data, cache and privacy state live comes from its node config. The site's privacy
+accountant history lives on disk in the site's state directory (``client.privacy_state``),
+keyed by the run key the server sends (the run directory's name), so epsilon accumulates
+across rounds, SuperNode restarts and resumed runs; a round that would exceed the budget is
+declined (``client.budget``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
@@ -24,7 +25,7 @@ from client.budget import SitePrivacy
 from client.evaluate import evaluate_model
 from client.outbound import audit_outbound, contain_errors
 from client.secagg import SecAggRouter, SiteHandlers
-from client.site import SiteSources
+from client.site import PartitionSource, SiteSources
 from client.train import LocalTrainingResult, RoundPlan, plan_round, train_locally
 from common import keys
 from common.config import MedfedConfig
@@ -33,6 +34,7 @@ from common.data.sites import SiteData
 from common.metrics import to_wire
 from common.models import build_model
 from common.params import arrays_to_model, model_to_arrays
+from common.round_settings import RoundSettings, decode_round_settings
 
 LOG = logging.getLogger("medfed.client")
 
@@ -47,14 +49,23 @@ def _new_sources(progress: bool = False) -> SiteSources:
     return SiteSources.create(progress=progress, on_load=_log_skipped)
 
 
-def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
+def build_client_app(
+    mods: Sequence[Mod] = (),
+    *,
+    partitions: PartitionSource | None = None,
+    site_defaults: Mapping[str, object] | None = None,
+) -> ClientApp:
     """A ClientApp with medfed's handlers; ``mods`` wrap every message (e.g. capture).
 
     The app owns its ``SiteSources``: site data is read once per client process, not per round.
-    Inside ``mods``: exceptions become redacted error replies, and with ``secagg.enabled``
-    in the run config the SecAgg+ (legacy) app handles the message instead.
+    A local simulation injects ``partitions`` (simulated hospitals cut from one pool) and
+    ``site_defaults`` (node-config values it decides for every simulated site).
+    Inside ``mods``: exceptions become redacted error replies, and messages of Flower's
+    SecAgg+ workflow (legacy format) go to the SecAgg+ app instead.
     """
-    sources = _new_sources(progress=True)
+    sources = SiteSources.create(
+        progress=True, on_load=_log_skipped, partitions=partitions, site_defaults=site_defaults
+    )
     router = SecAggRouter(
         SiteHandlers(
             train=lambda content, context: handle_train(content, context, sources),
@@ -78,29 +89,10 @@ def build_client_app(mods: Sequence[Mod] = ()) -> ClientApp:
 app = build_client_app([audit_outbound])
 
 
-@dataclass(frozen=True)
-class RoundSettings:
-    """What the server sent with a train / evaluate instruction."""
-
-    config: MedfedConfig
-    server_round: int
-    proximal_mu: float  # FedProx; 0 = plain local training
-    run_key: str  # the run's name in the site's privacy state ("" = use Flower's run id)
-
-
-def _settings(content: RecordDict) -> RoundSettings:
-    """Split the ConfigRecord into the run config and the per-round extras."""
-    settings = dict(content[keys.CONFIG])
-    server_round = int(settings.pop(keys.SERVER_ROUND, 0))  # type: ignore[call-overload]
-    proximal_mu = float(settings.pop(keys.PROXIMAL_MU, 0.0))  # type: ignore[arg-type]
-    run_key = str(settings.pop(keys.RUN_KEY, ""))
-    return RoundSettings(MedfedConfig.from_flat(settings), server_round, proximal_mu, run_key)
-
-
 def _prepare(
     content: RecordDict, context: Context, sources: SiteSources
 ) -> tuple[RoundSettings, int, SiteData]:
-    settings = _settings(content)
+    settings = decode_round_settings(content[keys.CONFIG])
     config = settings.config
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)

@@ -13,20 +13,23 @@ unmask only the sum over the sites.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.client import Client, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
 from common import keys
 from common.config import MedfedConfig
 from common.errors import ConfigError
 from common.models import build_model
+from common.params import named_arrays
+from common.round_settings import decode_round_settings
 
 Scalars = dict[str, bool | bytes | float | int | str]
 Handler = Callable[[RecordDict, Context], RecordDict]
@@ -40,28 +43,19 @@ class SiteHandlers:
     evaluate: Handler
 
 
-def secagg_enabled(run_config: Mapping[str, object]) -> bool:
-    """Whether the run's config (Flower ``context.run_config``) turns SecAgg+ on."""
-    return MedfedConfig.from_flat(run_config).secagg.enabled
+def is_secagg_message(content: RecordDict) -> bool:
+    """Whether a message belongs to Flower's SecAgg+ workflow (legacy format).
+
+    Medfed's Message-API instructions always carry the round settings under ``config``;
+    the legacy workflow's carry ``secaggplus_configs`` (training stages) or ``fitins.*`` /
+    ``evaluateins.*`` records instead.
+    """
+    return RECORD_KEY_CONFIGS in content or keys.CONFIG not in content
 
 
 def parameter_names(config: MedfedConfig) -> list[str]:
     """The model's state-dict keys, in the order the legacy path lists its arrays."""
     return list(build_model(config.model, config.data.channels).state_dict())
-
-
-def named_arrays(parameters: Sequence[np.ndarray], names: Sequence[str]) -> ArrayRecord:
-    """Legacy (unnamed, ordered) parameters -> an ``ArrayRecord`` keyed by state-dict names."""
-    if len(parameters) != len(names):
-        raise ValueError(f"expected {len(names)} parameter arrays, got {len(parameters)}")
-    return ArrayRecord(
-        {name: Array(np.asarray(p)) for name, p in zip(names, parameters, strict=True)}
-    )
-
-
-def _dotted(settings: Scalars) -> Scalars:
-    """The medfed config keys of a legacy config dict (drops e.g. ``server-round``)."""
-    return {key: value for key, value in settings.items() if "." in key}
 
 
 class SiteClient(NumPyClient):
@@ -72,7 +66,7 @@ class SiteClient(NumPyClient):
         self._handlers = handlers
 
     def _content(self, parameters: list[np.ndarray], settings: Scalars) -> RecordDict:
-        config = MedfedConfig.from_flat(_dotted(settings))
+        config = decode_round_settings(settings).config
         return RecordDict(
             {
                 keys.ARRAYS: named_arrays(parameters, parameter_names(config)),
@@ -88,7 +82,7 @@ class SiteClient(NumPyClient):
         reply = self._handlers.train(content, self._context)
         metrics = dict(reply[keys.METRICS])
         num_examples = int(metrics[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
-        max_weight = MedfedConfig.from_flat(_dotted(config)).secagg.max_weight
+        max_weight = decode_round_settings(config).config.secagg.max_weight
         if num_examples > max_weight:  # SecAgg+ would clip this site's weights silently
             raise ConfigError(
                 f"this site has {num_examples} training images, more than "
@@ -122,11 +116,11 @@ def build_secagg_client_app(
 
 @dataclass(frozen=True)
 class SecAggRouter:
-    """A Message-API mod: with ``secagg.enabled`` the SecAgg+ app handles the message."""
+    """A Message-API mod: messages of the SecAgg+ workflow go to the SecAgg+ app."""
 
     handlers: SiteHandlers
 
     def __call__(self, msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        if not secagg_enabled(context.run_config):
+        if not is_secagg_message(msg.content):
             return call_next(msg, context)
         return build_secagg_client_app(self.handlers)(msg, context)

@@ -4,21 +4,43 @@ A hospital's SuperNode names its folder with ``--node-config 'data-path="/data/e
 site-id="hospital-a"'``. A simulated node without a data path trains on its synthetic
 hospital (``partition-id`` picks which), generated on first use into the synthetic cache,
 or, when the run config describes a partitioned pool (``partition.pool``), on its share of
-that pool (``simulations.sites``).
+that pool, cut by the ``PartitionSource`` the simulation runner injects (this package never
+imports ``simulations``).
+
+Where the site's tensor cache lives is the site's decision: node config ``cache-dir`` (a
+folder) and ``cache`` (false disables it), never the coordinator's run config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from common import keys
-from common.config import MedfedConfig
+from common.config import DataConfig, MedfedConfig
 from common.data.sites import SiteData, SiteStore
-from common.data.synthetic import ensure_configured_site, site_name
+from common.data.synthetic import ensure_configured_site
 from common.errors import ConfigError
-from simulations.sites import PartitionedPool
+from common.naming import site_name
+
+
+class PartitionSource(Protocol):
+    """Hands out simulated site ``index``'s share of the pool the config describes."""
+
+    def site_data(self, config: MedfedConfig, site: int) -> SiteData: ...
+
+
+def site_data_config(node_config: Mapping[str, object], data: DataConfig) -> DataConfig:
+    """``data`` with the site-local cache settings taken from the node config."""
+    cache = node_config.get(keys.NODE_CACHE, True)
+    if isinstance(cache, str):
+        cache = cache.strip().lower() not in {"false", "0", "no", "off"}
+    return dataclasses.replace(
+        data, cache=bool(cache), cache_dir=str(node_config.get(keys.NODE_CACHE_DIR, "") or "")
+    )
 
 
 @dataclass(frozen=True)
@@ -52,18 +74,30 @@ class SiteSources:
     """Where one client process gets site data, each loaded once and reused every round.
 
     ``store`` reads site folders (real hospitals and synthetic ones) through the tensor cache;
-    ``pool`` hands out shares of a partitioned pool for simulations (``partition.pool``).
+    ``partitions`` hands out shares of a partitioned pool (``partition.pool``), only in a
+    simulation that injected one.
     """
 
     store: SiteStore
-    pool: PartitionedPool
+    partitions: PartitionSource | None = None
+    site_defaults: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def create(
-        cls, *, progress: bool = False, on_load: Callable[[SiteData], None] | None = None
+        cls,
+        *,
+        progress: bool = False,
+        on_load: Callable[[SiteData], None] | None = None,
+        partitions: PartitionSource | None = None,
+        site_defaults: Mapping[str, object] | None = None,
     ) -> SiteSources:
-        """Empty sources; ``on_load`` runs once per site folder actually read."""
-        return cls(SiteStore(progress=progress, on_load=on_load), PartitionedPool())
+        """Empty sources; ``on_load`` runs once per site folder actually read.
+
+        ``site_defaults``: node-config values for nodes that set none themselves (a local
+        simulation plays every site, e.g. ``cache-dir``).
+        """
+        store = SiteStore(progress=progress, on_load=on_load)
+        return cls(store, partitions, dict(site_defaults or {}))
 
     def load(self, node_config: Mapping[str, object], config: MedfedConfig) -> tuple[int, SiteData]:
         """This node's site index and data: its own folder, a pool partition, or synthetic.
@@ -76,7 +110,12 @@ class SiteSources:
                 raise ConfigError(
                     "a partitioned simulation needs 'partition-id' in the node config"
                 )
+            if self.partitions is None:
+                raise ConfigError(
+                    "partition.pool is for simulated hospitals: run it with 'medfed simulate'"
+                )
             index = int(node_config[keys.NODE_PARTITION_ID])  # type: ignore[call-overload]
-            return index, self.pool.site_data(config, index)
+            return index, self.partitions.site_data(config, index)
         site = locate_site(node_config, config)
-        return site.site_index, self.store.get(site.path, config.data, site.site_id)
+        data = site_data_config({**self.site_defaults, **node_config}, config.data)
+        return site.site_index, self.store.get(site.path, data, site.site_id)

@@ -181,6 +181,9 @@ class MedfedConfig:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
 
+    def __post_init__(self) -> None:
+        _check_secagg(self)
+
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> MedfedConfig:
         """Build a config from dotted kebab-case keys; unknown keys are an error."""
@@ -210,6 +213,28 @@ class MedfedConfig:
         flat = self.to_flat()
         flat.update(overrides)
         return MedfedConfig.from_flat(flat)
+
+
+# What Flower's SecAgg+ workflow can do: it aggregates with FedAvg and the server only ever
+# sees the sum of the sites' updates, so nothing can be checked or ranked per site.
+SECAGG_STRATEGIES = ("fedavg",)
+
+
+def _check_secagg(config: MedfedConfig) -> None:
+    """Refuse settings the SecAgg+ round engine cannot honour (never ignore them)."""
+    if not config.secagg.enabled:
+        return
+    if config.strategy.name not in SECAGG_STRATEGIES:
+        raise ConfigError(
+            f"config key 'strategy.name' = {config.strategy.name!r}: with secagg.enabled=true "
+            f"only {', '.join(SECAGG_STRATEGIES)} is possible (the server sees only the sum "
+            "of the updates)"
+        )
+    if config.validation.enabled:
+        raise ConfigError(
+            "config key 'validation.enabled' = True: with secagg.enabled=true single updates "
+            "cannot be validated (the server sees only their sum); set validation.enabled=false"
+        )
 
 
 T = TypeVar("T")

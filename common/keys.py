@@ -97,4 +97,6 @@ NODE_PARTITION_ID = "partition-id"
 # site's own lifetime epsilon budget over every run recorded there.
 NODE_STATE_DIR = "state-dir"
 NODE_EPSILON_BUDGET = "epsilon-budget"
+NODE_CACHE_DIR = "cache-dir"  # optional: where the site's tensor cache lives
+NODE_CACHE = "cache"  # optional: false = no tensor cache at this site
 NODE_AUDIT_DIR = "audit-dir"  # optional: keep a copy of every reply (client.outbound)

@@ -6,7 +6,10 @@ prefix; this module is the one place that strips it, so records always use plain
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord
+from collections.abc import Sequence
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
 from torch import nn
 
 _OPACUS_PREFIX = "_module."
@@ -30,3 +33,12 @@ def model_to_arrays(model: nn.Module) -> ArrayRecord:
 def arrays_to_model(arrays: ArrayRecord, model: nn.Module) -> None:
     """Load weights in place (works on wrapped models; optimizer references stay valid)."""
     unwrap(model).load_state_dict(arrays.to_torch_state_dict(), strict=True)
+
+
+def named_arrays(parameters: Sequence[np.ndarray], names: Sequence[str]) -> ArrayRecord:
+    """Unnamed, ordered parameters (Flower's legacy API) -> an ``ArrayRecord`` by name."""
+    if len(parameters) != len(names):
+        raise ValueError(f"expected {len(names)} parameter arrays, got {len(parameters)}")
+    return ArrayRecord(
+        {name: Array(np.asarray(p)) for name, p in zip(names, parameters, strict=True)}
+    )

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from flwr.app import Message, RecordDict
 
 from common import keys
-from common.data.synthetic import site_name
+from common.naming import site_name
 
 LOG = logging.getLogger("medfed.server")
 

@@ -27,7 +27,7 @@ from flwr.serverapp.strategy import FedAvg, Result, Strategy
 
 from common import keys
 from common.config import ValidationConfig
-from common.data.synthetic import site_name
+from common.naming import site_name
 from server.declines import DeclineListener, report_declined, split_declined
 from server.validation import Candidate, validate_round
 

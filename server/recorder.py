@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, fields
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
 from common import keys
-from common.data.synthetic import site_name
 from common.metrics import ClassificationMetrics, from_wire, pool
+from common.naming import site_name
 from server.guarded import Participation
 
 
@@ -105,7 +105,14 @@ class RoundRecorder:
     _declined: dict[str, MetricRecord] = field(default_factory=dict)
     _eval: dict[str, ClassificationMetrics] = field(default_factory=dict)
     _started: float = field(default_factory=time.monotonic)
+    _elapsed_before: float = 0.0
     _participation: Participation | None = None
+
+    def start_clock(self, elapsed_before: float | None = None) -> None:
+        """Restart the run's clock; a resumed run continues from ``elapsed_before`` seconds."""
+        self._started = time.monotonic()
+        if elapsed_before is not None:
+            self._elapsed_before = elapsed_before
 
     def record_participation(self, participation: Participation) -> None:
         """Called by ``GuardedStrategy`` before aggregation: who took part this round."""
@@ -148,7 +155,7 @@ class RoundRecorder:
     def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """Flower ``evaluate_fn``: called after each round (and once before round 1)."""
         if server_round == 0:
-            self._started = time.monotonic()
+            self.start_clock()
             return None
         pooled = pool(list(self._eval.values()))
         epsilons = self._epsilons()
@@ -168,7 +175,7 @@ class RoundRecorder:
             epsilon=epsilons,
             site_auc={site: m.auc for site, m in sorted(self._eval.items())},
             site_accuracy={site: m.accuracy for site, m in sorted(self._eval.items())},
-            elapsed_s=time.monotonic() - self._started,
+            elapsed_s=self._elapsed_before + time.monotonic() - self._started,
             rejected=dict(participation.rejected),
             failed=dict(participation.failed),
             aggregated=participation.aggregated,

@@ -1,10 +1,11 @@
-"""The coordinator's side of secure aggregation (Flower SecAgg+), isolated on the legacy API.
+"""The SecAgg+ round engine: Flower's SecAgg+ workflow, isolated on the legacy API.
 
 Why legacy: in flwr 1.42 SecAgg+ exists only as ``SecAggPlusWorkflow`` inside a
 ``DefaultWorkflow`` with a ``LegacyContext`` and a ``flwr.server.strategy`` strategy. This
-module is the only server code that uses that path (``server.app`` switches to it when the
-run config has ``secagg.enabled = true``); the run directory, per-round records and report
-are the same as on the Message-API path.
+module is the only server code that uses that path. ``SecAggEngine`` is a round engine of
+``server.lifecycle.RunLifecycle``, so a SecAgg+ run has the same run directory, run key,
+checkpoints, resume and report as a plain one. What it cannot honour (another strategy,
+per-update validation) is refused by the config before round 1 (``common.config``).
 
 What the server sees with SecAgg+ on: per round, the *sum* of the sites' quantised,
 example-weighted parameters (unmasked only as a sum) and therefore their weighted average;
@@ -16,15 +17,14 @@ site whose parameters are all that same average, never one site's own update.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 from flwr.app import ArrayRecord, Context, MetricRecord, RecordDict
 from flwr.common import (
     EvaluateRes,
     FitRes,
     Parameters,
-    Scalar,
     ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
@@ -33,18 +33,12 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid
-from rich.console import Console
 
-from client.secagg import named_arrays
 from common import keys
-from common.config import MedfedConfig
-from common.models import build_model
-from common.params import model_to_arrays
-from server.app import RunSummary, print_summary
-from server.console import RoundProgress
-from server.recorder import RoundRecord, RoundRecorder
-from server.report import write_report
-from server.rundir import REPORT_FILE, RunDirectory
+from common.config import MedfedConfig, Scalar
+from common.params import named_arrays
+from server.lifecycle import RunLifecycle
+from server.recorder import RoundRecorder
 
 FitResults = list[tuple[ClientProxy, FitRes]]
 FitInspector = Callable[[int, FitResults], None]
@@ -55,34 +49,45 @@ def _as_replies(metrics: list[tuple[int, dict[str, Scalar]]]) -> list[RecordDict
 
 
 class SecAggFedAvg(FedAvg):
-    """Legacy FedAvg fed by ``SecAggPlusWorkflow``, reporting rounds to a ``RoundRecorder``."""
+    """Legacy FedAvg fed by ``SecAggPlusWorkflow``, reporting rounds to a ``RoundRecorder``.
+
+    The workflow counts its rounds from 1; ``round_offset`` (the rounds a resumed run had
+    already completed) turns them into the run's true round numbers, for the sites (their
+    seeds) and for the records.
+    """
 
     def __init__(
         self,
         config: MedfedConfig,
         recorder: RoundRecorder,
         initial: ArrayRecord,
+        settings: dict[str, Scalar],
         *,
+        round_offset: int = 0,
         inspect_fit: FitInspector | None = None,
     ) -> None:
         federation = config.federation
-        settings = config.to_flat()
         super().__init__(
             fraction_fit=federation.fraction_train,
             fraction_evaluate=federation.fraction_evaluate,
             min_fit_clients=federation.min_sites,
             min_evaluate_clients=federation.min_sites,
-            min_available_clients=federation.min_sites,
+            min_available_clients=max(federation.min_sites, federation.min_available),
             initial_parameters=ndarrays_to_parameters(initial.to_numpy_ndarrays()),
-            on_fit_config_fn=lambda rnd: {**settings, "server-round": rnd},
-            on_evaluate_config_fn=lambda rnd: {**settings, "server-round": rnd},
+            on_fit_config_fn=self._round_settings,
+            on_evaluate_config_fn=self._round_settings,
             fit_metrics_aggregation_fn=self._aggregate_train_metrics,
             evaluate_metrics_aggregation_fn=self._aggregate_evaluate_metrics,
         )
+        self._settings = settings
+        self._offset = round_offset
         self._recorder = recorder
         self._names = list(initial.keys())
         self._latest = initial
         self._inspect_fit = inspect_fit
+
+    def _round_settings(self, server_round: int) -> dict[str, Scalar]:
+        return {**self._settings, keys.SERVER_ROUND: server_round + self._offset}
 
     def _aggregate_train_metrics(
         self, metrics: list[tuple[int, dict[str, Scalar]]]
@@ -102,7 +107,7 @@ class SecAggFedAvg(FedAvg):
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         """Average what the workflow unmasked (each result carries the same aggregate)."""
         if self._inspect_fit is not None:
-            self._inspect_fit(server_round, results)
+            self._inspect_fit(server_round + self._offset, results)
         parameters, metrics = super().aggregate_fit(server_round, results, failures)
         if parameters is not None:
             ndarrays = [np.asarray(a, dtype=np.float32) for a in parameters_to_ndarrays(parameters)]
@@ -118,41 +123,36 @@ class SecAggFedAvg(FedAvg):
         """Pool the sites' evaluation, then close the round (run directory, console)."""
         loss, metrics = super().aggregate_evaluate(server_round, results, failures)
         if results:
-            self._recorder.end_round(server_round, self._latest)
+            self._recorder.end_round(server_round + self._offset, self._latest)
         return loss, metrics
 
 
-def run_secagg_federation(
-    grid: Grid,
-    context: Context,
-    config: MedfedConfig,
-    console: Console | None = None,
-    *,
-    inspect_fit: FitInspector | None = None,
-) -> RunSummary:
-    """Run ``config.federation.num_rounds`` SecAgg+ rounds on ``grid`` and record them."""
-    console = console or Console()
-    run_dir = RunDirectory.create(config)
-    summary = RunSummary(run_dir.path)
-    torch.manual_seed(config.run.seed)
-    initial = model_to_arrays(build_model(config.model, config.data.channels))
-    secagg = config.secagg
-    num_rounds = config.federation.num_rounds
+@dataclass(frozen=True)
+class SecAggEngine:
+    """Rounds driven by Flower's ``SecAggPlusWorkflow`` (legacy ``DefaultWorkflow``)."""
 
-    with RoundProgress(num_rounds, console) as progress:
+    inspect_fit: FitInspector | None = None  # tests: what the strategy receives per round
+    title: str = "SecAgg+"
 
-        def on_round(record: RoundRecord, arrays: ArrayRecord) -> None:
-            run_dir.append_metrics(record.to_json())
-            run_dir.save_model(arrays, config, record.round)
-            summary.rounds.append(record)
-            progress.on_round(record)
-
-        recorder = RoundRecorder(listener=on_round)
-        recorder.end_round(0, initial)  # starts the round clock, like strategy.start does
-        strategy = SecAggFedAvg(config, recorder, initial, inspect_fit=inspect_fit)
+    def run(self, grid: Grid, context: Context, lifecycle: RunLifecycle) -> None:
+        """Run the remaining rounds of ``lifecycle``'s run on ``grid``."""
+        config = lifecycle.config
+        secagg = config.secagg
+        initial = lifecycle.initial_arrays()
+        if lifecycle.start_round == 0:
+            lifecycle.recorder.start_clock()
+        strategy = SecAggFedAvg(
+            config,
+            lifecycle.recorder,
+            initial,
+            lifecycle.round_settings(),
+            round_offset=lifecycle.start_round,
+            inspect_fit=self.inspect_fit,
+        )
+        rounds_left = config.federation.num_rounds - lifecycle.start_round
         legacy = LegacyContext(
             context=context,
-            config=ServerConfig(num_rounds=num_rounds, round_timeout=None),
+            config=ServerConfig(num_rounds=rounds_left, round_timeout=None),
             strategy=strategy,
         )
         workflow = DefaultWorkflow(
@@ -165,12 +165,3 @@ def run_secagg_federation(
             )
         )
         workflow(grid, legacy)
-
-    write_report(
-        run_dir.path / REPORT_FILE,
-        f"medfed run {run_dir.path.name} (SecAgg+)",
-        config.to_flat(),
-        run_dir.read_metrics(),
-    )
-    print_summary(summary, config, console)
-    return summary

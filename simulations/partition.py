@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.config import PartitionConfig
-from common.data.synthetic import site_name
 from common.errors import ConfigError
+from common.naming import site_name
 
 Partitioner = Callable[[np.ndarray, int, PartitionConfig, np.random.Generator], list[np.ndarray]]
 MAX_DIRICHLET_DRAWS = 200

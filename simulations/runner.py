@@ -8,6 +8,8 @@ Two kinds of simulated hospitals:
 One virtual client gets one CPU and Ray gets ``simulation.max-parallel`` CPUs, so at most
 that many sites train at once (each with ``train.threads`` torch threads) however many
 hospitals the federation has. ``simulation.dropout`` adds deterministic site failures.
+The runner plays every site, so it gives the ClientApp what a hospital would decide itself:
+the pool partitions and the tensor cache settings (``data.cache``, ``data.cache-dir``).
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from client.app import build_client_app
+from common import keys
 from common.config import MedfedConfig
 from common.data.synthetic import ensure_configured_site
-from server.app import build_server_app, check_resume
+from server.app import build_server_app
+from server.lifecycle import check_resume
 from server.rundir import new_run_dir
 from simulations.dropout import dropout_mod
 from simulations.partition import class_table
-from simulations.sites import site_splits
+from simulations.sites import PartitionedPool, site_splits
 
 PARTITION_FILE = "partition.csv"
 TABLE_ROWS_SHOWN = 12
@@ -139,7 +143,14 @@ def run_simulated_federation(
             warnings.simplefilter("ignore")
             run_simulation(
                 server_app=build_server_app(config, console),
-                client_app=build_client_app(mods),
+                client_app=build_client_app(
+                    mods,
+                    partitions=PartitionedPool(),
+                    site_defaults={
+                        keys.NODE_CACHE: config.data.cache,
+                        keys.NODE_CACHE_DIR: config.data.cache_dir,
+                    },
+                ),
                 num_supernodes=config.federation.num_sites,
                 backend_config={
                     "client_resources": {"num_cpus": 1, "num_gpus": 0.0},

@@ -12,6 +12,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import build_client_app
 from common import keys
+from common.round_settings import encode_round_settings
 from common.config import MedfedConfig
 from common.models import build_model
 from common.params import model_to_arrays
@@ -59,7 +60,9 @@ class CapturingHarness:
         return build_model(self.config.model, self.config.data.channels)
 
     def send(self, message_type: str, server_round: int = 1) -> Message:
-        settings = ConfigRecord({**self.config.to_flat(), "server-round": server_round})
+        settings = ConfigRecord(
+            {**encode_round_settings(self.config, str(self.run_id)), keys.SERVER_ROUND: server_round}
+        )
         content = RecordDict(
             {keys.ARRAYS: model_to_arrays(self.global_model()), keys.CONFIG: settings}
         )

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from common.config import MedfedConfig
 from common.errors import ConfigError
-from server.app import check_resume, open_run
+from server.lifecycle import RunLifecycle, check_resume
 from server.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -83,9 +84,16 @@ def test_resume_compatibility_ignores_bookkeeping_but_not_settings() -> None:
     assert config_hash(original) != config_hash(changed)
 
 
-def test_open_run_resumes_from_the_checkpoint_and_refuses_other_settings(tmp_path: Path) -> None:
+def _open(config: MedfedConfig) -> tuple[RunDirectory, Checkpoint | None]:
+    lifecycle = RunLifecycle(config, Console(quiet=True))
+    return lifecycle.run_dir, lifecycle.checkpoint
+
+
+def test_the_lifecycle_resumes_from_the_checkpoint_and_refuses_other_settings(
+    tmp_path: Path,
+) -> None:
     config = MedfedConfig().replace(**{"run.run-dir": str(tmp_path / "run")})
-    run_dir, checkpoint = open_run(config)
+    run_dir, checkpoint = _open(config)
     assert checkpoint is None
     done = _checkpoint(2)
     done.config_hash = config_hash(config)
@@ -94,9 +102,9 @@ def test_open_run_resumes_from_the_checkpoint_and_refuses_other_settings(tmp_pat
     run_dir.append_metrics({"round": 2})
     run_dir.append_metrics({"round": 3, "partial": True})  # written after the last checkpoint
     with pytest.raises(ConfigError, match="already holds a run with checkpoints"):
-        open_run(config)
+        _open(config)
     resumed = config.replace(**{"run.resume": True})
-    reopened, checkpoint = open_run(resumed)
+    reopened, checkpoint = _open(resumed)
     assert reopened.path == run_dir.path and checkpoint is not None and checkpoint.round == 2
     assert [line["round"] for line in reopened.read_metrics()] == [1, 2]
     assert (reopened.path / METRICS_FILE).read_text().count("\n") == 2

@@ -73,7 +73,9 @@ def test_the_audit_keeps_an_exact_copy_of_each_reply(tmp_path: Path) -> None:
     assert summary["records"] == {keys.METRICS: dict(metrics)}
 
 
-def test_the_client_app_hands_secagg_messages_to_secaggplus_only_when_switched_on() -> None:
+def test_the_client_app_hands_secagg_workflow_messages_to_secaggplus_and_others_to_medfed() -> (
+    None
+):
     setup = RecordDict(
         {
             RECORD_KEY_CONFIGS: ConfigRecord(
@@ -92,14 +94,15 @@ def test_the_client_app_hands_secagg_messages_to_secaggplus_only_when_switched_o
     )
     app = build_client_app()
 
-    on = app(_incoming(setup), _context(run_config={"secagg.enabled": True}))
-    off = app(_incoming(setup), _context(run_config={"secagg.enabled": False}))
+    on = app(_incoming(setup), _context())
+    foreign = RecordDict({keys.CONFIG: ConfigRecord({"data.image-size": 32})})  # no arrays
+    off = app(_incoming(foreign), _context())
 
     assert not on.has_error()
     answer = on.content[RECORD_KEY_CONFIGS]
     assert isinstance(answer[Key.PUBLIC_KEY_1], bytes) and isinstance(
         answer[Key.PUBLIC_KEY_2], bytes
     )
-    # without the switch the Message-API handler gets it, fails on the foreign content, and
-    # only the exception's type leaves the site
-    assert off.has_error() and off.error.reason.startswith("KeyError at the site")
+    # a medfed instruction (round settings under "config") goes to the Message-API handler,
+    # which fails (this node has no data), and only the exception's type leaves the site
+    assert off.has_error() and off.error.reason.startswith("ConfigError at the site")

@@ -26,8 +26,10 @@ from common.config import MedfedConfig
 from common.data.synthetic import ensure_synthetic_site
 from common.errors import ConfigError
 from common.models import build_model
+from common.round_settings import encode_round_settings
 from server.rundir import METRICS_FILE
-from server.secagg import FitResults, run_secagg_federation
+from server.app import run_federation
+from server.secagg import FitResults, SecAggEngine
 
 
 def _config(tmp_path: Path) -> MedfedConfig:
@@ -43,6 +45,7 @@ def _config(tmp_path: Path) -> MedfedConfig:
             "run.run-dir": str(tmp_path / "run"),
             "train.batch-size": 8,
             "secagg.enabled": True,
+            "validation.enabled": False,
         }
     )
 
@@ -71,12 +74,14 @@ def test_strategy_receives_only_the_secure_aggregate(tmp_path: Path) -> None:
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_secagg_federation(
+        run_federation(
             grid,
             context,
             config,
             Console(quiet=True),
-            inspect_fit=lambda rnd, results: received.__setitem__(rnd, list(results)),
+            engine=SecAggEngine(
+                inspect_fit=lambda rnd, results: received.__setitem__(rnd, list(results))
+            ),
         )
 
     client_app = build_secagg_client_app(
@@ -143,7 +148,9 @@ def test_strategy_receives_only_the_secure_aggregate(tmp_path: Path) -> None:
 
 
 def test_a_site_larger_than_max_weight_refuses_to_send() -> None:
-    config = MedfedConfig().replace(**{"secagg.enabled": True, "secagg.max-weight": 100.0})
+    config = MedfedConfig().replace(
+        **{"secagg.enabled": True, "validation.enabled": False, "secagg.max-weight": 100.0}
+    )
     initial = build_model(config.model, config.data.channels)
     arrays = [p.detach().numpy() for p in initial.state_dict().values()]
 
@@ -155,4 +162,4 @@ def test_a_site_larger_than_max_weight_refuses_to_send() -> None:
     client = SiteClient(context, SiteHandlers(train=train, evaluate=train))
 
     with pytest.raises(ConfigError, match=r"more than secagg.max-weight=100"):
-        client.fit(arrays, {**config.to_flat(), "server-round": 1})
+        client.fit(arrays, {**encode_round_settings(config, "run"), keys.SERVER_ROUND: 1})

@@ -15,6 +15,7 @@ from flwr.app import ConfigRecord, Context, RecordDict
 from client.app import build_client_app, handle_evaluate
 from client.site import SiteSources
 from common import keys
+from common.round_settings import encode_round_settings
 from common.config import DataConfig, MedfedConfig
 from common.data.ingest import ingest_site
 from common.data.sites import SiteStore, load_site
@@ -122,7 +123,9 @@ def test_client_handlers_reuse_the_loaded_site_across_rounds(site: Path) -> None
         content = RecordDict(
             {
                 keys.ARRAYS: model_to_arrays(model),
-                keys.CONFIG: ConfigRecord({**config.to_flat(), "server-round": server_round}),
+                keys.CONFIG: ConfigRecord(
+                    {**encode_round_settings(config, "cache"), keys.SERVER_ROUND: server_round}
+                ),
             }
         )
         reply = handle_evaluate(content, context, sources)

@@ -26,8 +26,8 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from common.config import DataConfig
+from common.naming import site_name
 
-SITE_NAMES = ("hospital-a", "hospital-b", "hospital-c", "hospital-d", "hospital-e")
 LABEL_NAMES = ("normal", "opacity")
 LABEL_NOISE = 0.03
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
@@ -59,11 +59,6 @@ _BASE_STYLES = (
         contrast=0.85,
     ),
 )
-
-
-def site_name(index: int) -> str:
-    """Stable human-readable name of synthetic site ``index``."""
-    return SITE_NAMES[index] if index < len(SITE_NAMES) else f"hospital-{index + 1:03d}"
 
 
 def site_style(index: int) -> SiteStyle:

@@ -1,0 +1,213 @@
+"""One federation lifecycle, whatever drives the rounds.
+
+``RunLifecycle`` owns what every run does around its rounds: open the run directory (or
+reopen it and its newest checkpoint when resuming, refusing other settings), hand the
+round engine the starting model, the round settings for the sites and a ``RoundRecorder``,
+and after every round write the checkpoint, the metrics line and the model and print the
+round's line; at the end write ``report.html`` and the summary table.
+
+A *round engine* only drives rounds: ``server.rounds.StrategyEngine`` runs a Flower
+strategy (wrapped in ``GuardedStrategy``), ``server.secagg.SecAggEngine`` Flower's SecAgg+
+workflow. Both get the same run key, settings, checkpoints and resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context
+from flwr.serverapp import Grid
+from rich.console import Console
+from rich.table import Table
+
+from common.config import MedfedConfig, Scalar
+from common.errors import ConfigError
+from common.models import build_model
+from common.params import model_to_arrays
+from common.round_settings import encode_round_settings
+from server.checkpoint import (
+    CHECKPOINT_DIR,
+    Checkpoint,
+    check_compatible,
+    config_hash,
+    load_latest,
+    save_checkpoint,
+)
+from server.console import RoundProgress
+from server.recorder import RoundRecord, RoundRecorder
+from server.report import write_report
+from server.rundir import REPORT_FILE, RunDirectory
+
+StateSource = Callable[[], dict[str, np.ndarray]]
+
+
+@dataclass
+class RunSummary:
+    """The outcome of a run, as printed at its end."""
+
+    run_dir: Path
+    rounds: list[RoundRecord] = field(default_factory=list)
+
+    @property
+    def final(self) -> RoundRecord | None:
+        return self.rounds[-1] if self.rounds else None
+
+
+class RoundEngine(Protocol):
+    """Drives rounds ``lifecycle.start_round + 1 .. num_rounds`` on a grid."""
+
+    title: str  # shown in the report's heading ("" for plain rounds)
+
+    def run(self, grid: Grid, context: Context, lifecycle: RunLifecycle) -> None: ...
+
+
+def check_resume(config: MedfedConfig) -> tuple[RunDirectory, Checkpoint | None] | None:
+    """Check (without writing) that ``config`` may start or resume its run directory.
+
+    Returns the existing run directory and its newest checkpoint when resuming, ``None``
+    for a new run; raises ``ConfigError`` when the settings differ from the original run.
+    """
+    run = config.run
+    if not run.resume:
+        if run.run_dir and any((Path(run.run_dir) / CHECKPOINT_DIR).glob("round-*.npz")):
+            raise ConfigError(
+                f"{run.run_dir} already holds a run with checkpoints: resume it "
+                "(run.resume=true / medfed simulate --resume) or choose another run directory"
+            )
+        return None
+    if not run.run_dir:
+        raise ConfigError("run.resume needs run.run-dir: the run directory to continue")
+    run_dir = RunDirectory.open_existing(run.run_dir)
+    check_compatible(run_dir.stored_config(), config)
+    checkpoint = load_latest(run_dir.path)
+    if checkpoint is not None and checkpoint.config_hash != config_hash(config):
+        raise ConfigError(f"cannot resume: the checkpoint in {run_dir.path} has other settings")
+    return run_dir, checkpoint
+
+
+class RunLifecycle:
+    """One run's directory, checkpoints, console and report around any round engine."""
+
+    def __init__(self, config: MedfedConfig, console: Console | None = None) -> None:
+        self.config = config
+        self.console = console or Console()
+        resumed = check_resume(config)
+        if resumed is None:
+            self.run_dir, self.checkpoint = RunDirectory.create(config), None
+        else:
+            self.run_dir, self.checkpoint = resumed
+            self.run_dir.rewrite_metrics(self.checkpoint.metrics if self.checkpoint else [])
+        self.summary = RunSummary(self.run_dir.path)
+        self.history: list[dict[str, object]] = []
+        self.recorder = RoundRecorder(listener=self._on_round)
+        self.strategy_state: StateSource = dict
+        self._fingerprint = config_hash(config)
+        self._progress: RoundProgress | None = None
+        if self.checkpoint is not None:
+            self.history = list(self.checkpoint.metrics)
+
+    # -- what an engine starts from ---------------------------------------------------------
+    @property
+    def run_key(self) -> str:
+        """The run's name in each site's privacy state: stable across a resume."""
+        return self.run_dir.path.name
+
+    @property
+    def start_round(self) -> int:
+        """Rounds already completed (0 for a new run)."""
+        return self.checkpoint.round if self.checkpoint is not None else 0
+
+    def initial_arrays(self) -> ArrayRecord:
+        """The global model to start from: the checkpoint's, or a seeded fresh model."""
+        if self.checkpoint is not None:
+            return self.checkpoint.array_record()
+        torch.manual_seed(self.config.run.seed)
+        return model_to_arrays(build_model(self.config.model, self.config.data.channels))
+
+    def saved_strategy_state(self) -> dict[str, np.ndarray]:
+        """The server optimiser state stored with the checkpoint (empty for a new run)."""
+        return dict(self.checkpoint.strategy_state) if self.checkpoint is not None else {}
+
+    def round_settings(self) -> dict[str, Scalar]:
+        """What every sampled site receives with its instructions (``common.round_settings``)."""
+        return encode_round_settings(self.config, self.run_key)
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self, grid: Grid, context: Context, engine: RoundEngine) -> RunSummary:
+        """Let ``engine`` drive the remaining rounds, recording each; then report."""
+        num_rounds = self.config.federation.num_rounds
+        self.summary.rounds = [RoundRecord.from_json(line) for line in self.history]
+        if self.summary.rounds:  # a resumed run's clock goes on from its last round
+            self.recorder.start_clock(elapsed_before=self.summary.rounds[-1].elapsed_s)
+        if self.start_round:
+            self.console.print(
+                f"Resuming {self.run_dir.path.name} after round {self.start_round}/{num_rounds}"
+            )
+        with RoundProgress(num_rounds, self.console, completed=self.start_round) as progress:
+            self._progress = progress
+            if self.start_round < num_rounds:
+                engine.run(grid, context, self)
+            self._progress = None
+        title = f"medfed run {self.run_dir.path.name}" + (
+            f" ({engine.title})" if engine.title else ""
+        )
+        write_report(
+            self.run_dir.path / REPORT_FILE,
+            title,
+            self.config.to_flat(),
+            self.run_dir.read_metrics(),
+        )
+        print_summary(self.summary, self.config, self.console)
+        return self.summary
+
+    def _on_round(self, record: RoundRecord, arrays: ArrayRecord) -> None:
+        """The recorder's listener: make the finished round durable, then show it."""
+        self.history.append(record.to_json())
+        save_checkpoint(
+            self.run_dir.path,
+            Checkpoint(
+                round=record.round,
+                arrays={name: array.numpy() for name, array in arrays.items()},
+                config_hash=self._fingerprint,
+                strategy_state=self.strategy_state(),
+                metrics=self.history,
+            ),
+        )
+        self.run_dir.append_metrics(record.to_json())
+        self.run_dir.save_model(arrays, self.config, record.round)
+        self.summary.rounds.append(record)
+        if self._progress is not None:
+            self._progress.on_round(record)
+
+
+def print_summary(summary: RunSummary, config: MedfedConfig, console: Console) -> None:
+    """Final AUC per site and pooled, epsilon per site, and where the run directory is."""
+    final = summary.final
+    if final is None:
+        console.print(f"No round completed. Run directory: {summary.run_dir}")
+        return
+    table = Table(title=f"Final round {final.round}")
+    table.add_column("site")
+    table.add_column("AUC", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column(f"ε (δ={config.privacy.delta:g})", justify="right")
+    latest_epsilon: dict[str, float] = {}
+    for record in summary.rounds:  # a site sampled out of the last round spent ε earlier
+        latest_epsilon.update(record.epsilon)
+    for site, auc in final.site_auc.items():
+        eps = latest_epsilon.get(site)
+        table.add_row(
+            site,
+            f"{auc:.3f}",
+            f"{final.site_accuracy[site]:.3f}",
+            "off" if eps is None else f"{eps:.2f}",
+        )
+    eps_max = "off" if final.epsilon_max is None else f"{final.epsilon_max:.2f} (max)"
+    table.add_row("pooled", f"{final.auc:.3f}", f"{final.accuracy:.3f}", eps_max)
+    console.print(table)
+    console.print(f"Run directory: {summary.run_dir}")
