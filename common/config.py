@@ -4,6 +4,13 @@ Flower flattens ``[tool.flwr.app.config]`` tables into dotted keys (``privacy.ta
 ``MedfedConfig.from_flat`` turns such a mapping into frozen dataclasses and rejects unknown
 keys and badly typed values with a one-line ``ConfigError``; ``to_flat`` goes back, so the
 server can ship the same settings to the sites inside a ``ConfigRecord``.
+
+Every dataclass checks its values when it is constructed (defaults, ``from_flat``,
+``replace``): choices, ranges, and rules across sections, each refusal one line naming the
+dotted key, the value and what is allowed (``config key 'train.batch-size' = 0: must be at
+least 1``). So a bad setting is refused by the CLI or the ServerApp before round 1. The names
+users pick (models, strategies, accountants, ...) are declared here once; the registries that
+implement them are tested to match.
 """
 
 from __future__ import annotations
@@ -11,83 +18,148 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 from common.errors import ConfigError
+from common.keys import MAX_CLASSES
+from common.rules import above, at_least, check_fields, checked, not_empty, one_of, refuse, within
 
 Scalar = bool | int | float | str
 
+# The allowed values of the settings picked by name, declared once: the registries that
+# implement them (common.models, server.strategies, simulations.partition, ...) import these
+# or are tested to match them.
+Accountant = Literal["prv", "rdp", "gdp"]
+GradSampleMode = Literal["hooks", "ghost", "ew", "functorch"]
+FrameMode = Literal["middle", "all", "stack"]
+ResizeMode = Literal["stretch", "pad"]
+ModelName = Literal["small-cnn", "cnn-medium", "resnet18-gn"]
+StrategyName = Literal[
+    "fedavg",
+    "fedprox",
+    "fedavgm",
+    "fedadam",
+    "fedyogi",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+]
+PartitionKind = Literal["iid", "dirichlet", "quantity"]
+
+ACCOUNTANTS: tuple[str, ...] = get_args(Accountant)
+GRAD_SAMPLE_MODES: tuple[str, ...] = get_args(GradSampleMode)
+FRAME_MODES: tuple[str, ...] = get_args(FrameMode)
+RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
+MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
+PARTITION_KINDS: tuple[str, ...] = get_args(PartitionKind)
+MIN_IMAGE_SIZE = 8  # the models halve the image three times before pooling
+
+
+def parse_class_names(text: str) -> tuple[str, ...]:
+    """``data.class-names`` as a tuple, in label-index order (blank entries dropped)."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _class_names_rule(text: str) -> str | None:
+    names = parse_class_names(text)
+    if len(names) < 2 or len(set(names)) != len(names) or len(names) > MAX_CLASSES:
+        return f"expected 2 to {MAX_CLASSES} distinct comma-separated class names"
+    return None
+
 
 @dataclass(frozen=True)
-class DataConfig:
+class _Section:
+    """A config section: every field's rule is checked when it is constructed."""
+
+    SECTION: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        check_fields(self.SECTION, self)
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
     """How a site's images are read and preprocessed."""
 
-    image_size: int = 64
-    channels: int = 1
+    SECTION: ClassVar[str] = "data"
+    image_size: int = checked(64, at_least(MIN_IMAGE_SIZE))
+    channels: int = checked(1, one_of((1, 3)))
     strict: bool = False
-    test_fraction: float = 0.25
-    class_names: str = "normal,opacity"
-    frames: str = "middle"
-    stack_depth: int = 16
-    resize: str = "stretch"
+    test_fraction: float = checked(0.25, within(0, 1, open_high=True))  # 0: no held-out split
+    class_names: str = checked("normal,opacity", _class_names_rule)
+    frames: FrameMode = checked("middle", one_of(FRAME_MODES))
+    stack_depth: int = checked(16, at_least(1))
+    resize: ResizeMode = checked("stretch", one_of(RESIZE_MODES))
     cache: bool = True
     cache_dir: str = ""
-    synthetic_root: str = "~/.cache/medfed/synthetic"
-    synthetic_images_per_site: int = 320
-    synthetic_image_size: int = 128
+    synthetic_root: str = checked("~/.cache/medfed/synthetic", not_empty)
+    synthetic_images_per_site: int = checked(320, at_least(1))
+    synthetic_image_size: int = checked(128, at_least(MIN_IMAGE_SIZE))
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
     """Which network to train."""
 
-    name: str = "small-cnn"
-    num_classes: int = 2
+    SECTION: ClassVar[str] = "model"
+    name: ModelName = checked("small-cnn", one_of(MODEL_NAMES))
+    num_classes: int = checked(2, within(2, MAX_CLASSES))
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
     """Local training at each site."""
 
-    local_epochs: int = 1
-    batch_size: int = 32
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    threads: int = 1
-    local_steps: int = 0  # > 0: this many optimizer steps per round instead of local-epochs
-    batches_per_epoch: int = 0  # > 0: batch = ceil(N / this), the same sample rate at every site
-    max_physical_batch: int = 256  # DP: larger logical batches are split (BatchMemoryManager)
+    SECTION: ClassVar[str] = "train"
+    local_epochs: int = checked(1, at_least(1))
+    batch_size: int = checked(32, at_least(1))
+    learning_rate: float = checked(0.1, above(0))
+    momentum: float = checked(0.9, within(0, 1, open_high=True))
+    threads: int = checked(1, at_least(0))  # 0: leave torch's default
+    # > 0: this many optimizer steps per round instead of local-epochs
+    local_steps: int = checked(0, at_least(0))
+    # > 0: batch = ceil(N / this), the same sample rate at every site
+    batches_per_epoch: int = checked(0, at_least(0))
+    # DP: larger logical batches are split (BatchMemoryManager)
+    max_physical_batch: int = checked(256, at_least(1))
 
 
 @dataclass(frozen=True)
-class PrivacyConfig:
+class PrivacyConfig(_Section):
     """Record-level DP-SGD at each site (Opacus)."""
 
+    SECTION: ClassVar[str] = "privacy"
     enabled: bool = True
-    target_epsilon: float = 8.0
-    delta: float = 1e-5
-    max_grad_norm: float = 1.0
-    accountant: str = "prv"
-    noise_multiplier: float = 0.0  # > 0: use it; 0: derive it from target-epsilon and the plan
-    grad_sample_mode: str = "hooks"  # Opacus per-sample gradients: hooks | ghost | ew | functorch
+    target_epsilon: float = checked(8.0, above(0))
+    delta: float = checked(1e-5, within(0, 1, open_low=True, open_high=True))
+    max_grad_norm: float = checked(1.0, above(0))
+    accountant: Accountant = checked("prv", one_of(ACCOUNTANTS))
+    # > 0: use it; 0: derive it from target-epsilon and the plan
+    noise_multiplier: float = checked(0.0, at_least(0))
+    # Opacus per-sample gradients
+    grad_sample_mode: GradSampleMode = checked("hooks", one_of(GRAD_SAMPLE_MODES))
     secure_mode: bool = False  # cryptographically secure noise (needs the torchcsprng package)
 
 
 @dataclass(frozen=True)
-class FederationConfig:
+class FederationConfig(_Section):
     """Rounds and site sampling on the server."""
 
-    num_rounds: int = 3
-    num_sites: int = 3
-    fraction_train: float = 1.0
-    fraction_evaluate: float = 1.0
-    min_sites: int = 2
-    round_timeout: float = 600.0
-    min_available: int = 0  # connected sites to wait for before sampling (0 = min-sites)
+    SECTION: ClassVar[str] = "federation"
+    num_rounds: int = checked(3, at_least(1))
+    num_sites: int = checked(3, at_least(1))
+    fraction_train: float = checked(1.0, within(0, 1, open_low=True))
+    fraction_evaluate: float = checked(1.0, within(0, 1, open_low=True))
+    min_sites: int = checked(2, at_least(1))
+    round_timeout: float = checked(600.0, above(0))
+    # connected sites to wait for before sampling (0 = min-sites)
+    min_available: int = checked(0, at_least(0))
 
 
 @dataclass(frozen=True)
-class SecAggConfig:
+class SecAggConfig(_Section):
     """Flower's SecAgg+ between the sites and the server (off by default).
 
     Shares and threshold are fractions of the sites sampled in a round (Flower rounds them,
@@ -96,78 +168,100 @@ class SecAggConfig:
     be at least the largest site's training-set size.
     """
 
+    SECTION: ClassVar[str] = "secagg"
     enabled: bool = False
-    num_shares: float = 1.0
-    reconstruction_threshold: float = 0.7
-    clipping_range: float = 8.0
-    max_weight: float = 10000.0
+    num_shares: float = checked(1.0, within(0, 1, open_low=True))
+    reconstruction_threshold: float = checked(0.7, within(0, 1, open_low=True))
+    clipping_range: float = checked(8.0, above(0))
+    max_weight: float = checked(10000.0, above(0))
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(_Section):
     """Where and under which name a run is recorded."""
 
-    name: str = "demo"
-    runs_dir: str = "runs"
+    SECTION: ClassVar[str] = "run"
+    name: str = checked("demo", not_empty)
+    runs_dir: str = checked("runs", not_empty)
     run_dir: str = ""
-    seed: int = 0
+    seed: int = checked(0, at_least(0))
     resume: bool = False  # continue ``run_dir`` from its last checkpoint
 
 
 @dataclass(frozen=True)
-class StrategyConfig:
+class StrategyConfig(_Section):
     """Server-side aggregation (``server.strategies``); unused knobs are ignored."""
 
-    name: str = "fedavg"
-    proximal_mu: float = 0.01  # fedprox: weight of the client's proximal term
-    server_lr: float = 0.1  # fedadam / fedyogi eta; fedavgm server learning rate
-    server_momentum: float = 0.9  # fedavgm momentum; fedadam / fedyogi beta_1
-    beta_2: float = 0.99  # fedadam / fedyogi second moment
-    tau: float = 1e-3  # fedadam / fedyogi adaptivity
-    trim_beta: float = 0.2  # fedtrimmedavg: fraction cut from each tail
-    num_malicious: int = 1  # krum / multikrum: sites assumed malicious
-    num_selected: int = 0  # multikrum: updates averaged (0 = all but num_malicious)
+    SECTION: ClassVar[str] = "strategy"
+    name: StrategyName = checked("fedavg", one_of(STRATEGY_NAMES))
+    # fedprox: weight of the client's proximal term
+    proximal_mu: float = checked(0.01, at_least(0))
+    # fedadam / fedyogi eta; fedavgm server learning rate
+    server_lr: float = checked(0.1, above(0))
+    # fedavgm momentum; fedadam / fedyogi beta_1
+    server_momentum: float = checked(0.9, within(0, 1, open_high=True))
+    # fedadam / fedyogi second moment
+    beta_2: float = checked(0.99, within(0, 1, open_high=True))
+    tau: float = checked(1e-3, above(0))  # fedadam / fedyogi adaptivity
+    # fedtrimmedavg: fraction cut from each tail
+    trim_beta: float = checked(0.2, within(0, 0.5, open_high=True))
+    num_malicious: int = checked(1, at_least(0))  # krum / multikrum: sites assumed malicious
+    # multikrum: updates averaged (0 = all but num_malicious)
+    num_selected: int = checked(0, at_least(0))
 
 
 @dataclass(frozen=True)
-class ValidationConfig:
+class ValidationConfig(_Section):
     """Checks every site update must pass before aggregation (``server.validation``)."""
 
+    SECTION: ClassVar[str] = "validation"
     enabled: bool = True
-    norm_multiple: float = 10.0  # update norm <= this x the round's median update norm
-    max_examples: int = 10_000_000  # a larger num-examples is implausible
-    min_cosine: float = -1.0  # cosine to the median update; -1 disables the check
+    # update norm <= this x the round's median update norm
+    norm_multiple: float = checked(10.0, above(0))
+    max_examples: int = checked(10_000_000, at_least(1))  # a larger num-examples is implausible
+    # cosine to the median update; -1 disables the check
+    min_cosine: float = checked(-1.0, within(-1, 1))
 
 
 @dataclass(frozen=True)
-class PartitionConfig:
+class PartitionConfig(_Section):
     """Simulated hospitals cut from one labelled pool (``simulations.partition``).
 
     ``pool`` empty: sites read their own folders (or synthetic hospitals) as before.
     """
 
+    SECTION: ClassVar[str] = "partition"
     pool: str = ""  # .npz file with <split>_images / <split>_labels arrays
-    split: str = "train"
-    kind: str = "iid"  # iid | dirichlet | quantity
-    alpha: float = 0.5  # dirichlet concentration (smaller = more label skew)
-    power: float = 1.5  # quantity skew: site sizes follow a power law with this exponent
-    min_size: int = 20  # fewest images a site may get
-    max_images: int = 0  # use only the first N pool images (0 = all)
+    split: str = checked("train", not_empty)
+    kind: PartitionKind = checked("iid", one_of(PARTITION_KINDS))
+    # dirichlet concentration (smaller = more label skew)
+    alpha: float = checked(0.5, above(0))
+    # quantity skew: site sizes follow a power law with this exponent
+    power: float = checked(1.5, at_least(0))
+    min_size: int = checked(20, at_least(0))  # fewest images a site may get
+    max_images: int = checked(0, at_least(0))  # use only the first N pool images (0 = all)
     shift: bool = False  # per-site acquisition shift (intensity, contrast, noise, ...)
-    seed: int = 0
+    seed: int = checked(0, at_least(0))
 
 
 @dataclass(frozen=True)
-class SimulationConfig:
+class SimulationConfig(_Section):
     """Local simulation only: engine resources and injected faults."""
 
-    max_parallel: int = 2  # clients training at once (one CPU each)
-    dropout: float = 0.0  # probability a sampled site fails its round
+    SECTION: ClassVar[str] = "simulation"
+    max_parallel: int = checked(2, at_least(1))  # clients training at once (one CPU each)
+    # probability a sampled site fails its round
+    dropout: float = checked(0.0, within(0, 1, open_high=True))
 
 
 @dataclass(frozen=True)
 class MedfedConfig:
-    """The whole configuration of one federated run."""
+    """The whole configuration of one federated run.
+
+    Every section checks its own values when constructed; the rules that tie settings of
+    different sections together are checked here, so a bad run config is refused before any
+    site is contacted.
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -182,6 +276,22 @@ class MedfedConfig:
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
 
     def __post_init__(self) -> None:
+        federation = self.federation
+        if federation.min_sites > federation.num_sites:
+            raise refuse(
+                "federation.min-sites",
+                federation.min_sites,
+                f"must be at most federation.num-sites ({federation.num_sites})",
+            )
+        classes = parse_class_names(self.data.class_names)
+        if self.model.num_classes != len(classes):
+            raise refuse(
+                "model.num-classes",
+                self.model.num_classes,
+                f"must equal the number of data.class-names ({len(classes)}: {', '.join(classes)})",
+            )
+        if self.run.resume and not self.run.run_dir:
+            raise refuse("run.resume", True, "needs run.run-dir, the run directory to continue")
         _check_secagg(self)
 
     @classmethod
@@ -225,15 +335,18 @@ def _check_secagg(config: MedfedConfig) -> None:
     if not config.secagg.enabled:
         return
     if config.strategy.name not in SECAGG_STRATEGIES:
-        raise ConfigError(
-            f"config key 'strategy.name' = {config.strategy.name!r}: with secagg.enabled=true "
-            f"only {', '.join(SECAGG_STRATEGIES)} is possible (the server sees only the sum "
-            "of the updates)"
+        raise refuse(
+            "strategy.name",
+            config.strategy.name,
+            f"with secagg.enabled=true only {', '.join(SECAGG_STRATEGIES)} is possible "
+            "(the server sees only the sum of the updates)",
         )
     if config.validation.enabled:
-        raise ConfigError(
-            "config key 'validation.enabled' = True: with secagg.enabled=true single updates "
-            "cannot be validated (the server sees only their sum); set validation.enabled=false"
+        raise refuse(
+            "validation.enabled",
+            True,
+            "with secagg.enabled=true single updates cannot be validated (the server sees "
+            "only their sum); set validation.enabled=false",
         )
 
 

@@ -80,8 +80,6 @@ def check_resume(config: MedfedConfig) -> tuple[RunDirectory, Checkpoint | None]
                 "(run.resume=true / medfed simulate --resume) or choose another run directory"
             )
         return None
-    if not run.run_dir:
-        raise ConfigError("run.resume needs run.run-dir: the run directory to continue")
     run_dir = RunDirectory.open_existing(run.run_dir)
     check_compatible(run_dir.stored_config(), config)
     checkpoint = load_latest(run_dir.path)

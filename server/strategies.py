@@ -30,7 +30,6 @@ from flwr.serverapp.strategy import (
 from flwr.serverapp.strategy.fedopt import FedOpt
 
 from common.config import MedfedConfig, StrategyConfig
-from common.errors import ConfigError
 from server.guarded import GuardedStrategy
 from server.recorder import RoundRecorder
 
@@ -88,13 +87,8 @@ STRATEGY_DESCRIPTIONS: dict[str, str] = {
 
 def build_strategy(config: MedfedConfig, recorder: RoundRecorder) -> GuardedStrategy:
     """The configured Flower strategy with medfed's hooks, wrapped in ``GuardedStrategy``."""
-    name = config.strategy.name.lower()
-    try:
-        builder = STRATEGY_REGISTRY[name]
-    except KeyError:
-        known = ", ".join(STRATEGY_REGISTRY)
-        raise ConfigError(f"unknown strategy '{config.strategy.name}' (known: {known})") from None
-    _check(config)
+    name = config.strategy.name  # checked by StrategyConfig (common.config.STRATEGY_NAMES)
+    builder = STRATEGY_REGISTRY[name]
     federation = config.federation
     common: dict[str, Any] = {
         "fraction_train": federation.fraction_train,
@@ -122,21 +116,6 @@ def _default_selected(config: MedfedConfig) -> int:
         int(config.federation.num_sites * config.federation.fraction_train),
     )
     return max(1, sampled - config.strategy.num_malicious)
-
-
-def _check(config: MedfedConfig) -> None:
-    strategy = config.strategy
-    if not 0.0 <= strategy.trim_beta < 0.5:
-        raise ConfigError(f"strategy.trim-beta must be in [0, 0.5), got {strategy.trim_beta}")
-    if strategy.proximal_mu < 0:
-        raise ConfigError(f"strategy.proximal-mu must be >= 0, got {strategy.proximal_mu}")
-    if strategy.num_malicious < 0 or strategy.num_selected < 0:
-        raise ConfigError("strategy.num-malicious and strategy.num-selected must be >= 0")
-    if not 0 < config.federation.min_sites <= config.federation.num_sites:
-        raise ConfigError(
-            f"federation.min-sites must be between 1 and federation.num-sites "
-            f"({config.federation.num_sites}), got {config.federation.min_sites}"
-        )
 
 
 # -- server-side optimiser state for checkpoints -------------------------------------------

@@ -38,8 +38,6 @@ def dirichlet(
     labels: np.ndarray, num_sites: int, config: PartitionConfig, rng: np.random.Generator
 ) -> list[np.ndarray]:
     """Label skew: per class, site proportions drawn from Dirichlet(alpha)."""
-    if config.alpha <= 0:
-        raise ConfigError(f"partition.alpha must be > 0, got {config.alpha}")
     classes = np.unique(labels)
     for _ in range(MAX_DIRICHLET_DRAWS):
         shards: list[list[np.ndarray]] = [[] for _ in range(num_sites)]
@@ -90,18 +88,12 @@ class SiteSplit:
 
 def partition(labels: np.ndarray, num_sites: int, config: PartitionConfig) -> list[np.ndarray]:
     """Sorted pool indices of each site (disjoint, covering the pool)."""
-    if num_sites < 1:
-        raise ConfigError("federation.num-sites must be at least 1")
     if num_sites * max(config.min_size, 1) > len(labels):
         raise ConfigError(
             f"a pool of {len(labels)} images cannot give {num_sites} sites "
             f"{max(config.min_size, 1)} images each"
         )
-    try:
-        partitioner = PARTITIONERS[config.kind]
-    except KeyError:
-        known = ", ".join(PARTITIONERS)
-        raise ConfigError(f"unknown partition.kind '{config.kind}' (known: {known})") from None
+    partitioner = PARTITIONERS[config.kind]  # kinds: common.config.PARTITION_KINDS
     rng = np.random.default_rng(config.seed)
     return [np.sort(shard) for shard in partitioner(labels, num_sites, config, rng)]
 

@@ -61,7 +61,10 @@ class CapturingHarness:
 
     def send(self, message_type: str, server_round: int = 1) -> Message:
         settings = ConfigRecord(
-            {**encode_round_settings(self.config, str(self.run_id)), keys.SERVER_ROUND: server_round}
+            {
+                **encode_round_settings(self.config, str(self.run_id)),
+                keys.SERVER_ROUND: server_round,
+            }
         )
         content = RecordDict(
             {keys.ARRAYS: model_to_arrays(self.global_model()), keys.CONFIG: settings}

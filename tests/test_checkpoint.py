@@ -112,7 +112,7 @@ def test_the_lifecycle_resumes_from_the_checkpoint_and_refuses_other_settings(
         ConfigError, match=r"cannot resume: settings differ .*privacy.target-epsilon"
     ):
         check_resume(resumed.replace(**{"privacy.target-epsilon": 2.0}))
-    with pytest.raises(ConfigError, match=r"run\.resume needs run\.run-dir"):
+    with pytest.raises(ConfigError, match=r"'run\.resume' = True: needs run\.run-dir"):
         check_resume(MedfedConfig().replace(**{"run.resume": True}))
     with pytest.raises(ConfigError, match="is not a medfed run directory"):
         RunDirectory.open_existing(tmp_path)

@@ -73,9 +73,7 @@ def test_the_audit_keeps_an_exact_copy_of_each_reply(tmp_path: Path) -> None:
     assert summary["records"] == {keys.METRICS: dict(metrics)}
 
 
-def test_the_client_app_hands_secagg_workflow_messages_to_secaggplus_and_others_to_medfed() -> (
-    None
-):
+def test_the_client_app_hands_secagg_workflow_messages_to_secaggplus_and_others_to_medfed() -> None:
     setup = RecordDict(
         {
             RECORD_KEY_CONFIGS: ConfigRecord(

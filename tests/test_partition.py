@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.config import MedfedConfig, PartitionConfig
+from common.config import PARTITION_KINDS, MedfedConfig, PartitionConfig
 from common.errors import ConfigError
-from simulations.partition import class_table, partition, split_site
+from simulations.partition import PARTITIONERS, class_table, partition, split_site
 from simulations.pool import read_labels
 from simulations.shift import AcquisitionStyle, apply_style, site_style
 from simulations.sites import PartitionedPool, site_splits
@@ -67,8 +67,9 @@ def test_quantity_skew_follows_a_power_law_with_iid_labels() -> None:
 
 
 def test_bad_partition_settings_are_one_line_errors() -> None:
-    with pytest.raises(ConfigError, match=r"unknown partition\.kind 'zipf'"):
-        partition(LABELS, 5, PartitionConfig(kind="zipf"))
+    with pytest.raises(ConfigError, match=r"'partition\.kind' = 'zipf': expected one of iid"):
+        PartitionConfig(kind="zipf")
+    assert tuple(PARTITIONERS) == PARTITION_KINDS
     with pytest.raises(ConfigError, match="cannot give 500 sites"):
         partition(LABELS, 500, PartitionConfig(kind="iid", min_size=10))
     with pytest.raises(ConfigError, match=r"raise partition\.alpha"):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from common.config import MedfedConfig
 from common.errors import ConfigError
 from medfed.cli import main
 from simulations.scenario import available_scenarios, load_scenario
@@ -81,3 +82,24 @@ def test_simulate_lists_the_scenarios(capsys) -> None:
     assert main(["simulate", "--list"]) == 0
     out = capsys.readouterr().out
     assert "hospitals-100-quantity" in out and "power-law" in out
+
+
+# Defaults a scenario states on purpose: what the scenario is about, named in its description.
+MEANINGFUL_RESTATEMENTS = {("pneumonia-5-noniid", "partition.alpha")}
+
+
+def test_scenarios_do_not_restate_the_config_defaults() -> None:
+    defaults = MedfedConfig().to_flat()
+
+    restated = {
+        (name, key)
+        for name in available_scenarios()
+        for key, value in load_scenario(name, DATA_ROOT).settings.items()
+        if key != "partition.pool" and value == defaults[key]
+    }
+
+    assert restated <= MEANINGFUL_RESTATEMENTS, f"drop these from the scenario files: {restated}"
+
+
+def test_the_demo_scenario_is_the_defaults() -> None:
+    assert load_scenario("demo").config() == MedfedConfig()

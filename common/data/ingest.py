@@ -25,13 +25,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from common.config import DataConfig
+from common.config import DataConfig, parse_class_names
 from common.data.cache import TensorCache, config_key, site_cache_dir
 from common.data.dicom import DicomInfo, DicomReadError, describe, open_dicom, quiet_pydicom
 from common.data.manifest import SPLITS, LabelledFile, SkippedFile, read_manifest
-from common.data.preprocess import RESIZE_MODES
-from common.data.volumes import FRAME_MODES, Geometry, Member, Sample, group_samples, sample_tensors
-from common.errors import ConfigError, SiteDataError
+from common.data.volumes import Geometry, Member, Sample, group_samples, sample_tensors
+from common.errors import SiteDataError
 
 
 @dataclass
@@ -50,27 +49,12 @@ class SiteIngest:
 
 
 def class_names(config: DataConfig) -> tuple[str, ...]:
-    """The site's class names, in label-index order."""
-    names = tuple(name.strip() for name in config.class_names.split(",") if name.strip())
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise ConfigError(
-            f"data.class-names needs two or more distinct names, got {config.class_names!r}"
-        )
-    return names
+    """The site's class names, in label-index order (checked by ``DataConfig``)."""
+    return parse_class_names(config.class_names)
 
 
 def geometry(config: DataConfig) -> Geometry:
-    """The preprocessing settings of ``config``, checked."""
-    if config.frames not in FRAME_MODES:
-        raise ConfigError(
-            f"data.frames must be one of {', '.join(FRAME_MODES)}, got {config.frames!r}"
-        )
-    if config.resize not in RESIZE_MODES:
-        raise ConfigError(
-            f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {config.resize!r}"
-        )
-    if config.channels not in (1, 3) or config.image_size < 1 or config.stack_depth < 1:
-        raise ConfigError("data.channels must be 1 or 3; data.image-size and data.stack-depth >= 1")
+    """The preprocessing settings of ``config`` (checked by ``DataConfig``)."""
     return Geometry(
         config.image_size, config.channels, config.frames, config.stack_depth, config.resize
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.config import DataConfig
+from common.config import DataConfig, parse_class_names
 from common.data.manifest import SPLITS
 from common.data.preprocess import fit_batch
 from common.data.sitedata import SiteData
@@ -65,7 +65,7 @@ def load_npz_site(
     indices: Mapping[str, Sequence[int]] | None = None,
 ) -> SiteData:
     """A ``SiteData`` from an ``.npz`` file, optionally restricted to some rows per split."""
-    num_classes = len([n for n in config.class_names.split(",") if n.strip()])
+    num_classes = len(parse_class_names(config.class_names))
     tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for split, (images, labels) in read_npz(path, site_id).items():
         if indices is not None:

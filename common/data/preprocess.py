@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 MEAN = 0.5
 STD = 0.5
-RESIZE_MODES = ("stretch", "pad")
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 

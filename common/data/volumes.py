@@ -32,8 +32,6 @@ from common.data.dicom import DicomInfo, decode_frame, frame_order
 from common.data.manifest import LabelledFile, SkippedFile, hashed_split
 from common.data.preprocess import resample_depth, to_model_input
 
-FRAME_MODES = ("middle", "all", "stack")
-
 
 @dataclass(frozen=True)
 class Member:

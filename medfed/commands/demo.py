@@ -8,37 +8,61 @@ from pathlib import Path
 from rich.console import Console
 
 from common.config import MedfedConfig
-from common.errors import MedfedError
 from medfed.commands.simulate import run_to_completion
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add the ``demo`` subcommand."""
+    """Add the ``demo`` subcommand; its defaults are ``MedfedConfig``'s."""
+    defaults = MedfedConfig()
     demo = commands.add_parser("demo", help="federated DP run on synthetic DICOM hospitals")
-    demo.add_argument("--sites", type=int, default=3, help="number of hospitals (default 3)")
-    demo.add_argument("--rounds", type=int, default=3, help="federated rounds (default 3)")
-    demo.add_argument("--epsilon", type=float, default=8.0, help="target ε per site")
+    demo.add_argument(
+        "--sites",
+        type=int,
+        default=defaults.federation.num_sites,
+        help="number of hospitals (default %(default)s)",
+    )
+    demo.add_argument(
+        "--rounds",
+        type=int,
+        default=defaults.federation.num_rounds,
+        help="federated rounds (default %(default)s)",
+    )
+    demo.add_argument(
+        "--epsilon",
+        type=float,
+        default=defaults.privacy.target_epsilon,
+        help="target ε per site (default %(default)s)",
+    )
     demo.add_argument("--no-dp", action="store_true", help="train without differential privacy")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--images-per-site", type=int, default=320)
-    demo.add_argument("--runs-dir", default="runs", help="where run directories go")
+    demo.add_argument(
+        "--seed", type=int, default=defaults.run.seed, help="random seed (default %(default)s)"
+    )
+    demo.add_argument(
+        "--images-per-site",
+        type=int,
+        default=defaults.data.synthetic_images_per_site,
+        help="synthetic images per hospital (default %(default)s)",
+    )
+    demo.add_argument(
+        "--runs-dir",
+        default=defaults.run.runs_dir,
+        help="where run directories go (default %(default)s)",
+    )
     demo.add_argument(
         "--synthetic-root",
-        default="~/.cache/medfed/synthetic",
-        help="cache folder for the generated hospitals",
+        default=defaults.data.synthetic_root,
+        help="cache folder for the generated hospitals (default %(default)s)",
     )
     demo.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     demo.set_defaults(func=run)
 
 
 def demo_config(args: argparse.Namespace) -> MedfedConfig:
-    """The typed config for the demo flags."""
-    if args.sites < 1 or args.rounds < 1:
-        raise MedfedError("--sites and --rounds must be at least 1")
+    """The typed config for the demo flags (checked: bad values are refused here)."""
     overrides = {
         "federation.num-sites": args.sites,
         "federation.num-rounds": args.rounds,
-        "federation.min-sites": min(2, args.sites),
+        "federation.min-sites": min(MedfedConfig().federation.min_sites, max(args.sites, 1)),
         "run.runs-dir": args.runs_dir,
         "run.name": "demo",
         "run.seed": args.seed,

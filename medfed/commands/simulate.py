@@ -87,9 +87,7 @@ def run(args: argparse.Namespace) -> int:
         for name in available_scenarios():
             print(f"{name:28s} {load_scenario(name).description}")
         return 0
-    config = simulate_config(args)
-    if config.federation.num_rounds < 1 or config.federation.num_sites < 1:
-        raise MedfedError("federation.num-rounds and federation.num-sites must be at least 1")
+    config = simulate_config(args)  # checked: a bad setting is refused here, before Ray starts
     console = Console()
     console.print(
         f"medfed simulate: {config.run.name}: {config.federation.num_sites} hospitals, "

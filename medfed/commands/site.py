@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from common.config import MedfedConfig
+from common.config import MedfedConfig, parse_class_names
 from common.data.ingest import SiteIngest, class_names, ingest_site
 from common.data.medmnist import find_npz
 from common.data.readiness import PHI_NOTE, SiteReport, build_report
@@ -58,6 +58,7 @@ def check_site(args: argparse.Namespace) -> int:
     overrides: dict[str, object] = {"data.strict": args.strict, "data.cache": not args.no_cache}
     if args.classes:
         overrides["data.class-names"] = args.classes
+        overrides["model.num-classes"] = len(parse_class_names(args.classes))
     if args.image_size:
         overrides["data.image-size"] = args.image_size
     if args.cache_dir:
