@@ -22,7 +22,6 @@ from torch.utils.data import TensorDataset
 from client.evaluate import evaluate_model
 from client.train import plan_round, train_locally
 from common.config import MedfedConfig
-from common.data.preprocess import normalise
 from common.data.sites import load_site
 from common.metrics import pool
 from common.models import build_model
@@ -33,7 +32,7 @@ def centralized(config: MedfedConfig, sites: list[Path], epochs: int) -> list[fl
     """Pooled AUC after each epoch of non-DP training on all sites' training splits."""
     data = [load_site(p, config.data, p.name) for p in sites]
     train = TensorDataset(
-        normalise(torch.cat([d.train_x for d in data])), torch.cat([d.train_y for d in data])
+        torch.cat([d.train_x for d in data]), torch.cat([d.train_y for d in data])
     )
     plain = config.replace(**{"privacy.enabled": False})
     torch.manual_seed(config.run.seed)

@@ -27,7 +27,6 @@ from torch.utils.data import TensorDataset
 
 from client.train import plan_round, prepare_training, run_steps
 from common.config import MedfedConfig
-from common.data.preprocess import normalise
 from common.models import build_model
 
 MODES = ("plain", "hooks", "ghost", "ew")
@@ -85,7 +84,7 @@ def main() -> None:
     with np.load(args.data) as arrays:
         images = torch.from_numpy(arrays["train_images"]).float().div(255).unsqueeze(1)
         labels = torch.from_numpy(arrays["train_labels"].reshape(-1).astype(np.int64))
-    dataset = TensorDataset(normalise(images), labels)
+    dataset = TensorDataset(images, labels)  # [0, 1]: run_steps normalises each batch
     print(f"{len(dataset)} images, batch {args.batch_size}, {args.threads} threads")
     print("| model | mode | s / epoch | examples / s | x plain |")
     print("|---|---|---|---|---|")

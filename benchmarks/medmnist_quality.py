@@ -47,7 +47,6 @@ from client.evaluate import predict_scores
 from client.train import plan_round, prepare_training, run_steps, train_locally
 from common import keys
 from common.config import MedfedConfig
-from common.data.preprocess import normalise
 from common.metrics import classification_metrics
 from common.models import build_model
 from common.params import arrays_to_model, model_to_arrays
@@ -183,7 +182,7 @@ def centralized(
     started = time.monotonic()
     torch.manual_seed(seed)
     images, labels = splits["train"]
-    train = TensorDataset(normalise(images), labels)
+    train = TensorDataset(images, labels)
     model = build_model(config.model, images.shape[1])
     plan = plan_round(len(train), config.train, config.privacy, planned_rounds=epochs)
     prepared = prepare_training(model, train, config.train, config.privacy, plan=plan)
@@ -271,7 +270,7 @@ def federated(
     config = setting.config
     started = time.monotonic()
     images, labels = splits["train"]
-    site_data = [TensorDataset(normalise(images[idx]), labels[idx]) for idx in sites]
+    site_data = [TensorDataset(images[idx], labels[idx]) for idx in sites]
     torch.manual_seed(seed)
     global_model = build_model(config.model, images.shape[1])
     arrays = model_to_arrays(global_model)

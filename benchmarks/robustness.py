@@ -31,14 +31,14 @@ from client.app import handle_train  # noqa: E402
 from client.evaluate import evaluate_model  # noqa: E402
 from client.site import SiteSources  # noqa: E402
 from common import keys  # noqa: E402
-from common.config import MedfedConfig  # noqa: E402
+from common.config import DataConfig, MedfedConfig  # noqa: E402
+from common.data.medmnist import load_npz_rows, read_npz_labels  # noqa: E402
 from common.models import build_model  # noqa: E402
 from common.params import arrays_to_model, model_to_arrays  # noqa: E402
 from common.round_settings import encode_round_settings  # noqa: E402
 from server.recorder import RoundRecorder  # noqa: E402
 from server.strategies import build_strategy  # noqa: E402
 from simulations.faults import corrupt  # noqa: E402
-from simulations.pool import read_images, read_labels  # noqa: E402
 from simulations.scenario import DEFAULT_DATA_ROOT  # noqa: E402
 from simulations.sites import PartitionedPool  # noqa: E402
 
@@ -114,11 +114,11 @@ def main() -> None:
     logging.getLogger("medfed").setLevel(logging.ERROR)
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     pool = args.data_root / "medmnist" / "pneumoniamnist.npz"
-    labels = read_labels(pool, "test")
-    test = (
-        torch.from_numpy(read_images(pool, "test", np.arange(len(labels)))),
-        torch.from_numpy(labels),
+    rows = np.arange(len(read_npz_labels(pool, "test", "test")))
+    held_out = load_npz_rows(
+        pool, DataConfig(image_size=28), "test", split="test", train_rows=rows, test_rows=rows[:0]
     )
+    test = (held_out.train_x, held_out.train_y)
     torch.set_num_threads(1)
     results = []
     for name in args.strategies:

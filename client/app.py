@@ -29,7 +29,6 @@ from client.site import PartitionSource, SiteSources
 from client.train import LocalTrainingResult, RoundPlan, plan_round, train_locally
 from common import keys
 from common.config import MedfedConfig
-from common.data.preprocess import normalise
 from common.data.sites import SiteData
 from common.metrics import to_wire
 from common.models import build_model
@@ -111,7 +110,7 @@ def handle_train(
     """
     settings, site_index, data = _prepare(content, context, sources or _new_sources())
     config = settings.config
-    dataset = TensorDataset(normalise(data.train_x), data.train_y)
+    dataset = TensorDataset(data.train_x, data.train_y)  # [0, 1]; normalised by the model step
     run_key = settings.run_key or str(context.run_id)
     privacy = SitePrivacy.open(context.node_config, config, data.site_id, run_key)
     plan = plan_round(

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.data.preprocess import normalise
+from common.data.preprocess import model_logits
 from common.metrics import ClassificationMetrics, classification_metrics
 
 
@@ -17,7 +17,7 @@ def predict_scores(
     """Class probabilities (N, K) and logits of ``model`` on images in [0, 1]."""
     model.eval()
     logits = [
-        model(normalise(images[start : start + batch_size]))
+        model_logits(model, images[start : start + batch_size])
         for start in range(0, len(images), batch_size)
     ]
     if not logits:

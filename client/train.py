@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from client.proximal import ProximalTerm
 from common.config import PrivacyConfig, TrainConfig
+from common.data.preprocess import model_logits
 from common.errors import ConfigError
 from common.privacy import HistoryEntry, epsilon_of, merge_history, noise_multiplier_for
 
@@ -215,7 +216,7 @@ def run_steps(
         return 0.0
     for images, labels in _batches(prepared, max_physical_batch):
         prepared.optimizer.zero_grad(set_to_none=True)
-        loss = prepared.criterion(prepared.model(images), labels)
+        loss = prepared.criterion(model_logits(prepared.model, images), labels)
         if proximal is not None and engine is None:
             (loss + proximal.penalty()).backward()
         else:
@@ -250,6 +251,8 @@ def train_locally(
 ) -> LocalTrainingResult:
     """One round of local training; returns loss, cumulative epsilon and updated history.
 
+    ``dataset`` holds images in [0, 1]; each batch is normalised on its way into the model
+    (``common.data.preprocess.model_logits``, shared with evaluation).
     ``proximal_mu`` > 0 adds FedProx's proximal term anchored at ``model``'s weights as
     received (call this right after loading the global model).
     """

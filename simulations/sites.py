@@ -3,48 +3,67 @@
 The server ships the partition description (``partition.*`` settings) inside every train /
 evaluate ConfigRecord, and each simulated node knows its ``partition-id``. ``PartitionedPool``
 turns the two into that one site's tensors when the site is asked to work: it partitions the
-pool's labels once per worker process, then reads the pool's images and keeps only the
-requested site's (never all N sites' tensors), applying the site's acquisition shift.
-Nothing here runs for a real hospital, which reads its own folder.
+pool's labels once per worker process, then reads the pool's images through the same MedMNIST
+reader and resize as a hospital's own ``.npz`` folder (``common.data.medmnist``), keeping only
+the requested site's rows (never all N sites' tensors) and applying the site's acquisition
+shift on [0, 1] images before the resize. Nothing here runs for a real hospital, which reads
+its own folder.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from common.config import MedfedConfig
+from common.data.medmnist import Restyle, load_npz_rows, read_npz_labels
 from common.data.sites import SiteData
-from common.errors import ConfigError
+from common.errors import ConfigError, SiteDataError
 from simulations.partition import SiteSplit, partition, split_site
-from simulations.pool import read_images, read_labels
 from simulations.shift import apply_style, site_style
+
+T = TypeVar("T")
+
+
+def pool_labels(config: MedfedConfig) -> np.ndarray:
+    """Integer labels of the pool's split (only the first ``partition.max-images`` if set)."""
+    spec = config.partition
+    labels = _pool_call(lambda: read_npz_labels(Path(spec.pool), spec.split, "pool"))
+    return labels[: spec.max_images] if spec.max_images > 0 else labels
 
 
 def site_splits(config: MedfedConfig) -> tuple[np.ndarray, list[SiteSplit]]:
     """The pool's labels and every site's train / held-out indices (labels only are read)."""
-    spec = config.partition
-    labels = read_labels(Path(spec.pool), spec.split, spec.max_images)
-    shards = partition(labels, config.federation.num_sites, spec)
+    labels = pool_labels(config)
+    shards = partition(labels, config.federation.num_sites, config.partition)
     splits = [
-        split_site(shard, labels, site, config.data.test_fraction, spec.seed)
+        split_site(shard, labels, site, config.data.test_fraction, config.partition.seed)
         for site, shard in enumerate(shards)
     ]
     return labels, splits
 
 
-def _fit(images: np.ndarray, size: int, channels: int) -> torch.Tensor:
-    tensor = torch.from_numpy(images)
-    if tensor.shape[1] != channels:
-        tensor = tensor.mean(dim=1, keepdim=True) if channels == 1 else tensor[:, :1]
-        tensor = tensor.expand(-1, channels, -1, -1).contiguous()
-    if tensor.shape[-1] != size or tensor.shape[-2] != size:
-        tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)
-    return tensor.clamp(0.0, 1.0)
+def _pool_call(read: Callable[[], T]) -> T:
+    """Run a pool read; a problem with the file is a configuration error (``partition.pool``)."""
+    try:
+        return read()
+    except SiteDataError as problem:
+        where = f"{problem.path}: " if problem.path else ""
+        raise ConfigError(f"partition.pool: {where}{problem.reason}") from None
+
+
+def _shift(config: MedfedConfig, site: int) -> Restyle | None:
+    """The site's acquisition style as a function on (n, C, H, W) images in [0, 1]."""
+    if not config.partition.shift:
+        return None
+    seed = config.partition.seed
+    style = site_style(seed, site)
+    return lambda batch: torch.from_numpy(apply_style(batch.numpy(), style, seed, site))
 
 
 @dataclass
@@ -68,21 +87,15 @@ class PartitionedPool:
         if key != self._key:
             self._labels, self._splits = site_splits(config)
             self._key = key
-        assert self._labels is not None
         split = self._splits[site]
-        both = np.concatenate([split.train, split.test])
-        images = read_images(Path(config.partition.pool), config.partition.split, both)
-        if config.partition.shift:
-            images = apply_style(
-                images, site_style(config.partition.seed, site), config.partition.seed, site
+        return _pool_call(
+            lambda: load_npz_rows(
+                Path(config.partition.pool),
+                config.data,
+                split.site,
+                split=config.partition.split,
+                train_rows=split.train,
+                test_rows=split.test,
+                restyle=_shift(config, site),
             )
-        tensor = _fit(images, config.data.image_size, config.data.channels)
-        labels = torch.from_numpy(self._labels[both])
-        n_train = len(split.train)
-        return SiteData(
-            site_id=split.site,
-            train_x=tensor[:n_train],
-            train_y=labels[:n_train],
-            test_x=tensor[n_train:],
-            test_y=labels[n_train:],
         )

@@ -12,10 +12,10 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import build_client_app
 from common import keys
-from common.round_settings import encode_round_settings
 from common.config import MedfedConfig
 from common.models import build_model
 from common.params import model_to_arrays
+from common.round_settings import encode_round_settings
 
 
 @dataclass

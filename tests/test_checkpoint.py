@@ -10,7 +10,6 @@ from rich.console import Console
 
 from common.config import MedfedConfig
 from common.errors import ConfigError
-from server.lifecycle import RunLifecycle, check_resume
 from server.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -20,6 +19,7 @@ from server.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from server.lifecycle import RunLifecycle, check_resume
 from server.rundir import METRICS_FILE, RunDirectory
 
 

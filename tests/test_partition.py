@@ -10,9 +10,8 @@ import pytest
 from common.config import PARTITION_KINDS, MedfedConfig, PartitionConfig
 from common.errors import ConfigError
 from simulations.partition import PARTITIONERS, class_table, partition, split_site
-from simulations.pool import read_labels
 from simulations.shift import AcquisitionStyle, apply_style, site_style
-from simulations.sites import PartitionedPool, site_splits
+from simulations.sites import PartitionedPool, pool_labels, site_splits
 from tests._fed_helpers import PNEUMONIA, write_pool
 
 LABELS = np.random.default_rng(5).choice([0, 1, 2], size=2000, p=[0.5, 0.3, 0.2])
@@ -134,16 +133,26 @@ def test_partitioned_pool_builds_only_the_requested_site(tmp_path: Path) -> None
         PartitionedPool().site_data(config, 4)
 
 
+def _pool_config(pool: Path, split: str = "train") -> MedfedConfig:
+    return MedfedConfig().replace(**{"partition.pool": str(pool), "partition.split": split})
+
+
 def test_pool_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does not exist"):
-        read_labels(tmp_path / "missing.npz", "train")
+    with pytest.raises(ConfigError, match=r"partition\.pool: .*missing\.npz: does not exist"):
+        pool_labels(_pool_config(tmp_path / "missing.npz"))
     pool = write_pool(tmp_path / "pool.npz", np.zeros(10, dtype=int))
-    with pytest.raises(ConfigError, match="has no array 'val_labels'"):
-        read_labels(pool, "val")
+    with pytest.raises(ConfigError, match=r"partition\.pool: .*has no array 'val_labels'"):
+        pool_labels(_pool_config(pool, "val"))
+    with pytest.raises(ConfigError, match=r"partition\.pool: .*has no array 'val_labels'"):
+        PartitionedPool().site_data(_pool_config(pool, "val"), 0)
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match=r"partition\.pool: .*is not a readable \.npz"):
+        pool_labels(_pool_config(broken))
 
 
 def test_real_pneumoniamnist_pool_partitions_into_five_non_iid_hospitals() -> None:
-    labels = read_labels(PNEUMONIA, "train")
+    labels = pool_labels(_pool_config(PNEUMONIA))
     assert len(labels) == 4708 and np.bincount(labels).tolist() == [1214, 3494]
     shards = partition(labels, 5, PartitionConfig(kind="dirichlet", alpha=0.5, min_size=100))
     shares = [float(labels[s].mean()) for s in shards]

@@ -27,8 +27,8 @@ from common.data.synthetic import ensure_synthetic_site
 from common.errors import ConfigError
 from common.models import build_model
 from common.round_settings import encode_round_settings
-from server.rundir import METRICS_FILE
 from server.app import run_federation
+from server.rundir import METRICS_FILE
 from server.secagg import FitResults, SecAggEngine
 
 

@@ -15,13 +15,13 @@ from flwr.app import ConfigRecord, Context, RecordDict
 from client.app import build_client_app, handle_evaluate
 from client.site import SiteSources
 from common import keys
-from common.round_settings import encode_round_settings
 from common.config import DataConfig, MedfedConfig
 from common.data.ingest import ingest_site
 from common.data.sites import SiteStore, load_site
 from common.data.synthetic import generate_site
 from common.models import build_model
 from common.params import model_to_arrays
+from common.round_settings import encode_round_settings
 from tests.messy_site import build_messy_site
 from tests.shared_data import dicom_file
 

@@ -4,12 +4,17 @@ The file holds ``{train,val,test}_images`` (N, H, W) or (N, H, W, 3) uint8 and
 ``{train,val,test}_labels`` (N, 1) or (N,) integers (``np.load`` without pickle). Images are
 scaled to [0, 1] and resized to the model input with the same torch code as DICOM images;
 labels must be below the number of configured class names. ``indices`` restricts a split to
-some rows (a partition of one file among simulated sites). No disk cache: this is fast.
+some rows. Simulated hospitals cut from one pool use the same code: ``read_npz_labels`` reads
+only a split's labels (enough to partition and print the class table) and ``load_npz_rows``
+turns the rows of one split into a site's train / held-out tensors, optionally restyled on
+[0, 1] images before the one resize (``common.data.preprocess.fit_batch``). No disk cache:
+this is fast.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +27,8 @@ from common.data.sitedata import SiteData
 from common.errors import SiteDataError
 
 NPZ_SPLITS = {"train": "train", "val": "val", "test": "test"}
+# (n, C, H, W) float32 in [0, 1] -> the same, e.g. a simulated site's acquisition style
+Restyle = Callable[[torch.Tensor], torch.Tensor]
 
 
 def find_npz(root: Path) -> Path | None:
@@ -97,11 +104,69 @@ def load_npz_site(
     )
 
 
+def read_npz_labels(path: Path, split: str, site_id: str) -> np.ndarray:
+    """Integer labels (N,) of one split, without reading (decompressing) any image."""
+    return _npz_array(path, f"{split}_labels", site_id).reshape(-1).astype(np.int64)
+
+
+def load_npz_rows(
+    path: Path,
+    config: DataConfig,
+    site_id: str,
+    *,
+    split: str,
+    train_rows: np.ndarray,
+    test_rows: np.ndarray,
+    restyle: Restyle | None = None,
+) -> SiteData:
+    """Rows of one split as a site's train / held-out tensors (in the order given)."""
+    rows = np.concatenate([train_rows, test_rows]).astype(np.int64)
+    images = _npz_array(path, f"{split}_images", site_id)
+    if images.ndim not in (3, 4):
+        raise SiteDataError(site_id, f"{split}_images has unsupported shape {images.shape}", path)
+    labels = read_npz_labels(path, split, site_id)
+    batch = to_unit_batch(images[rows])
+    if restyle is not None:
+        batch = restyle(batch)
+    tensor = fit_batch(batch, config.image_size, config.channels)
+    targets = torch.from_numpy(labels[rows])
+    n_train = len(train_rows)
+    return SiteData(
+        site_id=site_id,
+        train_x=tensor[:n_train],
+        train_y=targets[:n_train],
+        test_x=tensor[n_train:],
+        test_y=targets[n_train:],
+        layout="npz",
+    )
+
+
+def _npz_array(path: Path, key: str, site_id: str) -> np.ndarray:
+    """One array of an ``.npz`` file (the others stay compressed on disk)."""
+    if not path.is_file():
+        raise SiteDataError(site_id, "does not exist", path)
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            if key not in arrays.files:
+                raise SiteDataError(
+                    site_id, f"has no array '{key}' (it has {', '.join(arrays.files)})", path
+                )
+            return arrays[key]
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise SiteDataError(site_id, f"is not a readable .npz: {exc}", path) from None
+
+
+def to_unit_batch(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W) or (N, H, W, C) images -> float32 (N, C, H, W) in [0, 1] (uint8 / 255)."""
+    batch = torch.from_numpy(np.ascontiguousarray(images))
+    batch = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
+    batch = batch.permute(0, 3, 1, 2) if batch.ndim == 4 else batch.unsqueeze(1)
+    return batch.clamp(0.0, 1.0)
+
+
 def to_model_tensor(images: np.ndarray, size: int, channels: int) -> torch.Tensor:
     """uint8 (N, H, W[, 3]) -> float32 (N, channels, size, size) in [0, 1]."""
-    batch = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
-    batch = batch.permute(0, 3, 1, 2) if batch.ndim == 4 else batch.unsqueeze(1)
-    return fit_batch(batch, size, channels)
+    return fit_batch(to_unit_batch(images), size, channels)
 
 
 def _empty_like(train: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,9 @@
 """Images in [0, 1] -> the model's input size and channels (torch ops only), and normalisation.
 
+Every image source (a DICOM folder, a MedMNIST ``.npz``, a simulated site cut from a pool)
+reaches the model through ``fit_batch``, and stays in [0, 1] until ``model_logits``, the one
+place inputs are normalised (local training and evaluation both call it).
+
 ``to_model_input`` resizes one decoded frame to ``(channels, size, size)``: ``stretch`` scales
 each axis independently, ``pad`` keeps the aspect ratio and pads the short side with black.
 Colour to grayscale uses ITU-R BT.601 luma weights; grayscale to RGB repeats the channel.
@@ -11,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 MEAN = 0.5
 STD = 0.5
@@ -20,6 +25,11 @@ _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 def normalise(images: torch.Tensor) -> torch.Tensor:
     """Map images in [0, 1] to roughly [-1, 1]."""
     return (images - MEAN) / STD
+
+
+def model_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Logits of ``model`` on images in [0, 1]: the one place model inputs are normalised."""
+    return model(normalise(images))
 
 
 def to_model_input(
