@@ -44,6 +44,7 @@ def _config(pool: Path, size: int, channels: int) -> MedfedConfig:
             "partition.kind": "iid",
             "partition.min-size": 1,
             "federation.num-sites": 1,
+            "federation.min-sites": 1,
             "data.image-size": size,
             "data.channels": channels,
             "data.cache": False,
