@@ -34,9 +34,9 @@ from common import keys  # noqa: E402
 from common.config import MedfedConfig  # noqa: E402
 from common.models import build_model  # noqa: E402
 from common.params import arrays_to_model, model_to_arrays  # noqa: E402
+from medfed.testing.faults import corrupt  # noqa: E402
 from server.recorder import RoundRecorder  # noqa: E402
 from server.strategies import build_strategy  # noqa: E402
-from simulations.faults import corrupt  # noqa: E402
 from simulations.pool import read_images, read_labels  # noqa: E402
 from simulations.scenario import DEFAULT_DATA_ROOT  # noqa: E402
 

@@ -3,5 +3,4 @@
 - ``certs``: the federation's CA, the SuperLink certificate, each hospital's node key.
 - ``commands``: the exact Flower command lines (SuperLink, SuperNode, register, run).
 - ``gateway``: the nginx config that exposes only the SuperNode's Fleet API routes.
-- ``local``: all of it as real processes on one machine, for tests and benchmarks.
 """
