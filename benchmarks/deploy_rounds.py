@@ -1,7 +1,7 @@
 """Wall time of a real deployment run: SuperLink + N SuperNodes on 127.0.0.1, TLS + node auth.
 
-Starts the federation with ``deploy.local.LocalFederation`` (the README recipe's commands),
-on synthetic hospitals, and times ``flwr run`` for the given rounds, with and without
+Starts the federation with ``medfed.testing.federation.LocalFederation`` (the README recipe's
+commands), on synthetic hospitals, and times ``flwr run`` for the given rounds, with and without
 SecAgg+, optionally with the hospitals behind the Fleet-only nginx gateway. Prints one JSON
 line per measurement; paste the numbers into BENCHMARKS.md.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from common.data.synthetic import generate_site
 from common.naming import site_name
-from deploy.local import Hospital, LocalFederation
+from medfed.testing.federation import Hospital, LocalFederation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -36,9 +36,9 @@ from common.data.medmnist import load_npz_rows, read_npz_labels  # noqa: E402
 from common.models import build_model  # noqa: E402
 from common.params import arrays_to_model, model_to_arrays  # noqa: E402
 from common.round_settings import encode_round_settings  # noqa: E402
+from medfed.testing.faults import corrupt  # noqa: E402
 from server.recorder import RoundRecorder  # noqa: E402
 from server.strategies import build_strategy  # noqa: E402
-from simulations.faults import corrupt  # noqa: E402
 from simulations.scenario import DEFAULT_DATA_ROOT  # noqa: E402
 from simulations.sites import PartitionedPool  # noqa: E402
 

@@ -1,0 +1,26 @@
+"""The hospital side: the ClientApp that trains and evaluates on a site's own data.
+
+Flower loads the ClientApp object as ``client.app:app`` (pyproject
+``[tool.flwr.app.components]``); ``build_client_app(mods)`` builds one with extra client mods
+(simulations add dropout and fault mods this way). Modules: ``app`` (message handlers),
+``site`` (which data a node reads), ``train`` (DP-SGD with Opacus), ``budget`` and
+``privacy_state`` (the site's ε budget, kept on its own disk), ``evaluate``, ``proximal``
+(FedProx term), ``secagg`` (SecAgg+ client), ``outbound`` (error redaction, outbound audit).
+
+``client`` imports ``common`` only, never ``server``. The names below are imported on first
+use (they need torch and Flower).
+"""
+
+from typing import TYPE_CHECKING
+
+from common._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from client.app import build_client_app
+    from client.evaluate import evaluate_model
+
+__all__ = ["build_client_app", "evaluate_model"]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"build_client_app": "client.app", "evaluate_model": "client.evaluate"}
+)

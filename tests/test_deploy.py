@@ -1,7 +1,7 @@
 """Real deployment on 127.0.0.1: SuperLink + two SuperNodes as processes, TLS + node auth.
 
-``deploy.local.LocalFederation`` starts them the way the README recipe does (certificates
-and keys from ``deploy.certs``, command lines from ``deploy.commands``). Two canary
+``medfed.testing.federation.LocalFederation`` starts them the way the README recipe does
+(certificates and keys from ``deploy.certs``, command lines from ``deploy.commands``). Two canary
 hospitals (a checkerboard block in every image, a known fake patient name in every header)
 train for two rounds; each SuperNode keeps an outbound audit (``audit-dir``) of everything
 its ClientApp sent, which the wire test reads.
@@ -29,7 +29,8 @@ from common.data.sites import load_site
 from common.models import build_model
 from deploy.certs import CA_CERT, site_key_paths
 from deploy.commands import SuperNodeSpec, flwr_config_toml
-from deploy.local import (
+from medfed.cli import main as medfed_main
+from medfed.testing.federation import (
     CONNECTION,
     HOST,
     Hospital,
@@ -39,7 +40,6 @@ from deploy.local import (
     online_nodes,
     run,
 )
-from medfed.cli import main as medfed_main
 from server.rundir import CONFIG_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE
 from tests.deploy_support import (
     CANARY_PATIENT,

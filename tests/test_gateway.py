@@ -27,7 +27,7 @@ from deploy.gateway import (
     SUPERNODE_FLEET_ROUTES,
     nginx_executable,
 )
-from deploy.local import Hospital, LocalFederation, flwr_env, online_nodes, run
+from medfed.testing.federation import Hospital, LocalFederation, flwr_env, online_nodes, run
 from server.rundir import METRICS_FILE, MODEL_FILE, REPORT_FILE
 from tests.deploy_support import REPO_ROOT
 

@@ -13,9 +13,9 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord
 
 from common.config import MedfedConfig
+from medfed.testing.faults import corrupt
 from server.recorder import RoundRecorder
 from server.strategies import build_strategy
-from simulations.faults import corrupt
 from tests._fed_helpers import FakeGrid, reply, task_identity, train_content
 
 __all__ = ["task_identity"]

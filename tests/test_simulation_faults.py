@@ -13,8 +13,8 @@ import pytest
 from rich.console import Console
 
 from common.config import MedfedConfig
+from medfed.testing.faults import corrupt_updates_mod, fail_site_mod
 from server.rundir import METRICS_FILE
-from simulations.faults import corrupt_updates_mod, fail_site_mod
 from simulations.runner import run_simulated_federation
 from tests._fed_helpers import PNEUMONIA
 
