@@ -7,6 +7,7 @@ records what the site sends, and the server strategy's ``aggregate_fit`` input i
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from rich.console import Console
 
 from client.app import handle_evaluate, handle_train
 from client.outbound import AuditTo, read_audit
+from client.privacy_state import STATE_FILE
 from client.secagg import SiteClient, SiteHandlers, build_secagg_client_app
 from common import keys
 from common.config import MedfedConfig
@@ -28,6 +30,7 @@ from common.errors import ConfigError
 from common.models import build_model
 from common.round_settings import encode_round_settings
 from server.app import run_federation
+from server.checkpoint import CHECKPOINT_DIR, load_latest
 from server.rundir import METRICS_FILE
 from server.secagg import FitResults, SecAggEngine
 
@@ -42,6 +45,9 @@ def _config(tmp_path: Path) -> MedfedConfig:
             "federation.num-rounds": 2,
             "federation.num-sites": 2,
             "privacy.accountant": "rdp",
+            # explicit noise, generous run cap: a resumed round counted twice is not declined
+            "privacy.noise-multiplier": 1.0,
+            "privacy.target-epsilon": 50.0,
             "run.run-dir": str(tmp_path / "run"),
             "train.batch-size": 8,
             "secagg.enabled": True,
@@ -61,15 +67,8 @@ def _unmasked_updates(folder: Path) -> dict[str, list[list[np.ndarray]]]:
     return by_round
 
 
-@pytest.mark.slow
-def test_strategy_receives_only_the_secure_aggregate(tmp_path: Path) -> None:
-    # Prepare
-    config = _config(tmp_path)
-    for index in range(2):
-        ensure_synthetic_site(
-            Path(config.data.synthetic_root), index, seed=0, num_images=32, image_size=64
-        )
-    received: dict[int, FitResults] = {}
+def _run_secagg(config: MedfedConfig, tmp_path: Path, received: dict[int, FitResults]) -> None:
+    """A 2-site SecAgg+ federation in Flower's simulation engine, audited at both sides."""
     server_app = ServerApp()
 
     @server_app.main()
@@ -89,8 +88,6 @@ def test_strategy_receives_only_the_secure_aggregate(tmp_path: Path) -> None:
         outer_mods=[AuditTo(tmp_path / "sent")],
         inner_mods=[AuditTo(tmp_path / "unmasked")],
     )
-
-    # Execute
     run_simulation(
         server_app=server_app,
         client_app=client_app,
@@ -100,6 +97,29 @@ def test_strategy_receives_only_the_secure_aggregate(tmp_path: Path) -> None:
             "init_args": {"logging_level": logging.ERROR, "log_to_driver": False},
         },
     )
+
+
+def _booked_runs(config: MedfedConfig) -> dict[str, list[str]]:
+    """Run keys in each simulated site's privacy state (its default state directory)."""
+    root = Path(config.data.synthetic_root) / ".privacy"
+    return {
+        site.name: sorted(json.loads((site / STATE_FILE).read_text())["runs"])
+        for site in sorted(root.iterdir())
+    }
+
+
+@pytest.mark.slow
+def test_strategy_receives_only_the_secure_aggregate(tmp_path: Path) -> None:
+    # Prepare
+    config = _config(tmp_path)
+    for index in range(2):
+        ensure_synthetic_site(
+            Path(config.data.synthetic_root), index, seed=0, num_images=32, image_size=64
+        )
+    received: dict[int, FitResults] = {}
+
+    # Execute
+    _run_secagg(config, tmp_path, received)
 
     # Assert: two rounds recorded in the run directory
     lines = (tmp_path / "run" / METRICS_FILE).read_text().splitlines()
@@ -145,6 +165,25 @@ def test_strategy_receives_only_the_secure_aggregate(tmp_path: Path) -> None:
                             assert not np.allclose(sent, raw, atol=1e-3)
     # 2 sites x 2 rounds sent one masked vector per parameter array; all were compared
     assert compared >= 4 * len(unmasked["1"][0])
+
+    # Assert: the same lifecycle as a plain run: checkpoints, and each site booked its
+    # privacy spend under the run directory's name (the run key), not Flower's run id
+    assert load_latest(tmp_path / "run").round == 2
+    assert _booked_runs(config) == {"hospital-a": ["run"], "hospital-b": ["run"]}
+
+    # Execute: lose round 2 (as if the coordinator died after round 1) and resume
+    (tmp_path / "run" / CHECKPOINT_DIR / "round-0002.npz").unlink()
+    resumed: dict[int, FitResults] = {}
+    _run_secagg(config.replace(**{"run.resume": True}), tmp_path / "again", resumed)
+
+    # Assert: only round 2 ran again, under its true number and the same run key
+    assert sorted(resumed) == [2]
+    lines = [
+        json.loads(line) for line in (tmp_path / "run" / METRICS_FILE).read_text().splitlines()
+    ]
+    assert [line["round"] for line in lines] == [1, 2]
+    assert load_latest(tmp_path / "run").round == 2
+    assert _booked_runs(config) == {"hospital-a": ["run"], "hospital-b": ["run"]}
 
 
 def test_a_site_larger_than_max_weight_refuses_to_send() -> None:
