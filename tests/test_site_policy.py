@@ -181,6 +181,29 @@ def test_evaluate_of_a_refused_run_is_a_redacted_error_without_reading_data(
     assert "require-dp" not in reply.error.reason  # the reason stays at the site
 
 
+def test_simulated_node_without_a_data_path_trains_a_run_without_dp(
+    small_site: Path, config: MedfedConfig, tmp_path: Path
+) -> None:
+    no_dp = config.replace(**NO_DP)
+    harness = CapturingHarness(small_site, no_dp)
+    content = RecordDict(
+        {
+            keys.ARRAYS: model_to_arrays(harness.global_model()),
+            keys.CONFIG: ConfigRecord(
+                {**encode_round_settings(no_dp, "sim"), keys.SERVER_ROUND: 1}
+            ),
+        }
+    )
+    node_config = {keys.NODE_PARTITION_ID: 0, keys.NODE_STATE_DIR: str(tmp_path / "state")}
+    context = Context(
+        run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config={}
+    )
+
+    reply = handle_train(content, context, SiteSources.create())
+
+    assert reply[keys.METRICS][keys.TRAIN_STATUS] == keys.STATUS_TRAINED  # type: ignore[index]
+
+
 # --- the coordinator cannot override ---------------------------------------------------
 
 
