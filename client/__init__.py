@@ -4,7 +4,8 @@ Flower loads the ClientApp object as ``client.app:app`` (pyproject
 ``[tool.flwr.app.components]``); ``build_client_app(mods)`` builds one with extra client mods
 (simulations add dropout and fault mods this way). Modules: ``app`` (message handlers),
 ``site`` (which data a node reads), ``train`` (DP-SGD with Opacus), ``budget`` and
-``privacy_state`` (the site's ε budget, kept on its own disk), ``evaluate``, ``proximal``
+``privacy_state`` (the site's ε budget, kept on its own disk), ``policy`` (the site's
+privacy policy from its node config: the runs it agrees to train), ``evaluate``, ``proximal``
 (FedProx term), ``secagg`` (SecAgg+ client), ``outbound`` (error redaction, outbound audit).
 
 ``client`` imports ``common`` only, never ``server``. The names below are imported on first
@@ -18,9 +19,15 @@ from common._lazy import lazy_exports
 if TYPE_CHECKING:
     from client.app import build_client_app
     from client.evaluate import evaluate_model
+    from client.policy import SitePolicy
 
-__all__ = ["build_client_app", "evaluate_model"]
+__all__ = ["SitePolicy", "build_client_app", "evaluate_model"]
 
 __getattr__, __dir__ = lazy_exports(
-    __name__, {"build_client_app": "client.app", "evaluate_model": "client.evaluate"}
+    __name__,
+    {
+        "SitePolicy": "client.policy",
+        "build_client_app": "client.app",
+        "evaluate_model": "client.evaluate",
+    },
 )

@@ -7,7 +7,8 @@ site's data, cache and privacy state live comes from its node config. The site's
 accountant history lives on disk in the site's state directory (``client.privacy_state``),
 keyed by the run key the server sends (the run directory's name), so epsilon accumulates
 across rounds, SuperNode restarts and resumed runs; a round that would exceed the budget is
-declined (``client.budget``).
+declined (``client.budget``), and so is a run that breaks the site's own privacy policy
+(node config ``require-dp``, ``max-epsilon``, …: ``client.policy``), before any data is read.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from torch.utils.data import TensorDataset
 from client.budget import SitePrivacy
 from client.evaluate import evaluate_model
 from client.outbound import audit_outbound, contain_errors
+from client.policy import SitePolicy
 from client.secagg import SecAggRouter, SiteHandlers
 from client.site import PartitionSource, SiteSources
 from client.train import LocalTrainingResult, RoundPlan, plan_round, train_locally
 from common import keys
 from common.config import MedfedConfig
 from common.data.sites import SiteData
+from common.errors import ConfigError
 from common.metrics import to_wire
 from common.models import build_model
 from common.params import arrays_to_model, model_to_arrays
@@ -88,16 +91,41 @@ def build_client_app(
 app = build_client_app([audit_outbound])
 
 
-def _prepare(
-    content: RecordDict, context: Context, sources: SiteSources
-) -> tuple[RoundSettings, int, SiteData]:
+def _settings(content: RecordDict) -> RoundSettings:
     settings = decode_round_settings(content[keys.CONFIG])
+    if settings.config.train.threads > 0:
+        torch.set_num_threads(settings.config.train.threads)
+    return settings
+
+
+def _site_policy(
+    settings: RoundSettings, context: Context, sources: SiteSources
+) -> tuple[SitePolicy, str | None]:
+    """The site's policy and why it refuses this task (None: allowed); reads no data."""
+    policy = SitePolicy.from_node_config(sources.node_config(context.node_config))
+    return policy, policy.check(settings.config, server_round=settings.server_round)
+
+
+def _load(settings: RoundSettings, context: Context, sources: SiteSources) -> tuple[int, SiteData]:
     config = settings.config
-    if config.train.threads > 0:
-        torch.set_num_threads(config.train.threads)
     site_index, data = sources.load(context.node_config, config)
     torch.manual_seed(hash((config.run.seed, site_index, settings.server_round)) % 2**31)
-    return settings, site_index, data
+    return site_index, data
+
+
+def _declined_by_policy(content: RecordDict, context: Context, reason: str) -> RecordDict:
+    """A decline reply before any data was read: the global model back, 0 examples."""
+    LOG.warning("this site declines to train under its privacy policy: %s", reason)
+    site_index = int(context.node_config.get(keys.NODE_PARTITION_ID, 0))  # type: ignore[call-overload]
+    metrics = MetricRecord(
+        {
+            keys.NUM_EXAMPLES: 0,
+            keys.SITE_INDEX: site_index,
+            keys.TRAIN_LOSS: 0.0,
+            keys.TRAIN_STATUS: keys.STATUS_DECLINED_POLICY,
+        }
+    )
+    return RecordDict({keys.ARRAYS: content[keys.ARRAYS], keys.METRICS: metrics})
 
 
 def handle_train(
@@ -106,9 +134,16 @@ def handle_train(
     """Train the received global model locally (DP-SGD when enabled) and reply.
 
     Declines (replies ``train-status`` = declined, 0 examples, the global model unchanged)
-    when the round would take the site past its privacy budget.
+    when the run breaks the site's privacy policy (``client.policy``: checked before any data
+    is read, the calibrated noise after planning) or the round would take the site past its
+    privacy budget (``client.budget``).
     """
-    settings, site_index, data = _prepare(content, context, sources or _new_sources())
+    sources = sources or _new_sources()
+    settings = _settings(content)
+    policy, refusal = _site_policy(settings, context, sources)
+    if refusal is not None:
+        return _declined_by_policy(content, context, refusal)
+    site_index, data = _load(settings, context, sources)
     config = settings.config
     dataset = TensorDataset(data.train_x, data.train_y)  # [0, 1]; normalised by the model step
     run_key = settings.run_key or str(context.run_id)
@@ -120,10 +155,15 @@ def handle_train(
         planned_rounds=config.federation.num_rounds,
         calibrate=privacy.calibrate,
     )
+    refusal = policy.check(
+        config, server_round=settings.server_round, noise_multiplier=plan.noise_multiplier
+    )
     verdict = privacy.check(plan)
-    if not verdict.allowed:
-        LOG.warning("site '%s' declines to train: %s", data.site_id, verdict.reason)
-        metrics = _train_metrics(config, site_index, plan, None, privacy.spent())
+    if refusal is not None or not verdict.allowed:
+        status = keys.STATUS_DECLINED_POLICY if refusal else keys.STATUS_DECLINED_BUDGET
+        why = f"its privacy policy: {refusal}" if refusal else verdict.reason
+        LOG.warning("site '%s' declines to train: %s", data.site_id, why)
+        metrics = _train_metrics(config, site_index, plan, None, privacy.spent(), status)
         return RecordDict({keys.ARRAYS: content[keys.ARRAYS], keys.METRICS: metrics})
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
@@ -148,13 +188,14 @@ def _train_metrics(
     plan: RoundPlan,
     result: LocalTrainingResult | None,
     epsilon: float | None,
+    declined: int = keys.STATUS_DECLINED_BUDGET,
 ) -> MetricRecord:
-    """The same keys for a trained and a declined reply (``result`` None = declined)."""
+    """The same keys for a trained and a declined reply (``result`` None = ``declined``)."""
     metrics: dict[str, float | int] = {
         keys.NUM_EXAMPLES: result.num_examples if result else 0,
         keys.SITE_INDEX: site_index,
         keys.TRAIN_LOSS: result.train_loss if result else 0.0,
-        keys.TRAIN_STATUS: keys.STATUS_TRAINED if result else keys.STATUS_DECLINED_BUDGET,
+        keys.TRAIN_STATUS: keys.STATUS_TRAINED if result else declined,
     }
     if config.privacy.enabled:
         metrics[keys.EPSILON] = float(epsilon or 0.0)
@@ -167,8 +208,18 @@ def _train_metrics(
 def handle_evaluate(
     content: RecordDict, context: Context, sources: SiteSources | None = None
 ) -> RecordDict:
-    """Evaluate the received global model on this site's held-out split and reply."""
-    settings, site_index, data = _prepare(content, context, sources or _new_sources())
+    """Evaluate the received global model on this site's held-out split and reply.
+
+    A run the site's privacy policy refuses is not evaluated either: before any data is read
+    the handler raises ``ConfigError``, which ``contain_errors`` turns into a redacted error
+    reply (the reason stays in the site's log), and the server carries on without the site.
+    """
+    sources = sources or _new_sources()
+    settings = _settings(content)
+    _, refusal = _site_policy(settings, context, sources)
+    if refusal is not None:
+        raise ConfigError(f"this site's privacy policy refuses the run: {refusal}")
+    site_index, data = _load(settings, context, sources)
     config = settings.config
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)

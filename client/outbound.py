@@ -29,6 +29,7 @@ from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.proto.message_pb2 import Message as ProtoMessage  # pylint: disable=E0611
 
 from common import keys
+from common.errors import MedfedError
 
 LOG = logging.getLogger("medfed.client")
 AUDIT_SUFFIX = ".pb"
@@ -40,7 +41,10 @@ def contain_errors(msg: Message, context: Context, call_next: ClientAppCallable)
     try:
         return call_next(msg, context)
     except Exception as error:  # any failure: log it here, send only its type
-        LOG.error("%s handler failed at this site", msg.metadata.message_type, exc_info=error)
+        if isinstance(error, MedfedError):  # a one-line explanation: no traceback needed
+            LOG.error("%s handler failed at this site: %s", msg.metadata.message_type, error)
+        else:
+            LOG.error("%s handler failed at this site", msg.metadata.message_type, exc_info=error)
         reason = f"{type(error).__name__} at the site (details in the site's SuperNode log)"
         return Message(
             Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg

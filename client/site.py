@@ -99,6 +99,10 @@ class SiteSources:
         store = SiteStore(progress=progress, on_load=on_load)
         return cls(store, partitions, dict(site_defaults or {}))
 
+    def node_config(self, node_config: Mapping[str, object]) -> dict[str, object]:
+        """The node's config over the injected ``site_defaults`` (the node's own values win)."""
+        return {**self.site_defaults, **node_config}
+
     def load(self, node_config: Mapping[str, object], config: MedfedConfig) -> tuple[int, SiteData]:
         """This node's site index and data: its own folder, a pool partition, or synthetic.
 
@@ -117,5 +121,5 @@ class SiteSources:
             index = int(node_config[keys.NODE_PARTITION_ID])  # type: ignore[call-overload]
             return index, self.partitions.site_data(config, index)
         site = locate_site(node_config, config)
-        data = site_data_config({**self.site_defaults, **node_config}, config.data)
+        data = site_data_config(self.node_config(node_config), config.data)
         return site.site_index, self.store.get(site.path, data, site.site_id)

@@ -24,11 +24,15 @@ EPSILON = "epsilon"
 DELTA = "delta"
 NOISE_MULTIPLIER = "noise-multiplier"
 SAMPLE_RATE = "sample-rate"
-# A site's answer to a train request: trained, or declined because the round would take its
-# spent epsilon past its budget (it then sends the global model back unchanged, 0 examples).
+# A site's answer to a train request: trained, or declined (it then sends the global model
+# back unchanged, 0 examples) because the round would take its spent epsilon past its budget,
+# or because the run breaks the site's privacy policy (``client.policy``). The reason itself
+# stays at the site: only the status crosses the wire.
 TRAIN_STATUS = "train-status"
 STATUS_TRAINED = 0
 STATUS_DECLINED_BUDGET = 1
+STATUS_DECLINED_POLICY = 2
+DECLINED_STATUSES = frozenset({STATUS_DECLINED_BUDGET, STATUS_DECLINED_POLICY})
 
 EVAL_LOSS = "eval-loss"
 EVAL_ACC = "eval-acc"
@@ -100,3 +104,12 @@ NODE_EPSILON_BUDGET = "epsilon-budget"
 NODE_CACHE_DIR = "cache-dir"  # optional: where the site's tensor cache lives
 NODE_CACHE = "cache"  # optional: false = no tensor cache at this site
 NODE_AUDIT_DIR = "audit-dir"  # optional: keep a copy of every reply (client.outbound)
+# The site's privacy policy (``client.policy``): node config only, never the run config.
+NODE_REQUIRE_DP = "require-dp"  # default true at a site with a data-path
+NODE_MAX_EPSILON = "max-epsilon"  # per run
+NODE_MAX_DELTA = "max-delta"
+NODE_MIN_NOISE_MULTIPLIER = "min-noise-multiplier"
+NODE_MAX_ROUNDS = "max-rounds"
+POLICY_KEYS = frozenset(
+    {NODE_REQUIRE_DP, NODE_MAX_EPSILON, NODE_MAX_DELTA, NODE_MIN_NOISE_MULTIPLIER, NODE_MAX_ROUNDS}
+)

@@ -11,17 +11,18 @@ from server.recorder import RoundRecord
 def round_line(record: RoundRecord, num_rounds: int) -> str:
     """One line: round, loss, accuracy, ROC-AUC, max epsilon, participating sites.
 
-    Sites that failed, timed out or whose update was rejected are named after the ones that
-    took part; a round with too few valid updates says that the global model was kept.
+    Sites that declined (privacy budget / site policy), failed, timed out or whose update was
+    rejected are named after the ones that took part; a round with too few valid updates says
+    that the global model was kept.
     """
     eps = "off" if record.epsilon_max is None else f"{record.epsilon_max:.2f}"
-    declined = record.declined_sites
     line = (
         f"round {record.round}/{num_rounds}  loss {record.loss:.4f}  acc {record.accuracy:.3f}"
         f"  auc {record.auc:.3f}  eps(max) {eps}  sites {len(record.train_sites)}"
         f" [{', '.join(record.train_sites)}]"
-        + (f"  declined (privacy budget) [{', '.join(declined)}]" if declined else "")
     )
+    for why, sites in _declined_by_reason(record).items():
+        line += f"  declined ({why}) [{', '.join(sites)}]"
     if record.failed:
         line += f"  failed [{', '.join(record.failed)}]"
     if record.rejected:
@@ -29,6 +30,14 @@ def round_line(record: RoundRecord, num_rounds: int) -> str:
     if not record.aggregated:
         line += "  (too few valid updates: global model kept)"
     return line
+
+
+def _declined_by_reason(record: RoundRecord) -> dict[str, list[str]]:
+    """Declined sites grouped by reason; sites without one (older records): privacy budget."""
+    grouped: dict[str, list[str]] = {}
+    for site in record.declined_sites:
+        grouped.setdefault(record.declined.get(site, "privacy budget"), []).append(site)
+    return grouped
 
 
 class RoundProgress:

@@ -1,7 +1,9 @@
-"""Sites that decline a round (privacy budget spent) are logged and left out of aggregation.
+"""Sites that decline a round are logged and left out of aggregation.
 
-A declining site replies normally (no error) with ``train-status`` =
-``STATUS_DECLINED_BUDGET``, zero examples and the global model unchanged. Averaging such a
+A declining site replies normally (no error) with zero examples, the global model unchanged
+and ``train-status`` = ``STATUS_DECLINED_BUDGET`` (its privacy budget is spent) or
+``STATUS_DECLINED_POLICY`` (the run breaks the site's privacy policy; the site keeps the
+detailed reason in its own log, only the status crosses the wire). Averaging such a
 reply would be harmless for FedAvg (weight 0) but not for robust strategies that ignore the
 weights, and a round in which every site declines would divide by zero. ``GuardedStrategy``
 (``server.guarded``) therefore splits declined replies off with ``split_declined`` before it
@@ -23,12 +25,30 @@ LOG = logging.getLogger("medfed.server")
 DeclineListener = Callable[[int, list[RecordDict]], None]
 
 
-def is_declined(content: RecordDict) -> bool:
-    """True for a reply whose site declined to train."""
+# What the server calls each decline status (round line, logs, run directory).
+DECLINE_REASONS = {
+    keys.STATUS_DECLINED_BUDGET: "privacy budget",
+    keys.STATUS_DECLINED_POLICY: "site policy",
+}
+
+
+def decline_status(content: RecordDict) -> int | None:
+    """The reply's decline status, or None for a reply whose site trained."""
     for record in content.metric_records.values():
-        status = record.get(keys.TRAIN_STATUS, keys.STATUS_TRAINED)
-        return int(status) == keys.STATUS_DECLINED_BUDGET  # type: ignore[call-overload]
-    return False
+        status = int(record.get(keys.TRAIN_STATUS, keys.STATUS_TRAINED))  # type: ignore[call-overload]
+        return status if status in keys.DECLINED_STATUSES else None
+    return None
+
+
+def decline_reason(content: RecordDict) -> str:
+    """Why the site declined, in the server's words ("privacy budget" / "site policy")."""
+    status = decline_status(content)
+    return DECLINE_REASONS.get(status, "declined") if status is not None else ""
+
+
+def is_declined(content: RecordDict) -> bool:
+    """True for a reply whose site declined to train (budget or policy)."""
+    return decline_status(content) is not None
 
 
 def split_declined(replies: Iterable[Message]) -> tuple[list[Message], list[Message]]:
@@ -45,13 +65,22 @@ def split_declined(replies: Iterable[Message]) -> tuple[list[Message], list[Mess
 def report_declined(
     server_round: int, declined: list[Message], listener: DeclineListener | None
 ) -> None:
-    """Log each declining site (name and spent epsilon) and tell ``listener`` about them."""
+    """Log each declining site (name, why, spent epsilon) and tell ``listener`` about them."""
     for message in declined:
         metrics = next(iter(message.content.metric_records.values()))
+        site = site_name(int(metrics.get(keys.SITE_INDEX, 0)))  # type: ignore[call-overload]
+        if decline_status(message.content) == keys.STATUS_DECLINED_POLICY:
+            LOG.warning(
+                "round %d: %s declined to train: site policy (the run breaks its privacy "
+                "policy; the reason is in the site's log)",
+                server_round,
+                site,
+            )
+            continue
         LOG.warning(
-            "round %d: %s declined to train: its privacy budget is spent (epsilon %.3g)",
+            "round %d: %s declined to train: privacy budget (spent, epsilon %.3g)",
             server_round,
-            site_name(int(metrics.get(keys.SITE_INDEX, 0))),  # type: ignore[call-overload]
+            site,
             float(metrics.get(keys.EPSILON, 0.0)),  # type: ignore[arg-type]
         )
     if listener is not None:

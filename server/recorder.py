@@ -8,8 +8,8 @@ mean; count metrics from summed confusion matrices, AUC example-weighted: see
 console) at the end of every round. ``GuardedStrategy`` also tells it which sites took part
 (``record_participation``): accepted, rejected (with the reason) and failed or timed out, so
 the round's line names them even when a robust strategy (Krum) aggregates only some of the
-accepted updates, and which sites declined to train (``record_declined``); their spent
-epsilon is still recorded.
+accepted updates, and which sites declined to train (``record_declined``) and why (privacy
+budget or site policy); their spent epsilon is still recorded.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from common import keys
 from common.metrics import ClassificationMetrics, from_wire, pool
 from common.naming import site_name
+from server.declines import decline_reason
 from server.guarded import Participation
 
 
@@ -47,6 +48,8 @@ class RoundRecord:
     failed: dict[str, str] = field(default_factory=dict)
     aggregated: bool = True
     declined_sites: list[str] = field(default_factory=list)
+    # why each declined site declined: "privacy budget" or "site policy"
+    declined: dict[str, str] = field(default_factory=dict)
     sensitivity: float = math.nan
     specificity: float = math.nan
     precision: float = math.nan
@@ -103,6 +106,7 @@ class RoundRecorder:
     listener: RoundListener
     _train: dict[str, MetricRecord] = field(default_factory=dict)
     _declined: dict[str, MetricRecord] = field(default_factory=dict)
+    _declined_why: dict[str, str] = field(default_factory=dict)
     _eval: dict[str, ClassificationMetrics] = field(default_factory=dict)
     _started: float = field(default_factory=time.monotonic)
     _elapsed_before: float = 0.0
@@ -138,6 +142,7 @@ class RoundRecorder:
     def record_declined(self, server_round: int, replies: list[RecordDict]) -> None:
         """``GuardedStrategy`` listener: the sites that declined this round's training."""
         self._declined = {_site_of(m): m for m in map(_metrics_of, replies)}
+        self._declined_why = {_site_of(_metrics_of(r)): decline_reason(r) for r in replies}
 
     def aggregate_evaluate(self, replies: list[RecordDict], weight_key: str) -> MetricRecord:
         """Flower ``evaluate_metrics_aggr_fn``: pooled loss, accuracy and AUC."""
@@ -180,6 +185,7 @@ class RoundRecorder:
             failed=dict(participation.failed),
             aggregated=participation.aggregated,
             declined_sites=sorted(self._declined),
+            declined=dict(sorted(self._declined_why.items())),
             sensitivity=pooled.sensitivity,
             specificity=pooled.specificity,
             precision=pooled.precision,
@@ -190,6 +196,7 @@ class RoundRecorder:
         )
         self.listener(record, arrays)
         self._train, self._declined, self._eval = {}, {}, {}
+        self._declined_why = {}
         self._participation = None
         return None
 

@@ -147,6 +147,8 @@ def run_simulated_federation(
                     mods,
                     partitions=PartitionedPool(),
                     site_defaults={
+                        # the runner plays every site: it follows the run's own DP choice
+                        keys.NODE_REQUIRE_DP: False,
                         keys.NODE_CACHE: config.data.cache,
                         keys.NODE_CACHE_DIR: config.data.cache_dir,
                     },

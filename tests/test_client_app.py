@@ -87,7 +87,9 @@ def test_epsilon_after_k_rounds_equals_accountant_from_scratch(
 def test_dp_disabled_reports_no_epsilon(small_site: Path, small_config: MedfedConfig) -> None:
     config = small_config.replace(**{"privacy.enabled": False})
 
-    metrics = CapturingHarness(small_site, config).train().content[keys.METRICS]
+    harness = CapturingHarness(small_site, config, node_extras={keys.NODE_REQUIRE_DP: "false"})
+
+    metrics = harness.train().content[keys.METRICS]
 
     assert keys.EPSILON not in metrics
     assert metrics[keys.NUM_EXAMPLES] > 0

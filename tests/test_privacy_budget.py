@@ -109,7 +109,9 @@ def test_site_with_a_budget_declines_a_run_without_dp(
 ) -> None:
     no_dp = config.replace(**{"privacy.enabled": False})
 
-    reply = CapturingHarness(small_site, no_dp, node_extras={keys.NODE_EPSILON_BUDGET: 4.0})
+    # a site whose policy allows runs without DP, but whose lifetime budget still refuses them
+    extras = {keys.NODE_EPSILON_BUDGET: 4.0, keys.NODE_REQUIRE_DP: "false"}
+    reply = CapturingHarness(small_site, no_dp, node_extras=extras)
 
     metrics = _metrics(reply.train(1))
     assert metrics[keys.TRAIN_STATUS] == keys.STATUS_DECLINED_BUDGET
