@@ -53,7 +53,12 @@ def main() -> None:
         modes = {"off": [False], "on": [True], "both": [False, True]}[args.secagg]
         started = time.monotonic()
         with LocalFederation(
-            root / "federation", hospitals, args.port, ports, gateway_port=gateway_port
+            root / "federation",
+            hospitals,
+            args.port,
+            ports,
+            gateway_port=gateway_port,
+            approved_apps=[REPO_ROOT],
         ) as federation:
             startup = time.monotonic() - started
             for secagg in modes:

@@ -7,6 +7,8 @@ The allow-lists are the complete set of scalar metrics a site may send back. Any
 
 from __future__ import annotations
 
+import re
+
 ARRAYS = "arrays"
 METRICS = "metrics"
 CONFIG = "config"
@@ -32,7 +34,30 @@ TRAIN_STATUS = "train-status"
 STATUS_TRAINED = 0
 STATUS_DECLINED_BUDGET = 1
 STATUS_DECLINED_POLICY = 2
-DECLINED_STATUSES = frozenset({STATUS_DECLINED_BUDGET, STATUS_DECLINED_POLICY})
+# Not sent by a site: the server's name for a task the site's gate refused (error reply
+# ``app not approved at this site: <hash> (site-index N)``), so it is reported as a decline.
+STATUS_DECLINED_APP = 3
+DECLINED_STATUSES = frozenset({STATUS_DECLINED_BUDGET, STATUS_DECLINED_POLICY, STATUS_DECLINED_APP})
+NOT_APPROVED = "app not approved at this site"
+_NOT_APPROVED_REASON = re.compile(
+    re.escape(NOT_APPROVED) + r": (?P<hash>[0-9a-f]{64}|unknown)(?: \(site-index (?P<index>\d+)\))?"
+)
+
+
+def not_approved_reason(fab_hash: str, site_index: int | None) -> str:
+    """The error reason a site's gate answers an unapproved app's task with."""
+    where = f" (site-index {site_index})" if site_index is not None else ""
+    return f"{NOT_APPROVED}: {fab_hash}{where}"
+
+
+def parse_not_approved(reason: str) -> tuple[str, int | None] | None:
+    """(FAB hash, site index or None) of a gate's refusal, or None for any other reason."""
+    found = _NOT_APPROVED_REASON.search(reason)
+    if found is None:
+        return None
+    index = found.group("index")
+    return found.group("hash"), int(index) if index is not None else None
+
 
 EVAL_LOSS = "eval-loss"
 EVAL_ACC = "eval-acc"

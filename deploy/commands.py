@@ -106,6 +106,13 @@ class SuperNodeSpec:
     insecure: bool = False
     state_dir: Path | None = None
     extra_node_config: Mapping[str, ConfigValue] = field(default_factory=dict)
+    # The site's gate (``medfed site executor``) runs its tasks: only approved apps run.
+    approving: bool = True
+
+    @property
+    def runtime_api_address(self) -> str:
+        """The node's local Runtime API (loopback only), where its executor connects."""
+        return f"127.0.0.1:{self.port}"
 
     def node_config(self) -> dict[str, ConfigValue]:
         """``--node-config`` values read by ``client.site``, ``client.budget``, …"""
@@ -130,17 +137,37 @@ def supernode_command(spec: SuperNodeSpec) -> list[str]:
             security += ["--root-certificates", _abs(spec.ca_cert)]
         if spec.private_key is not None:
             security += ["--auth-supernode-private-key", _abs(spec.private_key)]
+    isolation = ["--isolation", "process"] if spec.approving else []
     return [
         "flower-supernode",
         "--superlink",
         spec.superlink,
         *security,
+        *isolation,
         "--host",
         "127.0.0.1",
         "--port",
         str(spec.port),
         "--node-config",
         key_values(spec.node_config()),
+    ]
+
+
+def executor_command(spec: SuperNodeSpec) -> list[str]:
+    """``medfed site executor``: the site's gate beside a ``--isolation process`` SuperNode.
+
+    It runs a task only if the app's FAB hash is approved in the site's state directory.
+    """
+    if spec.state_dir is None:
+        raise ValueError(f"SuperNode {spec.site_id}: the approving executor needs a state_dir")
+    return [
+        "medfed",
+        "site",
+        "executor",
+        "--runtime-api-address",
+        spec.runtime_api_address,
+        "--state-dir",
+        _abs(spec.state_dir),
     ]
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from flwr.app import Message, RecordDict
+from flwr.app import Message, MetricRecord, RecordDict
 
 from common import keys
+from common.keys import parse_not_approved
 from common.naming import site_name
 
 LOG = logging.getLogger("medfed.server")
@@ -29,6 +30,7 @@ DeclineListener = Callable[[int, list[RecordDict]], None]
 DECLINE_REASONS = {
     keys.STATUS_DECLINED_BUDGET: "privacy budget",
     keys.STATUS_DECLINED_POLICY: "site policy",
+    keys.STATUS_DECLINED_APP: "app not approved",
 }
 
 
@@ -51,11 +53,35 @@ def is_declined(content: RecordDict) -> bool:
     return decline_status(content) is not None
 
 
+def _as_app_decline(message: Message) -> Message | None:
+    """A gate's ``app not approved`` error reply as a decline reply (None for other errors)."""
+    refused = parse_not_approved(message.error.reason) if message.has_error() else None
+    if refused is None:
+        return None
+    fab_hash, index = refused
+    LOG.warning(
+        "%s refused the app: %s",
+        site_name(index) if index is not None else f"node {message.metadata.src_node_id}",
+        keys.not_approved_reason(fab_hash, None),
+    )
+    metrics = {keys.NUM_EXAMPLES: 0, keys.TRAIN_STATUS: keys.STATUS_DECLINED_APP}
+    if index is not None:
+        metrics[keys.SITE_INDEX] = index
+    return Message(RecordDict({keys.METRICS: MetricRecord(metrics)}), reply_to=message)
+
+
 def split_declined(replies: Iterable[Message]) -> tuple[list[Message], list[Message]]:
-    """(replies to aggregate, declined replies); error replies stay with the first."""
+    """(replies to aggregate, declined replies); other error replies stay with the first.
+
+    A site's gate refusing an unapproved app answers with an error reply; it is counted as
+    that site declining (``app not approved``), not as a failure.
+    """
     kept, declined = [], []
     for message in replies:
-        if not message.has_error() and is_declined(message.content):
+        app_decline = _as_app_decline(message)
+        if app_decline is not None:
+            declined.append(app_decline)
+        elif not message.has_error() and is_declined(message.content):
             declined.append(message)
         else:
             kept.append(message)
@@ -69,6 +95,8 @@ def report_declined(
     for message in declined:
         metrics = next(iter(message.content.metric_records.values()))
         site = site_name(int(metrics.get(keys.SITE_INDEX, 0)))  # type: ignore[call-overload]
+        if decline_status(message.content) == keys.STATUS_DECLINED_APP:
+            continue  # logged with its hash when it was recognised
         if decline_status(message.content) == keys.STATUS_DECLINED_POLICY:
             LOG.warning(
                 "round %d: %s declined to train: site policy (the run breaks its privacy "

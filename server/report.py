@@ -43,6 +43,16 @@ def _confusion_html(matrix: object) -> str:
     return f"<table><tr><th></th>{head}</tr>{rows}</table>"
 
 
+def _cell(record: dict[str, object], column: str) -> str:
+    """One cell of the per-round table; declined sites carry why (older runs: names only)."""
+    if column == "declined":
+        why: dict[str, str] = record.get("declined") or {}  # type: ignore[assignment]
+        sites: list[str] = record.get("declined_sites") or []  # type: ignore[assignment]
+        named = [f"{site} ({why[site]})" if site in why else site for site in sites]
+        return html.escape(", ".join(named)) or "-"
+    return _fmt(record.get(column))
+
+
 SITE_COLUMNS = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision")
 
 
@@ -82,13 +92,13 @@ def render_report(
         "f1",
         "epsilon_max",
         "train_sites",
-        "declined_sites",
+        "declined",
         "failed",
         "rejected",
     ]
     header = "".join(f"<th>{c}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in columns) + "</tr>" for r in rounds
+        "<tr>" + "".join(f"<td>{_cell(r, c)}</td>" for c in columns) + "</tr>" for r in rounds
     )
     final = rounds[-1] if rounds else {}
     site_metrics: dict[str, dict[str, object]] = final.get("site_metrics") or {}  # type: ignore[assignment]
@@ -123,8 +133,9 @@ td,th{{border:1px solid #999;padding:3px 8px;text-align:right}}</style></head>
 scores: per-image scores never leave a site); accuracy, sensitivity, specificity, precision,
 F1 and balanced accuracy come from the summed confusion matrices (binary: class 1 positive,
 threshold 0.5; multi-class: macro one-vs-rest); ε is per site (max shown per round), with
-its δ in the configuration. Declined sites refused a round because it would exceed their
-privacy budget.</p>
+its δ in the configuration. A declined site refused the round: "privacy budget" (the round
+would exceed its ε budget), "site policy" (the run breaks the site's own privacy policy) or
+"app not approved" (the site's gate refused to run this app's code at all).</p>
 </body></html>
 """
 

@@ -92,7 +92,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     hospitals = [
         Hospital(site, data[site], {keys.NODE_AUDIT_DIR: str(audit[site])}) for site in SITES
     ]
-    with LocalFederation(root / "federation", hospitals, SUPERLINK_PORT, NODE_PORTS) as federation:
+    with LocalFederation(
+        root / "federation", hospitals, SUPERLINK_PORT, NODE_PORTS, approved_apps=[REPO_ROOT]
+    ) as federation:
         yield Deployment(federation, data, audit)
 
 

@@ -68,7 +68,12 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFedera
         for i, site in enumerate(SITES)
     ]
     with LocalFederation(
-        root / "federation", hospitals, SUPERLINK_PORT, NODE_PORTS, gateway_port=GATEWAY_PORT
+        root / "federation",
+        hospitals,
+        SUPERLINK_PORT,
+        NODE_PORTS,
+        gateway_port=GATEWAY_PORT,
+        approved_apps=[REPO_ROOT],
     ) as running:
         # a second flwr CLI connection that points at the gateway instead of the SuperLink
         home = root / "flwr-home-gateway"

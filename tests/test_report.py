@@ -36,8 +36,10 @@ def test_report_lists_clinical_metrics_and_confusion_matrices() -> None:
 
     page = render_report("run", {"privacy.delta": 1e-5}, rounds)
 
-    for column in ("sensitivity", "specificity", "balanced_accuracy", "declined_sites", "f1"):
+    for column in ("sensitivity", "specificity", "balanced_accuracy", "declined", "f1"):
         assert f"<th>{column}</th>" in page
-    assert "<td>hospital-b</td>" in page
+    assert "<td>hospital-b</td>" in page  # an older run directory: names without reasons
+    rounds[0]["declined"] = {"hospital-b": "app not approved"}
+    assert "<td>hospital-b (app not approved)</td>" in render_report("run", {}, rounds)
     assert "<th>true 1</th><td>1</td><td>9</td>" in page  # confusion row, per site and pooled
     assert page.count("<th>pred 0</th>") == 2

@@ -25,11 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from client.approvals import ApprovalStore
+from client.gate import installed_release_hash
 from deploy.certs import CA_CERT, add_site, init_authority, parse_server_names, site_key_paths
 from deploy.commands import (
     ConfigValue,
     SuperLinkSpec,
     SuperNodeSpec,
+    executor_command,
     flwr_config_toml,
     register_command,
     run_command,
@@ -83,7 +86,7 @@ class Processes:
 
     def start(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Started:
         log = self.log_dir / f"{name}.log"
-        with open(log, "wb") as handle:
+        with open(log, "ab") as handle:
             process = subprocess.Popen(
                 list(argv),
                 stdout=handle,
@@ -182,15 +185,21 @@ class LocalFederation:
     node_ports: Sequence[int]
     gateway_port: int | None = None
     start_timeout: float = 120.0
+    # Apps (project folders) every hospital approves before its SuperNode starts; with
+    # ``approving`` False the SuperNodes run any app, as plain Flower does.
+    approved_apps: Sequence[Path] = ()
+    approving: bool = True
     processes: Processes = field(init=False)
     certs: Path = field(init=False)
     env: dict[str, str] = field(init=False)
+    nodes: dict[str, tuple[SuperNodeSpec, list[Started]]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.processes = Processes(self.root)
         self.certs = self.root / "certs"
         self.env = flwr_env(self.root / "flwr-home-coordinator")
+        self.nodes = {}
 
     @property
     def address(self) -> str:
@@ -252,6 +261,11 @@ class LocalFederation:
                 raise RuntimeError(
                     f"registering {hospital.site_id} failed: {result.stdout}{result.stderr}"
                 )
+            state_dir = self.state_dir(hospital.site_id)
+            for app in self.approved_apps:
+                ApprovalStore(state_dir).approve(
+                    installed_release_hash(Path(app)), f"test approval of {app}"
+                )
             self.start_supernode(
                 hospital.site_id,
                 SuperNodeSpec(
@@ -262,8 +276,9 @@ class LocalFederation:
                     site_id=hospital.site_id,
                     partition_id=index,
                     port=self.node_ports[index],
-                    state_dir=self.root / "state" / hospital.site_id,
+                    state_dir=state_dir,
                     extra_node_config=hospital.extra_node_config,
+                    approving=self.approving,
                 ),
             )
         wait_until(
@@ -290,11 +305,32 @@ class LocalFederation:
             raise RuntimeError(f"nginx exited:\n{gateway.tail()}")
         return gateway
 
+    def state_dir(self, site_id: str) -> Path:
+        """A hospital's state directory (privacy state, approvals)."""
+        return self.root / "state" / site_id
+
     def start_supernode(self, name: str, spec: SuperNodeSpec) -> Started:
-        """Start one more SuperNode process (own FLWR_HOME, like a separate hospital)."""
-        return self.processes.start(
-            name, supernode_command(spec), flwr_env(self.root / f"flwr-home-{name}")
+        """Start one more SuperNode (own FLWR_HOME, like a separate hospital), and its gate."""
+        env = flwr_env(self.root / f"flwr-home-{name}")
+        node = self.processes.start(name, supernode_command(spec), env)
+        started = [node]
+        if spec.approving:
+            started.append(self.processes.start(f"{name}-executor", executor_command(spec), env))
+        self.nodes[name] = (spec, started)
+        return node
+
+    def restart_supernode(self, name: str) -> Started:
+        """Stop a hospital's SuperNode (and gate) by their process ids and start them again."""
+        spec, started = self.nodes[name]
+        for entry in started:
+            self.processes.stop(entry)
+        node = self.start_supernode(name, spec)
+        wait_until(
+            lambda: online_nodes(self.env) == len(self.hospitals),
+            self.start_timeout,
+            f"{len(self.hospitals)} online SuperNodes after restarting {name}",
         )
+        return node
 
     def run(
         self, app_dir: Path, run_config: Mapping[str, ConfigValue], timeout: float
