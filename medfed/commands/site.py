@@ -22,6 +22,7 @@ from common.data.ingest import SiteIngest, class_names, ingest_site
 from common.data.medmnist import find_npz
 from common.data.readiness import PHI_NOTE, SiteReport, build_report
 from common.data.sites import has_dicom_layout, load_site
+from medfed.commands import site_review
 
 DEFAULT_MIN_IMAGES = 20
 NOT_READY = 1
@@ -51,6 +52,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="stop at the first unusable file with a one-line error (as data.strict=true does)",
     )
     check.set_defaults(func=check_site)
+    site_review.register(site_commands)
 
 
 def check_site(args: argparse.Namespace) -> int:
