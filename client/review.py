@@ -305,6 +305,8 @@ def _installed_release(
     try:
         from flwr.cli.build import build_fab_from_disk  # flwr is slow to import
 
+        if not (root / PYPROJECT).is_file():  # e.g. installed from a wheel
+            raise FileNotFoundError(f"no {PYPROJECT} in {root} (not a source checkout)")
         built = build_fab_from_disk(root)
     except Exception as error:  # any builder failure is reported, the review goes on
         reason = " ".join(str(error).split()) or type(error).__name__
