@@ -6,7 +6,8 @@ Flower loads the ClientApp object as ``client.app:app`` (pyproject
 ``site`` (which data a node reads), ``train`` (DP-SGD with Opacus), ``budget`` and
 ``privacy_state`` (the site's ε budget, kept on its own disk), ``policy`` (the site's
 privacy policy from its node config: the runs it agrees to train), ``evaluate``, ``proximal``
-(FedProx term), ``secagg`` (SecAgg+ client), ``outbound`` (error redaction, outbound audit).
+(FedProx term), ``secagg`` (SecAgg+ client), ``outbound`` (error redaction, outbound audit),
+``review`` (what a Flower app bundle contains, read before a site approves it).
 
 ``client`` imports ``common`` only, never ``server``. The names below are imported on first
 use (they need torch and Flower).
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
     from client.app import build_client_app
     from client.evaluate import evaluate_model
     from client.policy import SitePolicy
+    from client.review import review_fab
 
-__all__ = ["SitePolicy", "build_client_app", "evaluate_model"]
+__all__ = ["SitePolicy", "build_client_app", "evaluate_model", "review_fab"]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
@@ -29,5 +31,6 @@ __getattr__, __dir__ = lazy_exports(
         "SitePolicy": "client.policy",
         "build_client_app": "client.app",
         "evaluate_model": "client.evaluate",
+        "review_fab": "client.review",
     },
 )

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import ConfigError
+from common.errors import ConfigError, MedfedError
 
 APPROVALS_FILE = "approved-apps.json"
 AUDIT_FILE = "approvals.log"
@@ -126,6 +127,31 @@ class ApprovalStore:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def installed_release_root() -> Path:
+    """The folder of the medfed release installed here (the one holding ``client/``)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def build_release_fab(root: Path) -> bytes:
+    """The FAB ``flwr run`` builds from a project folder (Flower's own builder)."""
+    if not (root / "pyproject.toml").is_file():
+        raise MedfedError(
+            f"cannot build the app of {root}: no pyproject.toml (not a source release)"
+        )
+    from flwr.cli.build import build_fab_from_disk  # slow import; only when needed
+
+    try:
+        return build_fab_from_disk(root)
+    except Exception as problem:  # Flower's builder raises typer/click errors too
+        message = " ".join(str(problem).split()) or type(problem).__name__
+        raise MedfedError(f"cannot build the app of {root}: {message}") from None
+
+
+def release_hash(root: Path | None = None) -> str:
+    """The FAB hash of a project folder (default: the installed release), as ``flwr run``."""
+    return hashlib.sha256(build_release_fab(root or installed_release_root())).hexdigest()
 
 
 def _now() -> str:

@@ -132,28 +132,3 @@ def run_site_executor(
         root_certificates_path=root_certificates_path,
         runtime_dependency_install=False,
     )
-
-
-def installed_release_root() -> Path:
-    """The folder of the medfed release installed here (the one holding ``client/``)."""
-    return Path(__file__).resolve().parents[1]
-
-
-def installed_release_hash(root: Path | None = None) -> str:
-    """The FAB hash ``flwr run`` gets for the installed release, built by Flower's builder."""
-    import hashlib
-
-    from flwr.cli.build import build_fab_from_disk
-
-    root = root or installed_release_root()
-    if not (root / "pyproject.toml").is_file():
-        raise MedfedError(
-            f"cannot build the installed release's app: no pyproject.toml in {root} "
-            "(install medfed from its source release, or approve the hash you reviewed)"
-        )
-    try:
-        return hashlib.sha256(build_fab_from_disk(root)).hexdigest()
-    except Exception as problem:  # Flower's builder raises typer/click errors too
-        raise MedfedError(
-            f"cannot build the installed release's app from {root}: {problem}"
-        ) from None

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from client.approvals import ApprovalStore
-from client.gate import installed_release_hash
+from client.approvals import ApprovalStore, release_hash
 from common.data.synthetic import generate_site
 from common.keys import NOT_APPROVED
 from medfed.testing.federation import Hospital, LocalFederation
@@ -111,7 +110,7 @@ def _gate_logs(federation: LocalFederation) -> str:
 def test_a_site_runs_only_the_app_it_approved_under_its_own_policy(
     federation: LocalFederation, tmp_path: Path
 ) -> None:
-    approved = installed_release_hash(REPO_ROOT)
+    approved = release_hash(REPO_ROOT)
 
     # 1. The approved app trains 2 rounds at both sites
     run_dir = _run(
@@ -129,7 +128,7 @@ def test_a_site_runs_only_the_app_it_approved_under_its_own_policy(
     marker = tmp_path / "marker"
     data_folders = [federation.root.parent / "data" / site for site in SITES]
     modified = _modified_app(tmp_path / "modified-app", marker, data_folders)
-    modified_hash = installed_release_hash(modified)
+    modified_hash = release_hash(modified)
     assert modified_hash != approved
     run_dir = _run(federation, modified, "modified", **{"federation.num-rounds": 1})
     assert not marker.exists()

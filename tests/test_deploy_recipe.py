@@ -11,6 +11,7 @@ from deploy.commands import (
     INSECURE_WARNING,
     SuperLinkSpec,
     SuperNodeSpec,
+    executor_command,
     flwr_config_toml,
     register_command,
     run_command,
@@ -35,6 +36,7 @@ def _secure_commands(tmp_path: Path) -> list[list[str]]:
     return [
         superlink_command(SuperLinkSpec(tmp_path, tmp_path / "db")),
         supernode_command(node),
+        executor_command(node),
         register_command(tmp_path / "a.pub", "medfed", "a"),
         run_command(tmp_path, "medfed", {"federation.num-rounds": 3}),
     ]
@@ -44,7 +46,7 @@ def test_readme_recipe_uses_every_flag_the_tests_use(tmp_path: Path) -> None:
     section = _deployment_section()
 
     for command in _secure_commands(tmp_path):
-        assert command[0] in section
+        assert " ".join(command[:3]) in section or command[0] in section
         for flag in (token for token in command if token.startswith("--")):
             assert flag in section, (command[0], flag)
     spec = SuperNodeSpec("h:1", None, None, tmp_path, "a", 0, state_dir=tmp_path)
@@ -56,6 +58,9 @@ def test_readme_recipe_uses_every_flag_the_tests_use(tmp_path: Path) -> None:
     assert 'flower-supernode --superlink "$COORDINATOR_HOST:$GATEWAY_PORT"' in section
     assert 'address = "127.0.0.1:$SUPERLINK_PORT"' in section
     assert "medfed certs gateway-config" in section and "nginx -c" in section
+    # issue 12: every SuperNode starts the approving way, next to its gate
+    assert "--isolation process" in section and "medfed site executor" in section
+    assert "medfed site approve --installed-release" in section
     assert "--insecure" not in "".join(
         line for line in section.splitlines() if line.startswith(("flower-", "  --"))
     )

@@ -22,7 +22,7 @@ from common.data.ingest import SiteIngest, class_names, ingest_site
 from common.data.medmnist import find_npz
 from common.data.readiness import PHI_NOTE, SiteReport, build_report
 from common.data.sites import has_dicom_layout, load_site
-from medfed.commands import site_apps
+from medfed.commands import site_apps, site_review
 
 DEFAULT_MIN_IMAGES = 20
 NOT_READY = 1
@@ -53,6 +53,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     check.set_defaults(func=check_site)
     site_apps.register(site_commands)
+    site_review.register(site_commands)
 
 
 def check_site(args: argparse.Namespace) -> int:

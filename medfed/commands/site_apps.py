@@ -75,9 +75,9 @@ def approve_app(args: argparse.Namespace) -> int:
     fab_hash = args.fab_hash
     note = args.note
     if args.installed_release:
-        from client.gate import installed_release_hash, installed_release_root
+        from client.approvals import installed_release_root, release_hash
 
-        fab_hash = installed_release_hash()
+        fab_hash = release_hash()
         note = note or f"installed medfed release at {installed_release_root()}"
     approval = ApprovalStore(args.state_dir.expanduser()).approve(fab_hash, note)
     print(f"approved {approval.fab_hash} at this site ({args.state_dir})")

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from client.approvals import ApprovalStore
-from client.gate import installed_release_hash
+from client.approvals import ApprovalStore, release_hash
 from deploy.certs import CA_CERT, add_site, init_authority, parse_server_names, site_key_paths
 from deploy.commands import (
     ConfigValue,
@@ -263,9 +262,7 @@ class LocalFederation:
                 )
             state_dir = self.state_dir(hospital.site_id)
             for app in self.approved_apps:
-                ApprovalStore(state_dir).approve(
-                    installed_release_hash(Path(app)), f"test approval of {app}"
-                )
+                ApprovalStore(state_dir).approve(release_hash(Path(app)), f"test approval of {app}")
             self.start_supernode(
                 hospital.site_id,
                 SuperNodeSpec(
