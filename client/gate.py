@@ -5,7 +5,10 @@ Flower's own SuperExec; the site runs ``medfed site executor`` instead, which is
 SuperExec loop (``run_superexec``) with one change: the executor that launches each task.
 ``ApprovingExecutor`` looks at the task's FAB hash *before* anything is fetched, installed or
 imported:
-- approved (``client.approvals``): the task goes to Flower's ClientApp process as usual;
+- approved (``client.approvals``): the task goes to the app's warm ClientApp process
+  (``client.warm_worker``: one per approved FAB hash, started on its first task, which keeps
+  the app loaded and the site's data in memory between rounds), or with ``warm=False`` to a
+  fresh ``flwr-clientapp`` process per task, as Flower does by default;
 - not approved: the gate itself answers the task with an error reply whose reason is
   ``app not approved at this site: <hash>`` (through Flower's Runtime API client, the same
   calls ``flwr-clientapp`` makes), keeps the FAB's bytes under ``<state-dir>/apps/`` for
@@ -18,7 +21,11 @@ flwr 1.42.0 (``flwr/supercore/superexec/run_superexec.py``, ``…/executor/*``,
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flwr.app import Message
@@ -45,11 +52,61 @@ from common.keys import NOT_APPROVED
 LOG = logging.getLogger("medfed.gate")
 
 
+WARM_WORKER = Path(__file__).with_name("warm_worker.py")
+
+
+@dataclass
+class WarmPool:
+    """One warm ClientApp process per approved FAB hash (``client.warm_worker``)."""
+
+    workers: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+
+    def submit(self, spec: ExecutionSpec) -> None:
+        """Queue one task with the app's warm process (started, or restarted, as needed)."""
+        assert spec.fab_hash is not None
+        worker = self.workers.get(spec.fab_hash)
+        if worker is None or worker.poll() is not None:
+            # -P: no script folder on sys.path, so only the FAB's own packages get imported
+            worker = subprocess.Popen(
+                [sys.executable, "-P", str(WARM_WORKER), spec.fab_hash],
+                stdin=subprocess.PIPE,
+                text=True,
+            )
+            self.workers[spec.fab_hash] = worker
+            LOG.info("started a warm ClientApp process for app %s", spec.fab_hash[:12])
+        task = {
+            "runtime_api_address": spec.runtime_api_address,
+            "token": spec.token,
+            "insecure": spec.insecure,
+            "root_certificates_path": spec.root_certificates_path,
+        }
+        assert worker.stdin is not None
+        worker.stdin.write(json.dumps(task) + "\n")
+        worker.stdin.flush()
+
+    def close(self) -> None:
+        """End every warm process (they exit when their input closes)."""
+        for worker in self.workers.values():
+            if worker.stdin is not None:
+                worker.stdin.close()
+        for worker in self.workers.values():
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
 class ApprovingExecutor(SubprocessExecutor):
     """Flower's subprocess executor, launching only tasks of approved apps."""
 
-    def __init__(self, store: ApprovalStore) -> None:
+    def __init__(self, store: ApprovalStore, *, warm: bool = True) -> None:
         self.store = store
+        self.pool = WarmPool() if warm else None
+
+    def close(self) -> None:
+        """Stop the warm processes when SuperExec shuts down."""
+        if self.pool is not None:
+            self.pool.close()
 
     def launch(self, spec: ExecutionSpec) -> LaunchResult:
         """Run an approved ClientApp task; answer any other task with a refusal."""
@@ -61,8 +118,13 @@ class ApprovingExecutor(SubprocessExecutor):
             LOG.error("%s", problem)
             approved = False
         if approved:
-            LOG.info("running approved app %s", spec.fab_hash)
-            return super().launch(spec)
+            if self.pool is None:
+                return super().launch(spec)
+            try:
+                self.pool.submit(spec)
+            except OSError as problem:
+                return LaunchResult.failed(f"warm ClientApp process unavailable: {problem}")
+            return LaunchResult.accepted()
         try:
             refuse_task(spec, self.store)
         except Exception as problem:  # the task then expires at the SuperNode
@@ -121,9 +183,10 @@ def run_site_executor(
     *,
     insecure: bool = True,
     root_certificates_path: str | None = None,
+    warm: bool = True,
 ) -> None:
     """Flower's SuperExec loop with the approving executor (runs until stopped)."""
-    executor = ApprovingExecutor(store)
+    executor = ApprovingExecutor(store, warm=warm)
     # run_superexec builds its executor with the module-level ``get_executor``; hand it ours.
     superexec_module.get_executor = lambda *args, **kwargs: executor  # type: ignore[assignment]
     superexec_module.run_superexec(

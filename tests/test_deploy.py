@@ -77,6 +77,7 @@ class Deployment:
             site_id=name,
             partition_id=9,
             port=SPARE_NODE_PORT,
+            state_dir=self.federation.state_dir(name),
         )
         return self.federation.start_supernode(name, spec)
 
@@ -224,11 +225,11 @@ def test_sites_send_only_parameters_and_allowed_scalars(
                             assert _max_window_correlation(values, image) < 0.5, name
 
 
-def _wait_for_exit(deployment: Deployment, node: Started) -> int:
+def _wait_for_exit(deployment: Deployment, name: str, node: Started) -> int:
     try:
         return node.process.wait(timeout=90)
     finally:
-        deployment.federation.processes.stop(node)
+        deployment.federation.stop_supernode(name)  # and its gate
 
 
 def test_unregistered_key_is_refused(deployment: Deployment) -> None:
@@ -237,7 +238,7 @@ def test_unregistered_key_is_refused(deployment: Deployment) -> None:
     intruder = site_key_paths(certs, "intruder").private_key
     node = deployment.extra_supernode("intruder", intruder, certs / CA_CERT)
 
-    code = _wait_for_exit(deployment, node)
+    code = _wait_for_exit(deployment, "intruder", node)
 
     assert code != 0
     assert "Failed to activate SuperNode" in node.output()
@@ -255,7 +256,7 @@ def test_supernode_without_the_ca_cannot_connect(
     registered_key = site_key_paths(deployment.federation.certs, SITES[0]).private_key
     node = deployment.extra_supernode(f"untrusting-{trust}", registered_key, other_ca)
 
-    code = _wait_for_exit(deployment, node)
+    code = _wait_for_exit(deployment, f"untrusting-{trust}", node)
 
     assert code != 0
     assert "CERTIFICATE_VERIFY_FAILED" in node.output()

@@ -174,12 +174,13 @@ def test_unregistered_key_is_refused_through_the_gateway(federation: LocalFedera
             site_id="intruder",
             partition_id=9,
             port=SPARE_NODE_PORT,
+            state_dir=federation.state_dir("intruder"),
         ),
     )
     try:
         code = node.process.wait(timeout=90)
     finally:
-        federation.processes.stop(node)
+        federation.stop_supernode("intruder")
 
     assert code != 0
     assert "Failed to activate SuperNode" in node.output()

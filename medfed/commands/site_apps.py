@@ -53,6 +53,12 @@ def register(site_commands: argparse._SubParsersAction) -> None:
         "--root-certificates",
         help="CA of the SuperNode's Runtime API when it uses TLS (default: plain loopback)",
     )
+    executor.add_argument(
+        "--cold",
+        action="store_true",
+        help="a fresh ClientApp process per task (Flower's default) instead of one warm "
+        "process per approved app",
+    )
     _state_dir(executor)
     executor.set_defaults(func=run_executor)
 
@@ -118,5 +124,6 @@ def run_executor(args: argparse.Namespace) -> int:
         ApprovalStore(args.state_dir.expanduser()),
         insecure=args.root_certificates is None,
         root_certificates_path=args.root_certificates,
+        warm=not args.cold,
     )
     return 0

@@ -316,11 +316,16 @@ class LocalFederation:
         self.nodes[name] = (spec, started)
         return node
 
-    def restart_supernode(self, name: str) -> Started:
-        """Stop a hospital's SuperNode (and gate) by their process ids and start them again."""
-        spec, started = self.nodes[name]
+    def stop_supernode(self, name: str) -> None:
+        """Stop one SuperNode and its gate (by their own process group ids)."""
+        _, started = self.nodes[name]
         for entry in started:
             self.processes.stop(entry)
+
+    def restart_supernode(self, name: str) -> Started:
+        """Stop a hospital's SuperNode (and gate) by their process ids and start them again."""
+        spec, _ = self.nodes[name]
+        self.stop_supernode(name)
         node = self.start_supernode(name, spec)
         wait_until(
             lambda: online_nodes(self.env) == len(self.hospitals),
