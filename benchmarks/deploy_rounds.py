@@ -6,6 +6,11 @@ SecAgg+, optionally with the hospitals behind the Fleet-only nginx gateway. Prin
 line per measurement; paste the numbers into BENCHMARKS.md.
 
     python benchmarks/deploy_rounds.py --rounds 3 --images 200 --secagg both [--gateway]
+        [--execution warm|cold|flower]
+
+``--execution``: ``warm`` (default) is the site's gate with one warm ClientApp process per
+approved app; ``cold`` the gate starting Flower's ``flwr-clientapp`` per message; ``flower``
+plain Flower (``--isolation subprocess``, no gate: any app runs).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ def main() -> None:
     parser.add_argument("--secagg", choices=["off", "on", "both"], default="both")
     parser.add_argument("--port", type=int, default=19180, help="SuperLink port (+1.. nodes)")
     parser.add_argument("--gateway", action="store_true", help="hospitals dial nginx")
+    parser.add_argument("--execution", choices=["warm", "cold", "flower"], default="warm")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="medfed-bench-") as tmp:
@@ -59,6 +65,8 @@ def main() -> None:
             ports,
             gateway_port=gateway_port,
             approved_apps=[REPO_ROOT],
+            approving=args.execution != "flower",
+            warm=args.execution == "warm",
         ) as federation:
             startup = time.monotonic() - started
             for secagg in modes:
@@ -80,6 +88,7 @@ def main() -> None:
                             "rounds": args.rounds,
                             "secagg": secagg,
                             "gateway": args.gateway,
+                            "execution": args.execution,
                             "startup_s": round(startup, 1),
                             "flwr_run_s": round(time.monotonic() - begin, 1),
                             "ok": result.returncode == 0,

@@ -106,8 +106,10 @@ class SuperNodeSpec:
     insecure: bool = False
     state_dir: Path | None = None
     extra_node_config: Mapping[str, ConfigValue] = field(default_factory=dict)
-    # The site's gate (``medfed site executor``) runs its tasks: only approved apps run.
+    # The site's gate (``medfed site executor``) runs its tasks: only approved apps run,
+    # each in one warm process per app (``warm_gate`` False: a fresh process per task).
     approving: bool = True
+    warm_gate: bool = True
 
     @property
     def runtime_api_address(self) -> str:
@@ -168,6 +170,7 @@ def executor_command(spec: SuperNodeSpec) -> list[str]:
         spec.runtime_api_address,
         "--state-dir",
         _abs(spec.state_dir),
+        *([] if spec.warm_gate else ["--cold"]),
     ]
 
 

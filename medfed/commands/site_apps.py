@@ -117,8 +117,11 @@ def list_approvals(args: argparse.Namespace) -> int:
 
 def run_executor(args: argparse.Namespace) -> int:
     """Run the site's gate until stopped (Ctrl-C / SIGTERM)."""
+    import logging
+
     from client.gate import run_site_executor
 
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     run_site_executor(
         args.runtime_api_address,
         ApprovalStore(args.state_dir.expanduser()),

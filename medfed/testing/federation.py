@@ -188,6 +188,7 @@ class LocalFederation:
     # ``approving`` False the SuperNodes run any app, as plain Flower does.
     approved_apps: Sequence[Path] = ()
     approving: bool = True
+    warm: bool = True  # the gates keep one warm ClientApp process per approved app
     processes: Processes = field(init=False)
     certs: Path = field(init=False)
     env: dict[str, str] = field(init=False)
@@ -276,6 +277,7 @@ class LocalFederation:
                     state_dir=state_dir,
                     extra_node_config=hospital.extra_node_config,
                     approving=self.approving,
+                    warm_gate=self.warm,
                 ),
             )
         wait_until(
