@@ -100,7 +100,9 @@ class WarmApp:
 
 def main() -> None:
     """Serve the tasks the gate writes to stdin (one JSON object per line) until EOF."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("medfed").addHandler(handler)
     warm = WarmApp(sys.argv[1])
     for line in sys.stdin:
         if line.strip():

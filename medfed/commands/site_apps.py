@@ -121,7 +121,11 @@ def run_executor(args: argparse.Namespace) -> int:
 
     from client.gate import run_site_executor
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    site_log = logging.getLogger("medfed")  # the gate's decisions; Flower logs on its own
+    site_log.addHandler(handler)
+    site_log.setLevel(logging.INFO)
     run_site_executor(
         args.runtime_api_address,
         ApprovalStore(args.state_dir.expanduser()),
