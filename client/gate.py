@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ LOG = logging.getLogger("medfed.gate")
 
 
 WARM_WORKER = Path(__file__).with_name("warm_worker.py")
+TASK_POLL_INTERVAL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"  # read by run_superexec
 
 
 @dataclass
@@ -186,6 +188,9 @@ def run_site_executor(
     warm: bool = True,
 ) -> None:
     """Flower's SuperExec loop with the approving executor (runs until stopped)."""
+    # Flower's SuperExec asks its (loopback) SuperNode for a task every second by default;
+    # a warm process answers in milliseconds, so ask more often.
+    os.environ.setdefault(TASK_POLL_INTERVAL_ENV, "0.2")
     executor = ApprovingExecutor(store, warm=warm)
     # run_superexec builds its executor with the module-level ``get_executor``; hand it ours.
     superexec_module.get_executor = lambda *args, **kwargs: executor  # type: ignore[assignment]

@@ -3,7 +3,9 @@
 A SuperLink (TLS + node auth) behind the Fleet-only gateway, two SuperNodes started the
 medfed way (``--isolation process`` + ``medfed site executor``, the site's gate), on
 127.0.0.1. Both sites approved the installed medfed release. hospital-a's node config caps
-epsilon per run at 4; hospital-b allows runs without DP. Checked, in order:
+epsilon per run at 4; hospital-b allows runs without DP and runs as an unprivileged user
+(``nobody`` when the suite runs as root) from its own folder: its SuperNode, gate and
+ClientApp never have root's rights. Checked, in order:
 1. the approved app trains 2 rounds at both sites and writes the run directory;
 2. the same app with one extra line in its client code (writing a marker and listing the
    data folders) is refused at both sites before any of its code runs: no marker, both
@@ -16,8 +18,10 @@ epsilon per run at 4; hospital-b allows runs without DP. Checked, in order:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,28 +67,46 @@ def _modified_app(target: Path, marker: Path, data_folders: list[Path]) -> Path:
     return target
 
 
+# hospital-b's user: an unprivileged one (as root: nobody; otherwise we already are one)
+UNPRIVILEGED = (65534, 65534) if os.geteuid() == 0 else None
+
+
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+def federation() -> Iterator[LocalFederation]:
     _require_nginx()
-    root = tmp_path_factory.mktemp("approval")
+    # not under pytest's private (0700) temporary folder: hospital-b's user must reach it
+    root = Path(tempfile.mkdtemp(prefix="medfed-approval-"))
+    root.chmod(0o755)
     policies = ({"max-epsilon": 4.0}, {"require-dp": False})
+    users = (None, UNPRIVILEGED)
     hospitals = [
         Hospital(
             site,
             generate_site(root / "data" / site, i, seed=0, num_images=24, image_size=64),
             policies[i],
+            users[i],
         )
         for i, site in enumerate(SITES)
     ]
-    with LocalFederation(
-        root / "federation",
-        hospitals,
-        SUPERLINK_PORT,
-        NODE_PORTS,
-        gateway_port=GATEWAY_PORT,
-        approved_apps=[REPO_ROOT],
-    ) as running:
-        yield running
+    try:
+        with LocalFederation(
+            root / "federation",
+            hospitals,
+            SUPERLINK_PORT,
+            NODE_PORTS,
+            gateway_port=GATEWAY_PORT,
+            approved_apps=[REPO_ROOT],
+        ) as running:
+            yield running
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _uid_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for process {pid}")
 
 
 def _run(federation: LocalFederation, app: Path, name: str, **settings: object) -> Path:
@@ -123,10 +145,19 @@ def test_a_site_runs_only_the_app_it_approved_under_its_own_policy(
     assert [r["round"] for r in rounds] == [1, 2]
     assert rounds[-1]["train_sites"] == list(SITES)
     assert (run_dir / REPORT_FILE).is_file()
+    # hospital-b's SuperNode and gate run unprivileged, and so did its ClientApp: the privacy
+    # state it booked and the app it installed belong to that user
+    expected_uid = UNPRIVILEGED[0] if UNPRIVILEGED else os.geteuid()
+    _, started = federation.nodes["hospital-b"]
+    assert {_uid_of(entry.process.pid) for entry in started} == {expected_uid}
+    site_home = federation.site_home("hospital-b")
+    assert (site_home / "state" / "privacy-state.json").stat().st_uid == expected_uid
+    installed = list((site_home / "flwr-home" / "apps").iterdir())
+    assert installed and all(path.stat().st_uid == expected_uid for path in installed)
 
     # 2. A modified app is refused at both sites before any of its code runs
     marker = tmp_path / "marker"
-    data_folders = [federation.root.parent / "data" / site for site in SITES]
+    data_folders = [hospital.data_path for hospital in federation.hospitals]
     modified = _modified_app(tmp_path / "modified-app", marker, data_folders)
     modified_hash = release_hash(modified)
     assert modified_hash != approved

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -167,11 +168,18 @@ def online_nodes(env: Mapping[str, str], connection: str = CONNECTION) -> int:
 
 @dataclass(frozen=True)
 class Hospital:
-    """One site of a local federation: its id, data folder and extra node config."""
+    """One site of a local federation: its id, data folder and extra node config.
+
+    ``user`` = (uid, gid): the site's SuperNode, gate and ClientApp run as that unprivileged
+    user (``setpriv``), from a site folder only it can write (its key, the CA, its state
+    directory and Flower home), reading the data folder it was given. The federation's root
+    must then be reachable by that user (not under a private temporary folder).
+    """
 
     site_id: str
     data_path: Path
     extra_node_config: Mapping[str, ConfigValue] = field(default_factory=dict)
+    user: tuple[int, int] | None = None
 
 
 @dataclass
@@ -306,15 +314,46 @@ class LocalFederation:
 
     def state_dir(self, site_id: str) -> Path:
         """A hospital's state directory (privacy state, approvals)."""
-        return self.root / "state" / site_id
+        return self.site_home(site_id) / "state"
+
+    def site_home(self, site_id: str) -> Path:
+        """A hospital's own folder: state, Flower home, its copies of its key and the CA."""
+        return self.root / "sites" / site_id
+
+    def _hand_over(self, hospital: Hospital, ca_cert: Path, key: Path) -> tuple[Path, Path]:
+        """Give an unprivileged hospital its own copies of the CA and its key, and its folder."""
+        assert hospital.user is not None
+        home = self.site_home(hospital.site_id)
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "flwr-home").mkdir(exist_ok=True)
+        own_ca, own_key = home / CA_CERT, home / key.name
+        shutil.copyfile(ca_cert, own_ca)
+        shutil.copyfile(key, own_key)
+        own_key.chmod(0o600)
+        uid, gid = hospital.user
+        for path in [home, *home.rglob("*")]:
+            os.chown(path, uid, gid)
+        return own_ca, own_key
+
+    def _node_env(self, name: str) -> dict[str, str]:
+        env = flwr_env(self.site_home(name) / "flwr-home")
+        env["HOME"] = str(self.site_home(name))  # caches of an unprivileged site stay in its folder
+        return env
 
     def start_supernode(self, name: str, spec: SuperNodeSpec) -> Started:
         """Start one more SuperNode (own FLWR_HOME, like a separate hospital), and its gate."""
-        env = flwr_env(self.root / f"flwr-home-{name}")
-        node = self.processes.start(name, supernode_command(spec), env)
+        env = self._node_env(name)
+        user = next((h.user for h in self.hospitals if h.site_id == name), None)
+        as_user = (
+            ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", "--"]
+            if user is not None
+            else []
+        )
+        node = self.processes.start(name, [*as_user, *supernode_command(spec)], env)
         started = [node]
         if spec.approving:
-            started.append(self.processes.start(f"{name}-executor", executor_command(spec), env))
+            gate = [*as_user, *executor_command(spec)]
+            started.append(self.processes.start(f"{name}-executor", gate, env))
         self.nodes[name] = (spec, started)
         return node
 
