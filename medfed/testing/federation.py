@@ -272,12 +272,15 @@ class LocalFederation:
             state_dir = self.state_dir(hospital.site_id)
             for app in self.approved_apps:
                 ApprovalStore(state_dir).approve(release_hash(Path(app)), f"test approval of {app}")
+            ca_cert, private_key = self.certs / CA_CERT, keyfiles.private_key
+            if hospital.user is not None:
+                ca_cert, private_key = self._hand_over(hospital, ca_cert, private_key)
             self.start_supernode(
                 hospital.site_id,
                 SuperNodeSpec(
                     superlink=self.fleet_address,
-                    ca_cert=self.certs / CA_CERT,
-                    private_key=keyfiles.private_key,
+                    ca_cert=ca_cert,
+                    private_key=private_key,
                     data_path=hospital.data_path,
                     site_id=hospital.site_id,
                     partition_id=index,
