@@ -54,6 +54,7 @@ LOG = logging.getLogger("medfed.gate")
 
 
 WARM_WORKER = Path(__file__).with_name("warm_worker.py")
+PROC_EXE = "/proc/self/exe"
 TASK_POLL_INTERVAL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"  # read by run_superexec
 
 
@@ -68,9 +69,14 @@ class WarmPool:
         assert spec.fab_hash is not None
         worker = self.workers.get(spec.fab_hash)
         if worker is None or worker.poll() is not None:
-            # -P: no script folder on sys.path, so only the FAB's own packages get imported
+            # -P: no script folder on sys.path, so only the FAB's own packages get imported.
+            # The gate's own interpreter, through /proc/self/exe where there is one: the same
+            # binary, and it starts even when an unprivileged site user may not search the
+            # folder Python is installed in (the gate itself was started by a privileged one).
+            interpreter = PROC_EXE if Path(PROC_EXE).exists() else sys.executable
             worker = subprocess.Popen(
                 [sys.executable, "-P", str(WARM_WORKER), spec.fab_hash],
+                executable=interpreter,
                 stdin=subprocess.PIPE,
                 text=True,
             )

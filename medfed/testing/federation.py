@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -336,6 +337,12 @@ class LocalFederation:
         uid, gid = hospital.user
         for path in [home, *home.rglob("*")]:
             os.chown(path, uid, gid)
+        data = Path(hospital.data_path)
+        for path in [data, *data.rglob("*")]:  # the data: readable by the site's group only
+            os.chown(path, -1, gid)
+            path.chmod(
+                (path.stat().st_mode | stat.S_IRGRP) | (stat.S_IXGRP if path.is_dir() else 0)
+            )
         return own_ca, own_key
 
     def _node_env(self, name: str) -> dict[str, str]:
