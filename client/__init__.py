@@ -7,7 +7,9 @@ Flower loads the ClientApp object as ``client.app:app`` (pyproject
 ``privacy_state`` (the site's ε budget, kept on its own disk), ``policy`` (the site's
 privacy policy from its node config: the runs it agrees to train), ``evaluate``, ``proximal``
 (FedProx term), ``secagg`` (SecAgg+ client), ``outbound`` (error redaction, outbound audit),
-``review`` (what a Flower app bundle contains, read before a site approves it).
+``review`` (what a Flower app bundle contains, read before a site approves it),
+``approvals`` (the apps a site approved), ``gate`` (the site's SuperExec: runs only approved
+apps) and ``warm_worker`` (one warm ClientApp process per approved app).
 
 ``client`` imports ``common`` only, never ``server``. The names below are imported on first
 use (they need torch and Flower).

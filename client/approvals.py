@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import ConfigError, MedfedError
+from common.files import atomic_write
 
 APPROVALS_FILE = "approved-apps.json"
 AUDIT_FILE = "approvals.log"
@@ -102,7 +103,7 @@ class ApprovalStore:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         target = directory / f"{fab_hash}.fab"
         if not target.exists():
-            _atomic_write(target, content)
+            atomic_write(target, content)
         return target
 
     def _write(self, approvals: dict[str, Approval]) -> None:
@@ -118,7 +119,7 @@ class ApprovalStore:
             },
         }
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _atomic_write(self.path, (json.dumps(payload, indent=2) + "\n").encode())
+        atomic_write(self.path, (json.dumps(payload, indent=2) + "\n").encode())
 
     def _audit(self, action: str, fab_hash: str, note: str) -> None:
         line = f"{_now()}\t{getpass.getuser()}\t{action}\t{fab_hash}\t{note.strip()}\n"
@@ -156,13 +157,3 @@ def release_hash(root: Path | None = None) -> str:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)

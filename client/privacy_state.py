@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 from common import keys
 from common.config import MedfedConfig
 from common.errors import ConfigError
+from common.files import atomic_write
 from common.privacy import HistoryEntry
 
 STATE_FILE = "privacy-state.json"
@@ -125,9 +125,4 @@ class PrivacyStateStore:
             },
         }
         self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.directory / f".{STATE_FILE}.tmp"
-        with open(tmp, "w") as handle:
-            handle.write(json.dumps(payload, indent=2))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(payload, indent=2).encode())

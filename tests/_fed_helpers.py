@@ -9,9 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Error, Message, MessageType, Metadata, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
 from common import keys
+from common.config import ValidationConfig
+from server.guarded import GuardedStrategy
+from server.recorder import RoundRecord, RoundRecorder
 from simulations.scenario import DEFAULT_DATA_ROOT
 
 # ../shared/data beside the repository, or MEDFED_SHARED_DATA (as in tests/shared_data.py)
@@ -59,6 +63,20 @@ class FakeGrid:
 
     def get_node_ids(self) -> list[int]:
         return list(self.node_ids)
+
+
+def recording_strategy() -> tuple[GuardedStrategy, RoundRecorder, list[RoundRecord]]:
+    """FedAvg inside ``GuardedStrategy`` reporting to a recorder; finished rounds in the list."""
+    recorded: list[RoundRecord] = []
+    recorder = RoundRecorder(listener=lambda record, arrays: recorded.append(record))
+    strategy = GuardedStrategy(
+        FedAvg(train_metrics_aggr_fn=recorder.aggregate_train),
+        validation=ValidationConfig(),
+        min_replies=1,
+        on_participation=recorder.record_participation,
+        on_declined=recorder.record_declined,
+    )
+    return strategy, recorder, recorded
 
 
 @pytest.fixture

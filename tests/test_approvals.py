@@ -13,18 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, RecordDict
-from flwr.serverapp.strategy import FedAvg
-from flwr.supercore.task_identity import TaskIdentity
+from flwr.app import Array, ArrayRecord, ConfigRecord
 
 from client.approvals import APPROVALS_FILE, AUDIT_FILE, ApprovalStore, release_hash
 from common import keys
-from common.config import ValidationConfig
 from common.errors import ConfigError, MedfedError
 from medfed.cli import main
-from server.guarded import GuardedStrategy
-from server.recorder import RoundRecord, RoundRecorder
-from tests._fed_helpers import FakeGrid, task_identity
+from tests._fed_helpers import FakeGrid, error_reply, recording_strategy, task_identity
 
 __all__ = ["task_identity"]  # the fixture, imported for pytest
 
@@ -94,37 +89,20 @@ def test_approving_the_installed_release_approves_its_fab_hash(tmp_path: Path) -
     assert ApprovalStore(state).is_approved(release_hash())
 
 
-def _refusal(node: int, site_index: int) -> Message:
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    instruction = Message(
-        content=RecordDict({"config": ConfigRecord({})}),
-        dst_node_id=node,
-        message_type=MessageType.TRAIN,
-    )
-    reason = keys.not_approved_reason(HASH_B, site_index)
-    reply = Message(Error(code=0, reason=f"ClientApp error: {reason}"), reply_to=instruction)
-    reply.metadata.__dict__["_src_node_id"] = node
-    return reply
-
-
 @pytest.mark.usefixtures("task_identity")
 def test_the_server_names_a_gate_refusal_as_a_decline_not_a_failure(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    recorded: list[RoundRecord] = []
-    recorder = RoundRecorder(listener=lambda record, arrays: recorded.append(record))
-    strategy = GuardedStrategy(
-        FedAvg(train_metrics_aggr_fn=recorder.aggregate_train),
-        validation=ValidationConfig(),
-        min_replies=1,
-        on_participation=recorder.record_participation,
-        on_declined=recorder.record_declined,
-    )
+    strategy, recorder, recorded = recording_strategy()
     model = ArrayRecord({"w": Array(np.zeros(3, dtype=np.float32))})
     list(strategy.configure_train(1, model, ConfigRecord({}), FakeGrid([5, 6])))
+    refusals = [
+        error_reply(node, f"ClientApp error: {keys.not_approved_reason(HASH_B, index)}")
+        for index, node in enumerate((5, 6))
+    ]
 
     with caplog.at_level(logging.WARNING, logger="medfed.server"):
-        assert strategy.aggregate_train(1, [_refusal(5, 0), _refusal(6, 1)]) == (None, None)
+        assert strategy.aggregate_train(1, refusals) == (None, None)
     recorder.end_round(1, model)
 
     (record,) = recorded

@@ -17,21 +17,19 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
-from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import handle_train
 from client.policy import SitePolicy
 from client.site import SiteSources
 from common import keys
-from common.config import MedfedConfig, ValidationConfig
+from common.config import MedfedConfig
 from common.errors import ConfigError
 from common.params import model_to_arrays
 from common.round_settings import encode_round_settings
 from server.console import round_line
-from server.guarded import GuardedStrategy
-from server.recorder import RoundRecord, RoundRecorder
-from tests._fed_helpers import FakeGrid, task_identity
+from server.recorder import RoundRecord
+from tests._fed_helpers import FakeGrid, recording_strategy, task_identity
 from tests.clientapp_harness import CapturingHarness
 
 __all__ = ["task_identity"]  # the fixture, imported for pytest
@@ -311,15 +309,7 @@ def _reply(site: int, status: int) -> Message:
 def test_server_names_sites_declined_by_policy_and_by_budget(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    recorded: list[RoundRecord] = []
-    recorder = RoundRecorder(listener=lambda record, arrays: recorded.append(record))
-    wrapped = GuardedStrategy(
-        FedAvg(train_metrics_aggr_fn=recorder.aggregate_train),
-        validation=ValidationConfig(),
-        min_replies=1,
-        on_participation=recorder.record_participation,
-        on_declined=recorder.record_declined,
-    )
+    wrapped, recorder, recorded = recording_strategy()
     global_model = ArrayRecord({"w": Array(np.zeros(3, dtype=np.float32))})
     list(wrapped.configure_train(2, global_model, ConfigRecord({}), FakeGrid([1, 2, 3])))
     replies = [
