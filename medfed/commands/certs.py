@@ -6,14 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deploy.certs import add_site, init_authority, parse_server_names
-from deploy.gateway import (
-    Endpoint,
-    GatewaySpec,
-    exposure_warning,
-    nginx_command,
-    write_gateway_config,
-)
+# ``deploy`` (cryptography) is imported by the command that needs it, not to parse arguments.
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -67,6 +60,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_init(args: argparse.Namespace) -> int:
     """Write ca.crt/ca.key/server.crt/server.key and say what goes where."""
+    from deploy.certs import init_authority, parse_server_names
+
     names = parse_server_names(args.server_name, include_loopback=not args.no_loopback)
     files = init_authority(args.directory, names)
     print(f"CA certificate      {files.ca_cert}  (give to every hospital)")
@@ -79,6 +74,8 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_add_site(args: argparse.Namespace) -> int:
     """Write sites/SITE.key (0600) and sites/SITE.pub and print the registration command."""
+    from deploy.certs import add_site
+
     files = add_site(args.directory, args.site_id)
     print(f"site '{files.site_id}' private key  {files.private_key}  (0600, stays at the site)")
     print(f"site '{files.site_id}' public key   {files.public_key}")
@@ -91,6 +88,14 @@ def run_add_site(args: argparse.Namespace) -> int:
 
 def run_gateway_config(args: argparse.Namespace) -> int:
     """Write DIR/gateway/nginx.conf and print how to start nginx with it."""
+    from deploy.gateway import (
+        Endpoint,
+        GatewaySpec,
+        exposure_warning,
+        nginx_command,
+        write_gateway_config,
+    )
+
     spec = GatewaySpec(
         certs=args.directory,
         listen=Endpoint.parse(args.listen, "--listen"),

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
+from common.config import MedfedConfig  # light: its defaults are the flags' defaults
 
-from common.config import MedfedConfig
-from medfed.commands.simulate import run_to_completion
+# rich and the simulation (Ray, Flower, torch) are imported by ``run``, not to parse arguments.
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -76,6 +75,10 @@ def demo_config(args: argparse.Namespace) -> MedfedConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo federation; error if not every round completed."""
+    from rich.console import Console
+
+    from medfed.commands.simulate import run_to_completion
+
     config = demo_config(args)
     console = Console()
     console.print(

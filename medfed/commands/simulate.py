@@ -12,14 +12,15 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from common.config import MedfedConfig
 from common.errors import ConfigError, MedfedError
-from server.rundir import METRICS_FILE, RunDirectory
-from simulations.scenario import DEFAULT_DATA_ROOT, available_scenarios, load_scenario
+
+# rich, the run directory and scenarios (torch), and the runner (Ray, Flower) are imported by
+# the functions that use them, not to parse arguments.
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -66,6 +67,9 @@ def parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def simulate_config(args: argparse.Namespace) -> MedfedConfig:
     """The typed config for the flags: scenario (or stored run) plus overrides."""
+    from server.rundir import RunDirectory
+    from simulations.scenario import DEFAULT_DATA_ROOT, load_scenario
+
     overrides = parse_overrides(args)
     data_root = Path(args.data_root).expanduser().resolve() if args.data_root else DEFAULT_DATA_ROOT
     if args.resume:
@@ -83,6 +87,10 @@ def simulate_config(args: argparse.Namespace) -> MedfedConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run or resume the simulation; error if not every round completed."""
+    from rich.console import Console
+
+    from simulations.scenario import available_scenarios, load_scenario
+
     if args.list:
         for name in available_scenarios():
             print(f"{name:28s} {load_scenario(name).description}")
@@ -119,5 +127,7 @@ def run_to_completion(config: MedfedConfig, console: Console, *, verbose: bool) 
 
 
 def _completed_rounds(run_dir: Path) -> int:
+    from server.rundir import METRICS_FILE
+
     metrics = run_dir / METRICS_FILE
     return len(metrics.read_text().splitlines()) if metrics.exists() else 0

@@ -13,16 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from common.config import MedfedConfig, parse_class_names
-from common.data.ingest import SiteIngest, class_names, ingest_site
-from common.data.medmnist import find_npz
-from common.data.readiness import PHI_NOTE, SiteReport, build_report
-from common.data.sites import has_dicom_layout, load_site
 from medfed.commands import site_apps, site_review
+
+# rich and ``common.data`` (numpy, torch, pydicom) are imported by ``check_site``, not to
+# parse arguments.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from common.data.readiness import SiteReport
 
 DEFAULT_MIN_IMAGES = 20
 NOT_READY = 1
@@ -58,6 +59,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def check_site(args: argparse.Namespace) -> int:
     """Build and print the readiness report; 0 when ready, 1 when not."""
+    from rich.console import Console
+
+    from common.data.ingest import SiteIngest, class_names, ingest_site
+    from common.data.medmnist import find_npz
+    from common.data.readiness import build_report
+    from common.data.sites import has_dicom_layout, load_site
+
     overrides: dict[str, object] = {"data.strict": args.strict, "data.cache": not args.no_cache}
     if args.classes:
         overrides["data.class-names"] = args.classes
@@ -88,6 +96,10 @@ def check_site(args: argparse.Namespace) -> int:
 
 
 def _print_report(report: SiteReport, console: Console) -> None:
+    from rich.table import Table
+
+    from common.data.readiness import PHI_NOTE
+
     console.print(f"[bold]Site '{report.site_id}'[/bold]: {report.path} (layout: {report.layout})")
     table = Table("class", "train", "val", "test", title="Usable images")
     for name in report.classes:

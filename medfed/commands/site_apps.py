@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+from client.approvals import ApprovalStore  # light: standard library only
 
-from client.approvals import ApprovalStore
+# rich and the gate (Flower) are imported by the commands that use them, not to parse arguments.
 
 
 def register(site_commands: argparse._SubParsersAction) -> None:
@@ -101,6 +100,9 @@ def revoke_app(args: argparse.Namespace) -> int:
 
 def list_approvals(args: argparse.Namespace) -> int:
     """Print the approved apps (hash, when, by whom, note)."""
+    from rich.console import Console
+    from rich.table import Table
+
     approvals = ApprovalStore(args.state_dir.expanduser()).approvals()
     if not approvals:
         print("no app is approved at this site: every task will be refused")

@@ -12,19 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.text import Text
+from client.approvals import SEEN_APPS_DIR  # light: standard library only
 
-from client.approvals import installed_release_root
-from client.review import (
-    RUN_CONFIG_NOTE,
-    SEEN_APPS_DIR,
-    AppReview,
-    locate_fab,
-    read_fab,
-    review_fab,
-)
+# rich and the review itself are imported by the functions that use them, not to parse
+# arguments.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from client.review import AppReview
 
 _DIFF_STYLES = {"+": "green", "-": "red", "@": "cyan"}
 
@@ -46,6 +43,11 @@ def register(site_commands: argparse._SubParsersAction) -> None:
 
 def review_app(args: argparse.Namespace) -> int:
     """Review the FAB and print the report (0), or fail with one line (2)."""
+    from rich.console import Console
+
+    from client.approvals import installed_release_root
+    from client.review import locate_fab, read_fab, review_fab
+
     path = locate_fab(args.fab, args.state_dir)
     review = review_fab(read_fab(path), installed_release_root())
     if args.json:
@@ -57,6 +59,10 @@ def review_app(args: argparse.Namespace) -> int:
 
 def print_review(review: AppReview, path: Path, console: Console) -> None:
     """The human-readable review: identity, files, run config, Python diff, verdict."""
+    from rich.text import Text
+
+    from client.review import RUN_CONFIG_NOTE
+
     plain = {"markup": False, "highlight": False}
     console.print(Text("App ", style="bold") + Text(f"{path}"))
     console.print(f"  FAB hash  {review.fab_hash}", **plain)
