@@ -9,7 +9,7 @@ Importing ``medfed`` first pins its sibling packages to the folder beside it, so
 ``common.py`` (or ``client.py``, …) in the working directory cannot shadow them
 (``medfed/_siblings.py``; DESIGN.md, "Top-level package names"). ``main`` is imported on
 first use; the CLI itself imports torch, Flower and the like only in the function that runs a
-subcommand, so that `medfed --help` starts fast (`tests/test_cli_startup.py`).
+subcommand, so that ``medfed --help`` starts fast (``tests/test_cli_startup.py``).
 """
 
 from typing import TYPE_CHECKING
