@@ -55,7 +55,7 @@ def site_cache_dir(cache_dir: str, root: Path, site_id: str) -> Path:
             return root / IN_SITE_DIR
         cache_dir = USER_CACHE
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", site_id)[:64] or "site"
-    where = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    where = hashlib.sha256(os.fsencode(root.resolve())).hexdigest()[:12]
     return Path(cache_dir).expanduser() / f"{safe}-{where}"
 
 

@@ -28,7 +28,7 @@ from rich.progress import (
 from common.config import DataConfig, parse_class_names
 from common.data.cache import TensorCache, config_key, site_cache_dir
 from common.data.dicom import DicomInfo, DicomReadError, describe, open_dicom, quiet_pydicom
-from common.data.manifest import SPLITS, LabelledFile, SkippedFile, read_manifest
+from common.data.manifest import SPLITS, LabelledFile, SkippedFile, read_manifest, shown
 from common.data.volumes import Geometry, Member, Sample, group_samples, sample_tensors
 from common.errors import SiteDataError
 
@@ -133,7 +133,7 @@ def _read_headers(
             skip(entry.path, f"cannot read file ({exc.strerror or type(exc).__name__})")
             continue
         if digest in seen:
-            skip(entry.path, f"same content as {_show(seen[digest], root)} (duplicate)")
+            skip(entry.path, f"same content as {shown(seen[digest], root)} (duplicate)")
             continue
         seen[digest] = entry.path
         info: DicomInfo | str | None = cache.file_info(digest)
@@ -165,10 +165,6 @@ def _decode(
         return str(problem)
 
 
-def _show(path: Path, root: Path) -> str:
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-
-
 @contextmanager
 def _progress_bar(
     console: Console | None, site_id: str, total: int
@@ -178,7 +174,7 @@ def _progress_bar(
         yield lambda: None
         return
     columns = (
-        TextColumn(f"[bold]ingest {site_id}"),
+        TextColumn(f"ingest {site_id}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),

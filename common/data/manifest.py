@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,8 +71,16 @@ def read_manifest(root: Path, site_id: str, class_names: tuple[str, ...]) -> Man
 
 def hashed_split(key: str, test_fraction: float) -> str:
     """Deterministic train/test assignment from a stable key (a path or a series UID)."""
-    digest = hashlib.sha256(key.encode()).digest()
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
     return "test" if int.from_bytes(digest[:4], "big") / 2**32 < test_fraction else "train"
+
+
+def shown(path: Path, root: Path | None = None) -> str:
+    """A path for reports: relative to ``root`` when inside it, and printable even when the
+    name is not valid UTF-8 (undecodable bytes appear as ``\\xff`` escapes)."""
+    if root is not None and path.is_relative_to(root):
+        path = path.relative_to(root)
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def label_index(label: str, class_names: tuple[str, ...]) -> int:
