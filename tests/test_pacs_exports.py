@@ -86,7 +86,6 @@ def test_folder_names_with_rich_markup_are_printed_verbatim(
     assert "[red]: folder '[red]' is not a class" in out
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: not fixed yet")
 def test_comma_decimals_in_ds_values_are_read_as_numbers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

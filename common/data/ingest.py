@@ -144,6 +144,8 @@ def _read_headers(
                 opened[digest] = dataset
             except DicomReadError as problem:
                 info = str(problem)
+            except Exception as exc:  # never a traceback (its text could quote tag values)
+                info = f"unreadable DICOM header ({type(exc).__name__})"
             cache.put_file_info(digest, info)
         if isinstance(info, str):
             skip(entry.path, info)
@@ -163,6 +165,8 @@ def _decode(
         return sample_tensors(sample, datasets, shape)
     except DicomReadError as problem:
         return str(problem)
+    except Exception as exc:  # never a traceback (its text could quote tag values)
+        return f"cannot decode ({type(exc).__name__})"
 
 
 @contextmanager
