@@ -113,7 +113,6 @@ def test_comma_decimals_in_ds_values_are_read_as_numbers(
     assert "RescaleIntercept" in skipped["reason"] and "abc" not in skipped["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: not fixed yet")
 def test_an_unwritable_cache_is_reported_and_the_check_completes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -145,10 +145,26 @@ class TensorCache:
         return self._pack
 
     # -- persistence ---------------------------------------------------------------------
-    def flush(self) -> None:
-        """Write what this load added; keep only files and samples the folder still uses."""
+    def flush(self) -> str | None:
+        """Write what this load added; keep only files and samples the folder still uses.
+
+        Never raises for an unwritable cache (a read-only site folder and home): the loaded
+        data is kept and a one-line warning is returned instead (the next load decodes again).
+        """
         if self.directory is None or self.entry_dir is None:
-            return
+            return None
+        try:
+            self._write()
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            return (
+                f"tensor cache not saved: cannot write {self.directory} ({why}); the next run "
+                "decodes again (set data.cache-dir to a writable folder)"
+            )
+        return None
+
+    def _write(self) -> None:
+        assert self.directory is not None and self.entry_dir is not None
         self.directory.mkdir(parents=True, exist_ok=True)
         if self._stat_changed:
             _write_json(self.directory / FILES_INDEX, self._stat)

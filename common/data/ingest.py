@@ -44,6 +44,7 @@ class SiteIngest:
     labels: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SPLITS})
     samples: list[Sample] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     decoded: int = 0
     from_cache: int = 0
 
@@ -113,7 +114,9 @@ def ingest_site(
         result.images[sample.split].extend(found)
         result.labels[sample.split].extend([sample.label] * len(found))
     result.from_cache = len(samples) - len(todo)
-    cache.flush()
+    problem = cache.flush()
+    if problem is not None:
+        result.warnings.append(problem)
     return result
 
 

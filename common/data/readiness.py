@@ -87,6 +87,7 @@ def build_report(ingest: SiteIngest, classes: tuple[str, ...], min_images: int) 
     missing = [name for name in classes if counts[name]["train"] == 0]
     if missing:
         report.problems.append(f"no training images for class {', '.join(missing)}")
+    report.warnings.extend(ingest.warnings)
     if not ingest.labels["test"]:
         report.warnings.append("no held-out (test) images: this site cannot report evaluation")
     if report.skipped:
