@@ -146,7 +146,6 @@ def _walk(root: Path) -> list[Path]:
     return found
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: not fixed yet")
 def test_every_path_under_the_site_is_used_or_skipped_with_a_reason(tmp_path: Path) -> None:
     site = _class_site(tmp_path / "site")
     shutil.copy(get_testdata_file("DICOMDIR"), site / "DICOMDIR")
@@ -172,7 +171,6 @@ def test_every_path_under_the_site_is_used_or_skipped_with_a_reason(tmp_path: Pa
     assert "not an image" in skipped[site / "normal" / "notes.txt"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: not fixed yet")
 def test_an_unreadable_folder_is_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     site = _class_site(tmp_path / "site")
     locked = site / "normal" / "locked"
@@ -193,7 +191,6 @@ def test_an_unreadable_folder_is_listed(tmp_path: Path, monkeypatch: pytest.Monk
     assert len(ingest.samples) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: not fixed yet")
 def test_files_not_listed_in_labels_csv_are_reported(tmp_path: Path) -> None:
     site = tmp_path / "site"
     _variant("MR_small.dcm", site / "a.dcm")
