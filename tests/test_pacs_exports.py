@@ -202,3 +202,26 @@ def test_files_not_listed_in_labels_csv_are_reported(tmp_path: Path) -> None:
 
     skipped = {s.path: s.reason for s in ingest.skipped}
     assert skipped == {site / "extra" / "c.dcm": "not listed in labels.csv"}
+
+
+# -- wrong reasons ---------------------------------------------------------------------------
+def test_a_truncated_image_and_a_structure_set_without_preamble_get_true_reasons(
+    tmp_path: Path,
+) -> None:
+    site = _class_site(tmp_path / "site")
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        data = Path(get_testdata_file(name)).read_bytes()
+        (site / "opacity" / f"half-{name}").write_bytes(data[: len(data) // 2])
+        before_pixels = data[: data.rindex(b"\xe0\x7f\x10\x00")]  # cut at (7FE0,0010)
+        (site / "opacity" / f"headers-{name}").write_bytes(before_pixels)
+    shutil.copy(get_testdata_file("rtstruct.dcm"), site / "normal" / "rtstruct")
+    assert Path(get_testdata_file("rtstruct.dcm")).read_bytes()[128:132] != b"DICM"
+
+    ingest = ingest_site(site, CONFIG, "site")
+
+    reasons = {s.path.name: s.reason for s in ingest.skipped}
+    assert "truncated pixel data" in reasons["half-CT_small.dcm"]
+    assert "truncated pixel data" in reasons["half-MR_small.dcm"]
+    assert "truncated" in reasons["headers-CT_small.dcm"]
+    assert "truncated" in reasons["headers-MR_small.dcm"]
+    assert reasons["rtstruct"] == "no pixel data (RT Structure Set Storage)"

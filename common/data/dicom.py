@@ -73,6 +73,7 @@ _DECODING_DS = frozenset(
     )
 )
 _DS_BYTES = re.compile(rb"[0-9+\-.eE \\\x00]*")
+_UID_TEXT = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _FUNCTIONAL_SEQUENCES = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
 
@@ -190,10 +191,12 @@ def _dictionary_vr(tag: BaseTag) -> str | None:
 
 
 def _open_without_preamble(path: Path) -> Dataset:
-    """Old exports lack the 128-byte preamble; accept them only if they look like images."""
+    """Old exports lack the 128-byte preamble; accept them if they name a SOP class (so a
+    structure set is reported as what it is, not as "not a DICOM file")."""
     try:
         ds = pydicom.dcmread(path, defer_size=DEFER_SIZE, force=True)
-        looks_dicom = "SOPClassUID" in ds and ("Rows" in ds or "PixelData" in ds)
+        sop_class = str(ds.get("SOPClassUID", ""))
+        looks_dicom = bool(_UID_TEXT.fullmatch(sop_class)) or "PixelData" in ds
     except Exception:
         looks_dicom = False
     if not looks_dicom:
@@ -205,6 +208,8 @@ def describe(ds: Dataset) -> DicomInfo:
     """Check that ``ds`` holds a decodable image and summarise its header."""
     sop_class = str(ds.get("SOPClassUID", ""))
     if "PixelData" not in ds:
+        if "Rows" in ds and "Columns" in ds:  # an image header whose pixel data is missing
+            raise DicomReadError("corrupt or truncated pixel data (file ends before it)")
         kind = UID(sop_class).name if sop_class else "unknown object"
         raise DicomReadError(f"no pixel data ({kind})")
     syntax = UID(ds.file_meta.TransferSyntaxUID)
