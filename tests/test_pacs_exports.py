@@ -225,3 +225,14 @@ def test_a_truncated_image_and_a_structure_set_without_preamble_get_true_reasons
     assert "truncated" in reasons["headers-CT_small.dcm"]
     assert "truncated" in reasons["headers-MR_small.dcm"]
     assert reasons["rtstruct"] == "no pixel data (RT Structure Set Storage)"
+
+
+def test_side_files_are_listed_but_never_stop_a_strict_load(tmp_path: Path) -> None:
+    site = _class_site(tmp_path / "site")
+    (site / "normal" / "README.txt").write_text("exported 2024")
+
+    ingest = ingest_site(site, DataConfig(image_size=16, test_fraction=0.0, strict=True), "s")
+
+    assert [(s.path.name, s.reason) for s in ingest.skipped] == [
+        ("README.txt", "not an image (.txt side file)")
+    ]

@@ -81,13 +81,13 @@ def ingest_site(
     manifest = read_manifest(root, site_id, class_names(config))
     result = SiteIngest(site_id, root, manifest.layout)
 
-    def skip(path: Path, reason: str) -> None:
-        if config.strict:
+    def skip(path: Path, reason: str, fatal: bool = True) -> None:
+        if config.strict and fatal:
             raise SiteDataError(site_id, reason, path)
-        result.skipped.append(SkippedFile(path, reason))
+        result.skipped.append(SkippedFile(path, reason, fatal))
 
     for problem in manifest.skipped:
-        skip(problem.path, problem.reason)
+        skip(problem.path, problem.reason, problem.fatal)
     cache = open_cache(root, config, site_id)
     with quiet_pydicom():  # its warnings can quote tag values: keep PHI out of logs
         opened, members = _read_headers(manifest.entries, cache, root, skip)

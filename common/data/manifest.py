@@ -44,6 +44,7 @@ class SkippedFile:
 
     path: Path
     reason: str
+    fatal: bool = True  # False for side files (notes, exports' extras): listed, never strict
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,8 @@ def walk_folder(folder: Path) -> tuple[list[Path], list[SkippedFile]]:
             elif entry.is_dir():
                 visit(path)
             elif path.suffix.lower() in IGNORED_SUFFIXES:
-                skipped.append(SkippedFile(path, f"not an image ({path.suffix} side file)"))
+                reason = f"not an image ({path.suffix} side file)"
+                skipped.append(SkippedFile(path, reason, fatal=False))
             else:
                 files.append(path)
 
