@@ -30,7 +30,7 @@ import torch
 
 from common.data.dicom import DicomInfo
 
-PIPELINE_VERSION = 1  # bump when decoding or preprocessing code changes its output
+PIPELINE_VERSION = 2  # bump when decoding or preprocessing code changes its output
 FILES_INDEX = "files.json"
 INDEX = "index.json"
 PACK = "tensors.pt"
@@ -55,7 +55,7 @@ def site_cache_dir(cache_dir: str, root: Path, site_id: str) -> Path:
             return root / IN_SITE_DIR
         cache_dir = USER_CACHE
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", site_id)[:64] or "site"
-    where = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    where = hashlib.sha256(os.fsencode(root.resolve())).hexdigest()[:12]
     return Path(cache_dir).expanduser() / f"{safe}-{where}"
 
 
@@ -145,10 +145,26 @@ class TensorCache:
         return self._pack
 
     # -- persistence ---------------------------------------------------------------------
-    def flush(self) -> None:
-        """Write what this load added; keep only files and samples the folder still uses."""
+    def flush(self) -> str | None:
+        """Write what this load added; keep only files and samples the folder still uses.
+
+        Never raises for an unwritable cache (a read-only site folder and home): the loaded
+        data is kept and a one-line warning is returned instead (the next load decodes again).
+        """
         if self.directory is None or self.entry_dir is None:
-            return
+            return None
+        try:
+            self._write()
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            return (
+                f"tensor cache not saved: cannot write {self.directory} ({why}); the next run "
+                "decodes again (set data.cache-dir to a writable folder)"
+            )
+        return None
+
+    def _write(self) -> None:
+        assert self.directory is not None and self.entry_dir is not None
         self.directory.mkdir(parents=True, exist_ok=True)
         if self._stat_changed:
             _write_json(self.directory / FILES_INDEX, self._stat)

@@ -17,6 +17,7 @@ Problems are raised as ``DicomReadError`` whose ``str()`` is a short, PHI-free r
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -36,6 +38,7 @@ from pydicom.pixels import (
     convert_color_space,
     get_decoder,
 )
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from common.data.phi import burned_in_annotation, identifying_tags
@@ -59,6 +62,19 @@ _VIEW_KEYWORDS = (
     "VOILUTFunction",
     "VOILUTSequence",
 )
+_DECODING_DS = frozenset(
+    (
+        "RescaleSlope",
+        "RescaleIntercept",
+        "WindowCenter",
+        "WindowWidth",
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+    )
+)
+_DS_BYTES = re.compile(rb"[0-9+\-.eE \\\x00]*")
+_UID_TEXT = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _FUNCTIONAL_SEQUENCES = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
 
 
@@ -126,14 +142,61 @@ def open_dicom(path: Path) -> Dataset:
         ds.file_meta.TransferSyntaxUID = (
             ImplicitVRLittleEndian if ds.original_encoding[0] else ExplicitVRLittleEndian
         )
+    repair_decimals(ds)
     return ds
 
 
+def repair_decimals(ds: Dataset) -> None:
+    """Read locale decimals (``1,5``) in DS values as numbers, here and in sequences.
+
+    Some exports write decimal strings with a comma; pydicom keeps them as text. A value
+    that is a number once the comma is a point is rewritten; any other invalid DS value is
+    dropped, or, in an attribute decoding depends on, makes the file unusable (the reason
+    names the attribute, never its value). Raw values of valid DS characters are not parsed.
+    """
+    for tag in list(ds.keys()):
+        element = ds.get_item(tag)
+        vr = element.VR or _dictionary_vr(tag)
+        if vr == "SQ":
+            for item in ds[tag].value or []:
+                repair_decimals(item)
+            continue
+        value = element.value
+        if vr != "DS" or value is None:
+            continue
+        if isinstance(value, bytes) and _DS_BYTES.fullmatch(value):
+            continue  # raw and made of valid DS characters: leave it unparsed
+        _repair_ds(ds, tag)
+
+
+def _repair_ds(ds: Dataset, tag: BaseTag) -> None:
+    element = ds[tag]
+    values = list(element.value) if isinstance(element.value, MultiValue) else [element.value]
+    if not any(isinstance(v, str) and not isinstance(v, float) for v in values):
+        return
+    fixed = [str(v).strip().replace(",", ".") for v in values]
+    if all(not text or _NUMBER.fullmatch(text) for text in fixed):
+        element.value = fixed if len(fixed) > 1 else fixed[0]
+    elif element.keyword in _DECODING_DS:
+        raise DicomReadError(f"invalid decimal number in {element.keyword}")
+    else:
+        del ds[tag]
+
+
+def _dictionary_vr(tag: BaseTag) -> str | None:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
 def _open_without_preamble(path: Path) -> Dataset:
-    """Old exports lack the 128-byte preamble; accept them only if they look like images."""
+    """Old exports lack the 128-byte preamble; accept them if they name a SOP class (so a
+    structure set is reported as what it is, not as "not a DICOM file")."""
     try:
         ds = pydicom.dcmread(path, defer_size=DEFER_SIZE, force=True)
-        looks_dicom = "SOPClassUID" in ds and ("Rows" in ds or "PixelData" in ds)
+        sop_class = str(ds.get("SOPClassUID", ""))
+        looks_dicom = bool(_UID_TEXT.fullmatch(sop_class)) or "PixelData" in ds
     except Exception:
         looks_dicom = False
     if not looks_dicom:
@@ -145,6 +208,8 @@ def describe(ds: Dataset) -> DicomInfo:
     """Check that ``ds`` holds a decodable image and summarise its header."""
     sop_class = str(ds.get("SOPClassUID", ""))
     if "PixelData" not in ds:
+        if "Rows" in ds and "Columns" in ds:  # an image header whose pixel data is missing
+            raise DicomReadError("corrupt or truncated pixel data (file ends before it)")
         kind = UID(sop_class).name if sop_class else "unknown object"
         raise DicomReadError(f"no pixel data ({kind})")
     syntax = UID(ds.file_meta.TransferSyntaxUID)

@@ -28,7 +28,7 @@ from rich.progress import (
 from common.config import DataConfig, parse_class_names
 from common.data.cache import TensorCache, config_key, site_cache_dir
 from common.data.dicom import DicomInfo, DicomReadError, describe, open_dicom, quiet_pydicom
-from common.data.manifest import SPLITS, LabelledFile, SkippedFile, read_manifest
+from common.data.manifest import SPLITS, LabelledFile, SkippedFile, read_manifest, shown
 from common.data.volumes import Geometry, Member, Sample, group_samples, sample_tensors
 from common.errors import SiteDataError
 
@@ -44,6 +44,7 @@ class SiteIngest:
     labels: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SPLITS})
     samples: list[Sample] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     decoded: int = 0
     from_cache: int = 0
 
@@ -80,13 +81,13 @@ def ingest_site(
     manifest = read_manifest(root, site_id, class_names(config))
     result = SiteIngest(site_id, root, manifest.layout)
 
-    def skip(path: Path, reason: str) -> None:
-        if config.strict:
+    def skip(path: Path, reason: str, fatal: bool = True) -> None:
+        if config.strict and fatal:
             raise SiteDataError(site_id, reason, path)
-        result.skipped.append(SkippedFile(path, reason))
+        result.skipped.append(SkippedFile(path, reason, fatal))
 
     for problem in manifest.skipped:
-        skip(problem.path, problem.reason)
+        skip(problem.path, problem.reason, problem.fatal)
     cache = open_cache(root, config, site_id)
     with quiet_pydicom():  # its warnings can quote tag values: keep PHI out of logs
         opened, members = _read_headers(manifest.entries, cache, root, skip)
@@ -113,7 +114,9 @@ def ingest_site(
         result.images[sample.split].extend(found)
         result.labels[sample.split].extend([sample.label] * len(found))
     result.from_cache = len(samples) - len(todo)
-    cache.flush()
+    problem = cache.flush()
+    if problem is not None:
+        result.warnings.append(problem)
     return result
 
 
@@ -133,7 +136,7 @@ def _read_headers(
             skip(entry.path, f"cannot read file ({exc.strerror or type(exc).__name__})")
             continue
         if digest in seen:
-            skip(entry.path, f"same content as {_show(seen[digest], root)} (duplicate)")
+            skip(entry.path, f"same content as {shown(seen[digest], root)} (duplicate)")
             continue
         seen[digest] = entry.path
         info: DicomInfo | str | None = cache.file_info(digest)
@@ -144,6 +147,8 @@ def _read_headers(
                 opened[digest] = dataset
             except DicomReadError as problem:
                 info = str(problem)
+            except Exception as exc:  # never a traceback (its text could quote tag values)
+                info = f"unreadable DICOM header ({type(exc).__name__})"
             cache.put_file_info(digest, info)
         if isinstance(info, str):
             skip(entry.path, info)
@@ -163,10 +168,8 @@ def _decode(
         return sample_tensors(sample, datasets, shape)
     except DicomReadError as problem:
         return str(problem)
-
-
-def _show(path: Path, root: Path) -> str:
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    except Exception as exc:  # never a traceback (its text could quote tag values)
+        return f"cannot decode ({type(exc).__name__})"
 
 
 @contextmanager
@@ -178,7 +181,7 @@ def _progress_bar(
         yield lambda: None
         return
     columns = (
-        TextColumn(f"[bold]ingest {site_id}"),
+        TextColumn(f"ingest {site_id}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),

@@ -6,13 +6,18 @@ Supported layouts:
 - one subfolder per class (``normal/…``, ``opacity/…``), nested folders allowed.
 Labels are class names or class indices. Rows and folders that cannot be used (unknown or
 missing label, missing file, folder that is not a class) are returned as problems, not raised.
-Hidden files (``.name``) and this package's own files are ignored.
+Hidden files and folders (``.name``, e.g. the ``.medfed-cache``) and ``labels.csv`` are
+site metadata; every other path under the folder is used or reported with a reason (files
+at the root of a class-folder site, files not named by ``labels.csv``, side files,
+broken or looping symbolic links, folders that cannot be read).
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +44,7 @@ class SkippedFile:
 
     path: Path
     reason: str
+    fatal: bool = True  # False for side files (notes, exports' extras): listed, never strict
 
 
 @dataclass(frozen=True)
@@ -70,8 +76,16 @@ def read_manifest(root: Path, site_id: str, class_names: tuple[str, ...]) -> Man
 
 def hashed_split(key: str, test_fraction: float) -> str:
     """Deterministic train/test assignment from a stable key (a path or a series UID)."""
-    digest = hashlib.sha256(key.encode()).digest()
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
     return "test" if int.from_bytes(digest[:4], "big") / 2**32 < test_fraction else "train"
+
+
+def shown(path: Path, root: Path | None = None) -> str:
+    """A path for reports: relative to ``root`` when inside it, and printable even when the
+    name is not valid UTF-8 (undecodable bytes appear as ``\\xff`` escapes)."""
+    if root is not None and path.is_relative_to(root):
+        path = path.relative_to(root)
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def label_index(label: str, class_names: tuple[str, ...]) -> int:
@@ -88,13 +102,63 @@ def label_index(label: str, class_names: tuple[str, ...]) -> int:
 
 def image_files(folder: Path) -> list[Path]:
     """Candidate image files under ``folder`` (sorted, hidden and side files left out)."""
-    return sorted(
-        path
-        for path in folder.rglob("*")
-        if path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-        and path.suffix.lower() not in IGNORED_SUFFIXES
-    )
+    return walk_folder(folder)[0]
+
+
+def walk_folder(folder: Path) -> tuple[list[Path], list[SkippedFile]]:
+    """Every non-hidden file under ``folder``: candidate images (sorted), and the entries that
+    cannot be images, with reasons: side files, broken or looping symbolic links, folders
+    that cannot be read. Symbolic links to folders are followed, each folder read once."""
+    files: list[Path] = []
+    skipped: list[SkippedFile] = []
+    seen: set[tuple[int, int]] = set()
+
+    def visit(directory: Path) -> None:
+        try:
+            stat = directory.stat()
+            if (stat.st_dev, stat.st_ino) in seen:
+                skipped.append(SkippedFile(directory, "folder already read (linked twice)"))
+                return
+            seen.add((stat.st_dev, stat.st_ino))
+            with os.scandir(directory) as found:
+                entries = sorted(found, key=lambda entry: entry.name)
+        except OSError as exc:
+            reason = f"cannot read folder ({exc.strerror or type(exc).__name__})"
+            skipped.append(SkippedFile(directory, reason))
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            reason = _entry_problem(entry)
+            if reason is not None:
+                skipped.append(SkippedFile(path, reason))
+            elif entry.is_dir():
+                visit(path)
+            elif path.suffix.lower() in IGNORED_SUFFIXES:
+                reason = f"not an image ({path.suffix} side file)"
+                skipped.append(SkippedFile(path, reason, fatal=False))
+            else:
+                files.append(path)
+
+    visit(folder)
+    return sorted(files), skipped
+
+
+def _entry_problem(entry: os.DirEntry[str]) -> str | None:
+    """Why a folder entry is neither a folder nor a regular file to read (None if it is)."""
+    try:
+        if entry.is_symlink():
+            os.stat(entry.path)  # follows the link: raises for a missing target or a loop
+        if entry.is_dir() or entry.is_file():
+            return None
+        return "not a regular file"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if exc.errno == errno.ENOENT:
+            return "broken symbolic link (target missing)"
+        return f"cannot read ({exc.strerror or type(exc).__name__})"
 
 
 def _from_csv(labels_csv: Path, site_id: str, class_names: tuple[str, ...]) -> Manifest:
@@ -127,6 +191,16 @@ def _from_csv(labels_csv: Path, site_id: str, class_names: tuple[str, ...]) -> M
             entries.append(LabelledFile(path, label, split))
         else:
             skipped.append(SkippedFile(path, f"listed in labels.csv (line {line}) but not found"))
+    listed = {os.path.normpath(entry.path) for entry in entries}
+    listed |= {os.path.normpath(problem.path) for problem in skipped}
+    listed.add(os.path.normpath(labels_csv))
+    files, problems = walk_folder(root)
+    skipped.extend(p for p in problems if os.path.normpath(p.path) not in listed)
+    skipped.extend(
+        SkippedFile(file, "not listed in labels.csv")
+        for file in files
+        if os.path.normpath(file) not in listed
+    )
     return Manifest(entries, skipped, "labels.csv")
 
 
@@ -143,15 +217,28 @@ def _split(value: str | None) -> str | None:
 def _from_subfolders(root: Path, class_names: tuple[str, ...]) -> Manifest:
     entries: list[LabelledFile] = []
     skipped: list[SkippedFile] = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if folder.name not in class_names:
-            skipped.append(
-                SkippedFile(
-                    folder,
-                    f"folder '{folder.name}' is not a class ({', '.join(class_names)})",
-                )
-            )
-            continue
-        label = class_names.index(folder.name)
-        entries.extend(LabelledFile(file, label, None) for file in image_files(folder))
+    try:
+        top = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    except OSError as exc:
+        return Manifest([], [SkippedFile(root, f"cannot read folder ({exc.strerror})")], "")
+    for path in top:
+        if not path.is_dir():
+            skipped.append(SkippedFile(path, _root_file_reason(path)))
+        elif path.name not in class_names:
+            reason = f"folder '{path.name}' is not a class ({', '.join(class_names)})"
+            skipped.append(SkippedFile(path, reason))
+        else:
+            files, problems = walk_folder(path)
+            label = class_names.index(path.name)
+            entries.extend(LabelledFile(file, label, None) for file in files)
+            skipped.extend(problems)
     return Manifest(entries, skipped, "class folders")
+
+
+def _root_file_reason(path: Path) -> str:
+    """Why a file at the root of a class-folder site is not read."""
+    if path.is_symlink() and not path.exists():
+        return "broken symbolic link or link loop"
+    if path.name.upper() == "DICOMDIR":
+        return "DICOMDIR (a media index, not an image; images are read from class folders)"
+    return "file at the site root is not in a class folder"

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from common.data.ingest import SiteIngest
-from common.data.manifest import SPLITS
+from common.data.manifest import SPLITS, shown
 from common.data.phi import DATE_TAGS, INSTITUTION_TAGS, NAME_AND_ID_TAGS
 
 PHI_NOTE = (
@@ -64,7 +63,7 @@ def build_report(ingest: SiteIngest, classes: tuple[str, ...], min_images: int) 
     phi = Counter(tag for info in infos for tag in info.phi_tags)
     report = SiteReport(
         site_id=ingest.site_id,
-        path=str(ingest.root),
+        path=shown(ingest.root),
         layout=ingest.layout,
         classes=list(classes),
         counts=counts,
@@ -73,9 +72,7 @@ def build_report(ingest: SiteIngest, classes: tuple[str, ...], min_images: int) 
         sizes=_counts(info.size for info in infos),
         transfer_syntaxes=_counts(info.transfer_syntax_name for info in infos),
         frames=_counts(_kind(sample) for sample in ingest.samples),
-        skipped=[
-            {"path": _relative(s.path, ingest.root), "reason": s.reason} for s in ingest.skipped
-        ],
+        skipped=[{"path": shown(s.path, ingest.root), "reason": s.reason} for s in ingest.skipped],
         phi_tags={
             tag: phi[tag] for tag in (*NAME_AND_ID_TAGS, *DATE_TAGS, *INSTITUTION_TAGS) if phi[tag]
         },
@@ -90,6 +87,7 @@ def build_report(ingest: SiteIngest, classes: tuple[str, ...], min_images: int) 
     missing = [name for name in classes if counts[name]["train"] == 0]
     if missing:
         report.problems.append(f"no training images for class {', '.join(missing)}")
+    report.warnings.extend(ingest.warnings)
     if not ingest.labels["test"]:
         report.warnings.append("no held-out (test) images: this site cannot report evaluation")
     if report.skipped:
@@ -111,7 +109,3 @@ def _kind(sample: Any) -> str:
     if len(sample.members) > 1:
         return "series (several files)"
     return "multi-frame" if sample.info.frames > 1 else "single image"
-
-
-def _relative(path: Path, root: Path) -> str:
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)

@@ -13,6 +13,7 @@ dropped when a simulation process serves many virtual sites).
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,8 @@ from common.data.manifest import LABELS_FILE, SkippedFile
 from common.data.medmnist import find_npz, load_npz_site
 from common.data.sitedata import SiteData
 from common.errors import SiteDataError
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["SiteData", "SiteStore", "SkippedFile", "load_site"]
 
@@ -58,6 +61,8 @@ def site_data(ingest: SiteIngest) -> SiteData:
             f"no usable training images in {ingest.root} ({count} problems{first}); "
             "run 'medfed site check' on the folder for the full list",
         )
+    for warning in ingest.warnings:
+        _log.warning("site '%s': %s", ingest.site_id, warning)
     like = ingest.images["train"][0]
     return SiteData(
         site_id=ingest.site_id,

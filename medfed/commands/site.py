@@ -96,15 +96,23 @@ def check_site(args: argparse.Namespace) -> int:
 
 
 def _print_report(report: SiteReport, console: Console) -> None:
+    """Print the report; names from the site (folders, files, classes) never go through
+    rich markup, so a folder called ``export [/old]`` is printed as it is."""
     from rich.table import Table
+    from rich.text import Text
 
     from common.data.readiness import PHI_NOTE
 
-    console.print(f"[bold]Site '{report.site_id}'[/bold]: {report.path} (layout: {report.layout})")
+    plain = {"markup": False, "highlight": False}
+    console.print(
+        Text("Site ", style="bold")
+        + Text(f"'{report.site_id}'", style="bold")
+        + Text(f": {report.path} (layout: {report.layout})")
+    )
     table = Table("class", "train", "val", "test", title="Usable images")
     for name in report.classes:
         counts = report.counts[name]
-        table.add_row(name, *(str(counts[split]) for split in ("train", "val", "test")))
+        table.add_row(Text(name), *(str(counts[split]) for split in ("train", "val", "test")))
     console.print(table)
     for title, values in (
         ("Modalities", report.modalities),
@@ -114,22 +122,23 @@ def _print_report(report: SiteReport, console: Console) -> None:
         ("Samples", report.frames),
     ):
         if values:
-            console.print(f"{title}: " + ", ".join(f"{k} ({v})" for k, v in values.items()))
+            line = f"{title}: " + ", ".join(f"{k} ({v})" for k, v in values.items())
+            console.print(line, **plain)
     if report.skipped:
-        console.print(f"[bold]Skipped ({len(report.skipped)})[/bold]:")
+        console.print(Text(f"Skipped ({len(report.skipped)})", style="bold") + Text(":"))
         for item in report.skipped:
-            console.print(f"  {item['path']}: {item['reason']}", markup=False, highlight=False)
+            console.print(f"  {item['path']}: {item['reason']}", **plain)
     if report.phi_tags or report.burned_in_yes:
         console.print("[bold]PHI in DICOM tags[/bold] (files with the tag; values not shown):")
         for tag, count in report.phi_tags.items():
-            console.print(f"  {tag}: {count}")
+            console.print(f"  {tag}: {count}", **plain)
         if report.burned_in_yes:
-            console.print(f"  BurnedInAnnotation=YES: {report.burned_in_yes}")
-        console.print(f"  [yellow]{PHI_NOTE}[/yellow]")
+            console.print(f"  BurnedInAnnotation=YES: {report.burned_in_yes}", **plain)
+        console.print(Text(f"  {PHI_NOTE}", style="yellow"))
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        console.print(Text("warning:", style="yellow") + Text(f" {warning}"))
     if report.ready:
         train = sum(counts["train"] for counts in report.counts.values())
-        console.print(f"[bold green]READY[/bold green]: {train} usable training images")
+        console.print(Text("READY", style="bold green") + Text(f": {train} usable training images"))
     else:
-        console.print("[bold red]NOT READY[/bold red]: " + "; ".join(report.problems))
+        console.print(Text("NOT READY", style="bold red") + Text(": " + "; ".join(report.problems)))
