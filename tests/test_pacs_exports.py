@@ -22,6 +22,7 @@ from common.data.dicom import open_dicom
 from common.data.ingest import ingest_site
 from common.data.manifest import LABELS_FILE
 from medfed.cli import main
+from tests.shared_data import DICOM_DIR
 
 CONFIG = DataConfig(image_size=16, test_fraction=0.0)
 
@@ -236,3 +237,44 @@ def test_side_files_are_listed_but_never_stop_a_strict_load(tmp_path: Path) -> N
     assert [(s.path.name, s.reason) for s in ingest.skipped] == [
         ("README.txt", "not an image (.txt side file)")
     ]
+
+
+# -- intact images lost ----------------------------------------------------------------------
+def _truncate(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_an_intact_slice_is_kept_next_to_its_truncated_copy(tmp_path: Path) -> None:
+    site = _class_site(tmp_path / "site")
+    intact = _variant("MR_small.dcm", site / "opacity" / "mr.dcm")
+    shutil.copy(intact, site / "opacity" / "mr-copy.dcm")
+    _truncate(site / "opacity" / "mr-copy.dcm")
+
+    ingest = ingest_site(site, CONFIG, "site")
+
+    used = {m.entry.path for s in ingest.samples for m in s.members}
+    skipped = {s.path: s.reason for s in ingest.skipped}
+    assert intact in used and len(used) == 3
+    assert list(skipped) == [site / "opacity" / "mr-copy.dcm"]
+    assert "truncated pixel data" in skipped[site / "opacity" / "mr-copy.dcm"]
+
+
+@pytest.mark.parametrize("frames", ["middle", "stack", "all"])
+@pytest.mark.parametrize("cut", ["01.dcm", "02.dcm"])
+def test_one_truncated_slice_costs_only_itself(tmp_path: Path, frames: str, cut: str) -> None:
+    site = tmp_path / "site"
+    shutil.copytree(DICOM_DIR / "ct_series_3slice", site / "opacity" / "series")
+    _variant("MR_small.dcm", site / "normal" / "mr.dcm")
+    _truncate(site / "opacity" / "series" / cut)
+    config = DataConfig(image_size=16, test_fraction=0.0, frames=frames, stack_depth=4)
+
+    ingest = ingest_site(site, config, "site")
+
+    skipped = {s.path.name: s.reason for s in ingest.skipped}
+    assert list(skipped) == [cut] and "truncated pixel data" in skipped[cut]
+    series = [s for s in ingest.samples if s.label == 1]
+    assert len(series) == 1 and len(series[0].members) == 2
+    assert cut not in {m.entry.path.name for m in series[0].members}
+    assert len(ingest.images["train"]) == (3 if frames == "all" else 2)

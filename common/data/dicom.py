@@ -17,6 +17,7 @@ Problems are raised as ``DicomReadError`` whose ``str()`` is a short, PHI-free r
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -72,6 +74,7 @@ _DECODING_DS = frozenset(
         "ImageOrientationPatient",
     )
 )
+PIXEL_DATA = BaseTag(0x7FE00010)
 _DS_BYTES = re.compile(rb"[0-9+\-.eE \\\x00]*")
 _UID_TEXT = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
@@ -226,6 +229,8 @@ def describe(ds: Dataset) -> DicomInfo:
     samples = _int(ds.get("SamplesPerPixel"), default=1)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     _check_channels(samples, photometric)
+    if not syntax.is_encapsulated:
+        _check_complete(ds, rows * columns * frames * samples)
     return DicomInfo(
         sop_class=sop_class,
         modality=str(ds.get("Modality", "") or "unknown"),
@@ -241,6 +246,35 @@ def describe(ds: Dataset) -> DicomInfo:
         phi_tags=identifying_tags(ds),
         burned_in=burned_in_annotation(ds),
     )
+
+
+def _check_complete(ds: Dataset, pixels: int) -> None:
+    """Raise if native pixel data is shorter than the header says (a file cut short).
+
+    Looked at from the header alone (a deferred value is measured against the file size),
+    so a truncated file is dropped before series are formed and duplicates resolved:
+    it costs only itself, never an intact copy or the rest of its series.
+    """
+    bits = _int(ds.get("BitsAllocated"), default=None)
+    if bits is None:
+        return
+    expected = (pixels * bits + 7) // 8
+    element = ds.get_item(PIXEL_DATA)
+    value = element.value
+    if isinstance(value, bytes | bytearray):
+        available = len(value)
+    elif value is None and isinstance(element, RawDataElement) and ds.filename:
+        try:
+            size = os.path.getsize(ds.filename)
+        except (OSError, TypeError):
+            return
+        available = min(element.length, size - element.value_tell)
+    else:
+        return
+    if available < expected:
+        raise DicomReadError(
+            f"corrupt or truncated pixel data ({available} of {expected} bytes: file cut short)"
+        )
 
 
 def _check_channels(samples: int, photometric: str) -> None:

@@ -16,6 +16,10 @@ Enhanced multi-frame objects are ordered by their per-frame plane positions.
 A series whose files disagree on the label or an explicit split is skipped (it would leak
 between train and test); slices whose size differs from the rest of their series are skipped.
 Unassigned splits are hashed from the series UID, or from the file path for single files.
+A bad file costs only itself: files that cannot be read, or whose native pixel data is shorter
+than their header says (cut short), are dropped before series are formed and duplicates
+resolved (``describe``), so an intact copy of the same slice is kept and a series that lost
+one slice is formed from its remaining intact slices (``middle`` then picks their middle).
 """
 
 from __future__ import annotations
