@@ -50,7 +50,8 @@ def build_messy_site(root: Path) -> Path:
     _copy(dicom_file("nm_jpeg_lossless_sv1.dcm"), bad / "unknown_label.dcm")
     _copy(dicom_file("dx_thorax_small_mono1_canine.dcm"), bad / "copy_of_dx.dcm")
     rows = [(path, label, "train") for path, (_, label) in GOOD.items()]
-    rows += [(path, "opacity", "train") for path in PROBLEMS]
+    # the copy keeps its original's label: a copy under another label skips both (conflict)
+    rows += [(path, "normal" if "copy" in path else "opacity", "train") for path in PROBLEMS]
     labels = {"bad/no_label.dcm": "", "bad/unknown_label.dcm": "fracture"}
     rows = [(path, labels.get(path, label), split) for path, label, split in rows]
     with open(root / "labels.csv", "w", newline="") as handle:

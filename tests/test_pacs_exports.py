@@ -278,3 +278,50 @@ def test_one_truncated_slice_costs_only_itself(tmp_path: Path, frames: str, cut:
     assert len(series) == 1 and len(series[0].members) == 2
     assert cut not in {m.entry.path.name for m in series[0].members}
     assert len(ingest.images["train"]) == (3 if frames == "all" else 2)
+
+
+# -- wrongly labelled ------------------------------------------------------------------------
+@pytest.mark.parametrize("copy", ["same bytes", "same uid", "same uid, no position"])
+def test_the_same_image_under_two_labels_is_skipped_naming_both(tmp_path: Path, copy: str) -> None:
+    site = _class_site(tmp_path / "site")
+    first = _variant("MR_small.dcm", site / "normal" / "x.dcm")
+    ds = pydicom.dcmread(first)
+    if copy.endswith("no position"):  # a projection-like image: it was used twice
+        del ds.ImagePositionPatient
+        ds.save_as(first)
+    if copy != "same bytes":  # same SOPInstanceUID, different bytes (e.g. re-exported)
+        ds.InstitutionName = "re-export"
+    (site / "opacity" / "x.dcm").parent.mkdir(exist_ok=True)
+    ds.save_as(site / "opacity" / "x.dcm")
+
+    ingest = ingest_site(site, CONFIG, "site")
+
+    used = {m.entry.path.relative_to(site).as_posix() for s in ingest.samples for m in s.members}
+    skipped = {s.path.relative_to(site).as_posix(): s.reason for s in ingest.skipped}
+    assert used == {"normal/mr.dcm", "opacity/ct.dcm"}
+    assert skipped == {
+        "normal/x.dcm": "same image as opacity/x.dcm under another label (normal vs opacity)",
+        "opacity/x.dcm": "same image as normal/x.dcm under another label (opacity vs normal)",
+    }
+
+
+@pytest.mark.parametrize("same_bytes", [True, False])
+def test_the_same_image_twice_under_one_label_is_used_once(
+    tmp_path: Path, same_bytes: bool
+) -> None:
+    site = _class_site(tmp_path / "site")
+    first = _variant("MR_small.dcm", site / "normal" / "a.dcm")
+    ds = pydicom.dcmread(first)
+    if not same_bytes:
+        ds.InstitutionName = "re-export"
+    ds.save_as(site / "normal" / "b.dcm")
+
+    ingest = ingest_site(site, CONFIG, "site")
+
+    used = {m.entry.path.name for s in ingest.samples for m in s.members}
+    skipped = {s.path.name: s.reason for s in ingest.skipped}
+    assert used == {"a.dcm", "mr.dcm", "ct.dcm"}
+    assert list(skipped) == ["b.dcm"]
+    assert (
+        skipped["b.dcm"].startswith("same ") and "as normal/a.dcm (duplicate)" in skipped["b.dcm"]
+    )

@@ -54,9 +54,12 @@ def test_changed_file_content_is_decoded_again(site: Path) -> None:
     again = ingest_site(site, CONFIG, "hospital-a")
 
     assert again.decoded == 0  # content equals a cached file ...
-    assert any("duplicate" in s.reason for s in again.skipped)  # ... and is reported as a copy
+    reasons = {s.path.name: s.reason for s in again.skipped}  # ... and is reported as a copy
+    assert "img_00004.dcm" in reasons["img_00003.dcm"]
     shutil.copy(dicom_file("dx_thorax_small_mono1_canine.dcm"), changed)
-    assert ingest_site(site, CONFIG, "hospital-a").decoded == 1
+    # img_00003 (new content) and img_00004: the copy had another label, so both were skipped
+    # as a conflict and img_00004's cached tensors were dropped as unused
+    assert ingest_site(site, CONFIG, "hospital-a").decoded == 2
 
 
 def test_changed_preprocessing_config_uses_a_fresh_cache_entry(site: Path) -> None:

@@ -116,6 +116,7 @@ class DicomInfo:
     instance_number: int | None
     phi_tags: tuple[str, ...]
     burned_in: str
+    sop_instance_uid: str = ""
 
     @property
     def size(self) -> str:
@@ -245,6 +246,7 @@ def describe(ds: Dataset) -> DicomInfo:
         instance_number=_int(ds.get("InstanceNumber"), default=None),
         phi_tags=identifying_tags(ds),
         burned_in=burned_in_annotation(ds),
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "") or ""),
     )
 
 

@@ -91,6 +91,7 @@ def ingest_site(
     cache = open_cache(root, config, site_id)
     with quiet_pydicom():  # its warnings can quote tag values: keep PHI out of logs
         opened, members = _read_headers(manifest.entries, cache, root, skip)
+        members = _resolve_duplicates(members, root, class_names(config), skip)
         samples, series_problems = group_samples(members, root, config.test_fraction)
         for problem in series_problems:
             skip(problem.path, problem.reason)
@@ -128,17 +129,12 @@ def _read_headers(
 ) -> tuple[dict[str, Dataset], list[Member]]:
     opened: dict[str, Dataset] = {}
     members: list[Member] = []
-    seen: dict[str, Path] = {}
     for entry in entries:
         try:
             digest = cache.digest(entry.path)
         except OSError as exc:
             skip(entry.path, f"cannot read file ({exc.strerror or type(exc).__name__})")
             continue
-        if digest in seen:
-            skip(entry.path, f"same content as {shown(seen[digest], root)} (duplicate)")
-            continue
-        seen[digest] = entry.path
         info: DicomInfo | str | None = cache.file_info(digest)
         if info is None:
             try:
@@ -155,6 +151,70 @@ def _read_headers(
             continue
         members.append(Member(entry, digest, info))
     return opened, members
+
+
+def _resolve_duplicates(
+    members: list[Member],
+    root: Path,
+    names: tuple[str, ...],
+    skip: Callable[[Path, str], None],
+) -> list[Member]:
+    """Keep one file per image; never choose silently between two labels.
+
+    Two readable files are the same image when their content is identical or they carry the
+    same SOPInstanceUID. Under one label the first (in manifest order) is kept and the others
+    are skipped as duplicates; under different labels every copy is skipped, each reason
+    naming a copy with another label. Unreadable files were dropped before this step, so a
+    damaged copy never costs an intact one.
+    """
+    parent = list(range(len(members)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[str, str], int] = {}
+    for index, member in enumerate(members):
+        keys = [("content", member.digest)]
+        if member.info.sop_instance_uid:
+            keys.append(("uid", member.info.sop_instance_uid))
+        for key in keys:
+            if key in first:
+                parent[find(index)] = find(first[key])
+            else:
+                first[key] = index
+    groups: dict[int, list[int]] = {}
+    for index in range(len(members)):
+        groups.setdefault(find(index), []).append(index)
+    dropped: set[int] = set()
+    for indices in groups.values():
+        if len(indices) == 1:
+            continue
+        copies = [members[i] for i in indices]
+        if len({m.entry.label for m in copies}) == 1:
+            kept = copies[0]
+            for index, member in zip(indices[1:], copies[1:], strict=True):
+                what = "content" if member.digest == kept.digest else "image (SOPInstanceUID)"
+                skip(
+                    member.entry.path, f"same {what} as {shown(kept.entry.path, root)} (duplicate)"
+                )
+                dropped.add(index)
+            continue
+        for index, member in zip(indices, copies, strict=True):
+            other = next(m for m in copies if m.entry.label != member.entry.label)
+            labels = f"{_name(member.entry.label, names)} vs {_name(other.entry.label, names)}"
+            skip(
+                member.entry.path,
+                f"same image as {shown(other.entry.path, root)} under another label ({labels})",
+            )
+            dropped.add(index)
+    return [m for i, m in enumerate(members) if i not in dropped]
+
+
+def _name(label: int, names: tuple[str, ...]) -> str:
+    return names[label] if 0 <= label < len(names) else str(label)
 
 
 def _decode(
