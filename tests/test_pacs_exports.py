@@ -325,3 +325,48 @@ def test_the_same_image_twice_under_one_label_is_used_once(
     assert (
         skipped["b.dcm"].startswith("same ") and "as normal/a.dcm (duplicate)" in skipped["b.dcm"]
     )
+
+
+# -- slice-level labels ----------------------------------------------------------------------
+def _series_site(root: Path, rows: str) -> Path:
+    shutil.copytree(DICOM_DIR / "ct_series_3slice", root / "series")
+    _variant("MR_small.dcm", root / "mr.dcm")
+    (root / LABELS_FILE).write_text("path,label\nmr.dcm,normal\n" + rows)
+    return root
+
+
+def test_files_named_in_labels_csv_are_samples_of_their_own(tmp_path: Path) -> None:
+    site = _series_site(
+        tmp_path / "site",
+        "series/01.dcm,normal\nseries/02.dcm,opacity\nseries/03.dcm,normal\n",
+    )
+    config = DataConfig(image_size=16, test_fraction=0.5)
+
+    ingest = ingest_site(site, config, "site")
+
+    assert ingest.skipped == []
+    slices = {s.members[0].entry.path.name: s for s in ingest.samples if len(s.members) == 1}
+    assert {name: s.label for name, s in slices.items()} == {
+        "mr.dcm": 0,
+        "01.dcm": 0,
+        "02.dcm": 1,
+        "03.dcm": 0,
+    }
+    assert len({slices[n].split for n in ("01.dcm", "02.dcm", "03.dcm")}) == 1  # no leak
+
+
+def test_a_folder_row_or_stack_mode_groups_the_series(tmp_path: Path) -> None:
+    folder = _series_site(tmp_path / "folder", "series,opacity\n")
+    stack = DataConfig(image_size=16, test_fraction=0.0, frames="stack", stack_depth=4)
+    named = _series_site(
+        tmp_path / "named", "series/01.dcm,opacity\nseries/02.dcm,opacity\nseries/03.dcm,normal\n"
+    )
+
+    by_folder = ingest_site(folder, CONFIG, "a")
+    by_stack = ingest_site(named, stack, "b")
+
+    assert [len(s.members) for s in by_folder.samples] == [1, 3] and by_folder.skipped == []
+    assert [len(s.members) for s in by_stack.samples] == [1]
+    assert {s.reason for s in by_stack.skipped} == {
+        "files of one series (3 files) have different labels"
+    }

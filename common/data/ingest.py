@@ -92,7 +92,7 @@ def ingest_site(
     with quiet_pydicom():  # its warnings can quote tag values: keep PHI out of logs
         opened, members = _read_headers(manifest.entries, cache, root, skip)
         members = _resolve_duplicates(members, root, class_names(config), skip)
-        samples, series_problems = group_samples(members, root, config.test_fraction)
+        samples, series_problems = group_samples(members, root, config.test_fraction, config.frames)
         for problem in series_problems:
             skip(problem.path, problem.reason)
         todo = [sample for sample in samples if not cache.has_sample(sample.key)]

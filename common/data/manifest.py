@@ -36,6 +36,7 @@ class LabelledFile:
     path: Path
     label: int
     split: str | None
+    named: bool = False  # a labels.csv row names this very file (a slice-level label)
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ def _from_csv(labels_csv: Path, site_id: str, class_names: tuple[str, ...]) -> M
         if path.is_dir():
             entries.extend(LabelledFile(file, label, split) for file in image_files(path))
         elif path.is_file():
-            entries.append(LabelledFile(path, label, split))
+            entries.append(LabelledFile(path, label, split, named=True))
         else:
             skipped.append(SkippedFile(path, f"listed in labels.csv (line {line}) but not found"))
     listed = {os.path.normpath(entry.path) for entry in entries}

@@ -15,6 +15,10 @@ Enhanced multi-frame objects are ordered by their per-frame plane positions.
   shaped (C, D, H, W); a single image is repeated to that depth.
 A series whose files disagree on the label or an explicit split is skipped (it would leak
 between train and test); slices whose size differs from the rest of their series are skipped.
+Slice-level labels: a file named by its own ``labels.csv`` row is its own sample whatever its
+series (public CT data sets label every slice); series grouping applies to files of rows that
+name a folder, to class folders, and always with ``stack``. Such files still take their split
+from their series UID, so slices of one series never straddle train and test.
 Unassigned splits are hashed from the series UID, or from the file path for single files.
 A bad file costs only itself: files that cannot be read, or whose native pixel data is shorter
 than their header says (cut short), are dropped before series are formed and duplicates
@@ -72,21 +76,26 @@ class Geometry:
 
 
 def group_samples(
-    members: list[Member], root: Path, test_fraction: float
+    members: list[Member], root: Path, test_fraction: float, frames: str = "middle"
 ) -> tuple[list[Sample], list[SkippedFile]]:
     """Turn readable files into samples; return them and the files left out (with reasons)."""
     singles: list[Member] = []
     series: dict[str, list[Member]] = defaultdict(list)
     for member in members:
         info = member.info
-        if info.frames == 1 and info.series_uid and info.slice_position is not None:
+        in_series = info.frames == 1 and bool(info.series_uid) and info.slice_position is not None
+        if in_series and (frames == "stack" or not member.entry.named):
             series[info.series_uid].append(member)
         else:
             singles.append(member)
     samples: list[Sample] = []
     skipped: list[SkippedFile] = []
     for member in singles:
-        split = member.entry.split or hashed_split(_relative(member, root), test_fraction)
+        key = _relative(member, root)
+        info = member.info
+        if member.entry.named and info.series_uid and info.slice_position is not None:
+            key = member.info.series_uid  # slice-level label: the series stays on one side
+        split = member.entry.split or hashed_split(key, test_fraction)
         samples.append(Sample(member.digest, (member,), member.entry.label, split))
     for uid, group in series.items():
         if len(group) == 1:
