@@ -30,39 +30,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from client.node_values import node_bool, refuse_node_value
 from common import keys
 from common.config import MedfedConfig
-from common.errors import ConfigError
 
 T = TypeVar("T")
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-def _refuse(key: str, value: object, allowed: str) -> ConfigError:
-    return ConfigError(f"node config '{key}' = {value!r} is not allowed: expected {allowed}")
-
-
-def _bool(key: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise _refuse(key, value, "true or false")
 
 
 def _number(key: str, value: object, allowed: str, ok: Callable[[float], bool]) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise _refuse(key, value, allowed)
+        raise refuse_node_value(key, value, allowed)
     try:
         number = float(value)
     except ValueError:
-        raise _refuse(key, value, allowed) from None
+        raise refuse_node_value(key, value, allowed) from None
     if not math.isfinite(number) or not ok(number):
-        raise _refuse(key, value, allowed)
+        raise refuse_node_value(key, value, allowed)
     return number
 
 
@@ -94,7 +77,7 @@ class SitePolicy:
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, object]) -> SitePolicy:
         """Read the policy keys; a bad value is a one-line ``ConfigError`` naming the key."""
-        require_dp = _optional(node_config, keys.NODE_REQUIRE_DP, _bool)
+        require_dp = _optional(node_config, keys.NODE_REQUIRE_DP, node_bool)
         if require_dp is None:  # a real site (its own data folder) requires DP by default
             require_dp = bool(node_config.get(keys.NODE_DATA_PATH))
         return cls(

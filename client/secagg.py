@@ -65,24 +65,28 @@ class SiteClient(NumPyClient):
         self._context = context
         self._handlers = handlers
 
-    def _content(self, parameters: list[np.ndarray], settings: Scalars) -> RecordDict:
+    def _content(
+        self, parameters: list[np.ndarray], settings: Scalars
+    ) -> tuple[RecordDict, MedfedConfig]:
+        """The Message-API content for the handlers, and the round's config (decoded once)."""
         config = decode_round_settings(settings).config
-        return RecordDict(
+        content = RecordDict(
             {
                 keys.ARRAYS: named_arrays(parameters, parameter_names(config)),
                 keys.CONFIG: ConfigRecord(settings),  # type: ignore[arg-type]
             }
         )
+        return content, config
 
     def fit(
         self, parameters: list[np.ndarray], config: Scalars
     ) -> tuple[list[np.ndarray], int, Scalars]:
         """Local DP-SGD; the weights returned here are masked by ``secaggplus_mod``."""
-        content = self._content(parameters, config)
+        content, settings = self._content(parameters, config)
         reply = self._handlers.train(content, self._context)
         metrics = dict(reply[keys.METRICS])
         num_examples = int(metrics[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
-        max_weight = decode_round_settings(config).config.secagg.max_weight
+        max_weight = settings.secagg.max_weight
         if num_examples > max_weight:  # SecAgg+ would clip this site's weights silently
             raise ConfigError(
                 f"this site has {num_examples} training images, more than "
@@ -93,7 +97,8 @@ class SiteClient(NumPyClient):
 
     def evaluate(self, parameters: list[np.ndarray], config: Scalars) -> tuple[float, int, Scalars]:
         """Evaluate the global model on the site's held-out split (not masked)."""
-        reply = self._handlers.evaluate(self._content(parameters, config), self._context)
+        content, _ = self._content(parameters, config)
+        reply = self._handlers.evaluate(content, self._context)
         metrics = dict(reply[keys.METRICS])
         loss = float(metrics[keys.EVAL_LOSS])  # type: ignore[arg-type]
         return loss, int(metrics[keys.NUM_EXAMPLES]), metrics  # type: ignore[arg-type, return-value]

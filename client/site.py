@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from client.node_values import node_bool
 from common import keys
 from common.config import DataConfig, MedfedConfig
 from common.data.sites import SiteData, SiteStore
@@ -35,11 +36,9 @@ class PartitionSource(Protocol):
 
 def site_data_config(node_config: Mapping[str, object], data: DataConfig) -> DataConfig:
     """``data`` with the site-local cache settings taken from the node config."""
-    cache = node_config.get(keys.NODE_CACHE, True)
-    if isinstance(cache, str):
-        cache = cache.strip().lower() not in {"false", "0", "no", "off"}
+    cache = node_bool(keys.NODE_CACHE, node_config.get(keys.NODE_CACHE, True))
     return dataclasses.replace(
-        data, cache=bool(cache), cache_dir=str(node_config.get(keys.NODE_CACHE_DIR, "") or "")
+        data, cache=cache, cache_dir=str(node_config.get(keys.NODE_CACHE_DIR, "") or "")
     )
 
 

@@ -142,3 +142,15 @@ def test_settings_secagg_cannot_honour_are_refused_in_one_line(
     message = str(refused.value)
     assert "\n" not in message
     assert f"config key '{key}'" in message and "secagg.enabled=true" in message
+
+
+def test_the_site_cache_switch_comes_from_node_config_and_a_bad_value_is_refused() -> None:
+    from client.site import site_data_config
+    from common.config import DataConfig
+
+    assert site_data_config({keys.NODE_CACHE: "false"}, DataConfig()).cache is False
+    assert site_data_config({keys.NODE_CACHE: True, keys.NODE_CACHE_DIR: "/c"}, DataConfig()) == (
+        DataConfig(cache=True, cache_dir="/c")
+    )
+    with pytest.raises(ConfigError, match=r"node config 'cache' = 'maybe'"):
+        site_data_config({keys.NODE_CACHE: "maybe"}, DataConfig())
