@@ -17,6 +17,7 @@ Problems are raised as ``DicomReadError`` whose ``str()`` is a short, PHI-free r
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import warnings
@@ -379,19 +380,77 @@ def _frame_view(ds: Dataset, index: int) -> Dataset:
 
 
 def _grayscale_to_unit(pixels: np.ndarray, view: Dataset) -> np.ndarray:
-    values = apply_modality_lut(pixels, view)
-    window = _voi_window(values, view)
-    if window is None:
-        low, high = _percentile_window(values)
+    window = _affine_window(view)
+    if window is not None:
+        scaled = _apply_affine_window(pixels, *window)
     else:
-        values, low, high = window
-    # in place, in float32: this is the hot loop of a first ingest
-    scaled = values.astype(np.float32)  # always a copy: ``pixels`` may be a read-only view
-    scaled -= np.float32(low)
-    scaled *= np.float32(1.0 / max(high - low, 1e-6))
-    np.clip(scaled, 0.0, 1.0, out=scaled)
+        values = apply_modality_lut(pixels, view)
+        found = _voi_window(values, view)
+        if found is None:
+            low, high = _percentile_window(values)
+        else:
+            values, low, high = found
+        # in place, in float32: this is the hot loop of a first ingest
+        scaled = values.astype(np.float32)  # always a copy: ``pixels`` may be a read-only view
+        scaled -= np.float32(low)
+        scaled *= np.float32(1.0 / max(high - low, 1e-6))
+        np.clip(scaled, 0.0, 1.0, out=scaled)
     if view.get("PhotometricInterpretation") == "MONOCHROME1":
         np.subtract(np.float32(1.0), scaled, out=scaled)
+    return scaled
+
+
+def _affine_window(view: Dataset) -> tuple[float, float, bool] | None:
+    """Rescale + window folded into one ``stored * scale + offset`` (then clip or sigmoid).
+
+    The common case of CT, MR and most CR/DX: RescaleSlope/Intercept and a LINEAR,
+    LINEAR_EXACT or SIGMOID window (PS3.3 C.11.2.1.2). Composed with this module's mapping
+    of the window's output range onto [0, 1], pydicom's ``apply_modality_lut`` followed by
+    ``apply_windowing`` reduces to ``clip(stored * scale + offset, 0, 1)`` (linear) or
+    ``1 / (1 + exp(-(stored * scale + offset)))`` (sigmoid): one float32 pass instead of
+    several float64 passes and masks (the tests compare both paths on real files). Returns
+    None, leaving the file to pydicom, for a Modality or VOI LUT Sequence, a window width
+    the fast path does not cover, a non-positive slope or any malformed value.
+    """
+    if view.get("ModalityLUTSequence") or view.get("VOILUTSequence"):
+        return None
+    if "WindowCenter" not in view or "WindowWidth" not in view:
+        return None
+    try:
+        center = float(_first(view.WindowCenter))
+        width = float(_first(view.WindowWidth))
+        slope, intercept = 1.0, 0.0
+        if "RescaleSlope" in view and "RescaleIntercept" in view:
+            slope, intercept = float(view.RescaleSlope), float(view.RescaleIntercept)
+        function = str(view.get("VOILUTFunction") or "LINEAR").strip().upper()
+    except (TypeError, ValueError, IndexError):
+        return None
+    if not (slope > 0 and math.isfinite(slope) and math.isfinite(intercept)):
+        return None
+    if function == "LINEAR" and width > 1:
+        center, width = center - 0.5, width - 1
+    elif function not in ("LINEAR_EXACT", "SIGMOID") or not width > 0:
+        return None
+    if not (math.isfinite(center) and math.isfinite(width)):
+        return None
+    if function == "SIGMOID":  # y = 1 / (1 + exp(-4 (x - c) / w))
+        return 4 * slope / width, 4 * (intercept - center) / width, True
+    return slope / width, (intercept - center) / width + 0.5, False  # clip((x - c) / w + 0.5)
+
+
+def _apply_affine_window(
+    pixels: np.ndarray, scale: float, offset: float, sigmoid: bool
+) -> np.ndarray:
+    scaled = pixels.astype(np.float32)  # always a copy: ``pixels`` may be a read-only view
+    scaled *= np.float32(scale)
+    scaled += np.float32(offset)
+    if sigmoid:
+        np.negative(scaled, out=scaled)
+        np.exp(scaled, out=scaled)
+        scaled += np.float32(1.0)
+        np.reciprocal(scaled, out=scaled)
+    else:
+        np.clip(scaled, 0.0, 1.0, out=scaled)
     return scaled
 
 
