@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from logging import INFO
 
 import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
+from flwr.common.logger import log as flwr_log
 from torch.utils.data import TensorDataset
 
 from client.budget import SitePrivacy
@@ -41,14 +43,20 @@ from common.round_settings import RoundSettings, decode_round_settings
 LOG = logging.getLogger("medfed.client")
 
 
-def _log_skipped(data: SiteData) -> None:
-    """Report each skipped file once per load (file name and reason only, never tags)."""
+def _log_loaded(data: SiteData) -> None:
+    """Once per load: the image counts (Flower's log, as operators read it) and each skipped
+    file (file name and reason only, never tags)."""
+    counts = {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)}
+    split_counts = ", ".join(f"{split} {count}" for split, count in counts.items())
+    flwr_log(
+        INFO, "site '%s': loaded %d images (%s)", data.site_id, sum(counts.values()), split_counts
+    )
     for skipped in data.skipped:
         LOG.warning("site '%s': skipped %s: %s", data.site_id, skipped.path.name, skipped.reason)
 
 
 def _new_sources(progress: bool = False) -> SiteSources:
-    return SiteSources.create(progress=progress, on_load=_log_skipped)
+    return SiteSources.create(progress=progress, on_load=_log_loaded)
 
 
 def build_client_app(
@@ -66,7 +74,7 @@ def build_client_app(
     SecAgg+ workflow (legacy format) go to the SecAgg+ app instead.
     """
     sources = SiteSources.create(
-        progress=True, on_load=_log_skipped, partitions=partitions, site_defaults=site_defaults
+        progress=True, on_load=_log_loaded, partitions=partitions, site_defaults=site_defaults
     )
     router = SecAggRouter(
         SiteHandlers(

@@ -26,3 +26,16 @@ def node_bool(key: str, value: object) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise refuse_node_value(key, value, "true or false")
+
+
+def node_count(key: str, value: object) -> int:
+    """A whole number >= 0 node-config value (TOML integer, or its text)."""
+    if isinstance(value, bool):
+        raise refuse_node_value(key, value, "a whole number >= 0")
+    try:
+        count = int(value) if isinstance(value, int) else int(str(value).strip())
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise refuse_node_value(key, value, "a whole number >= 0")
+    return count

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from client.node_values import node_bool
+from client.node_values import node_bool, node_count
 from common import keys
 from common.config import DataConfig, MedfedConfig
 from common.data.sites import SiteData, SiteStore
@@ -35,10 +35,13 @@ class PartitionSource(Protocol):
 
 
 def site_data_config(node_config: Mapping[str, object], data: DataConfig) -> DataConfig:
-    """``data`` with the site-local cache settings taken from the node config."""
+    """``data`` with the site-local cache and decoding settings taken from the node config."""
     cache = node_bool(keys.NODE_CACHE, node_config.get(keys.NODE_CACHE, True))
     return dataclasses.replace(
-        data, cache=cache, cache_dir=str(node_config.get(keys.NODE_CACHE_DIR, "") or "")
+        data,
+        cache=cache,
+        cache_dir=str(node_config.get(keys.NODE_CACHE_DIR, "") or ""),
+        workers=node_count(keys.NODE_DECODE_WORKERS, node_config.get(keys.NODE_DECODE_WORKERS, 0)),
     )
 
 

@@ -94,6 +94,7 @@ class DataConfig(_Section):
     resize: ResizeMode = checked("stretch", one_of(RESIZE_MODES))
     cache: bool = True
     cache_dir: str = ""
+    workers: int = checked(0, at_least(0))  # decode processes for a first ingest (0 = per core)
     synthetic_root: str = checked("~/.cache/medfed/synthetic", not_empty)
     synthetic_images_per_site: int = checked(320, at_least(1))
     synthetic_image_size: int = checked(128, at_least(MIN_IMAGE_SIZE))

@@ -128,6 +128,7 @@ NODE_STATE_DIR = "state-dir"
 NODE_EPSILON_BUDGET = "epsilon-budget"
 NODE_CACHE_DIR = "cache-dir"  # optional: where the site's tensor cache lives
 NODE_CACHE = "cache"  # optional: false = no tensor cache at this site
+NODE_DECODE_WORKERS = "decode-workers"  # optional: processes for a first ingest (0 = per core)
 NODE_AUDIT_DIR = "audit-dir"  # optional: keep a copy of every reply (client.outbound)
 # The site's privacy policy (``client.policy``): node config only, never the run config.
 NODE_REQUIRE_DP = "require-dp"  # default true at a site with a data-path

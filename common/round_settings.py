@@ -28,7 +28,7 @@ LOG = logging.getLogger("medfed.client")
 SITE_SECTIONS = ("data", "model", "train", "privacy", "federation", "partition")
 SITE_KEYS = ("run.seed", "secagg.max-weight")
 # Decided by the site itself (its node config, or the simulation runner that plays the site).
-SITE_LOCAL_KEYS = frozenset({"data.cache", "data.cache-dir"})
+SITE_LOCAL_KEYS = frozenset({"data.cache", "data.cache-dir", "data.workers"})
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,8 @@ def run_simulated_federation(
                         keys.NODE_REQUIRE_DP: False,
                         keys.NODE_CACHE: config.data.cache,
                         keys.NODE_CACHE_DIR: config.data.cache_dir,
+                        # the simulated sites already share the cores between them
+                        keys.NODE_DECODE_WORKERS: config.data.workers or 1,
                     },
                 ),
                 num_supernodes=config.federation.num_sites,

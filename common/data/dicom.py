@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import DicomDictionary, dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -159,8 +159,8 @@ def repair_decimals(ds: Dataset) -> None:
     dropped, or, in an attribute decoding depends on, makes the file unusable (the reason
     names the attribute, never its value). Raw values of valid DS characters are not parsed.
     """
-    for tag in list(ds.keys()):
-        element = ds.get_item(tag)
+    for element in list(ds.elements()):  # raw elements: nothing is converted just to look
+        tag = element.tag
         vr = element.VR or _dictionary_vr(tag)
         if vr == "SQ":
             for item in ds[tag].value or []:
@@ -189,8 +189,11 @@ def _repair_ds(ds: Dataset, tag: BaseTag) -> None:
 
 
 def _dictionary_vr(tag: BaseTag) -> str | None:
+    entry = DicomDictionary.get(int(tag))  # the common case, without building a Tag
+    if entry is not None:
+        return str(entry[0])
     try:
-        return dictionary_VR(tag)
+        return dictionary_VR(tag)  # repeating groups (50xx, 60xx)
     except KeyError:
         return None
 

@@ -30,6 +30,7 @@ from common.data.cache import TensorCache, config_key, site_cache_dir
 from common.data.dicom import DicomInfo, DicomReadError, describe, open_dicom, quiet_pydicom
 from common.data.manifest import SPLITS, LabelledFile, SkippedFile, read_manifest, shown
 from common.data.volumes import Geometry, Member, Sample, group_samples, sample_tensors
+from common.data.workers import DecodeWorkers, worker_count
 from common.errors import SiteDataError
 
 
@@ -89,21 +90,29 @@ def ingest_site(
     for problem in manifest.skipped:
         skip(problem.path, problem.reason, problem.fatal)
     cache = open_cache(root, config, site_id)
-    with quiet_pydicom():  # its warnings can quote tag values: keep PHI out of logs
-        opened, members = _read_headers(manifest.entries, cache, root, skip)
+    with quiet_pydicom(), DecodeWorkers(worker_count(config.workers)) as workers:
+        # pydicom's warnings can quote tag values: keep PHI out of logs
+        opened, members = _read_headers(manifest.entries, cache, skip, workers)
         members = _resolve_duplicates(members, root, class_names(config), skip)
         samples, series_problems = group_samples(members, root, config.test_fraction, config.frames)
         for problem in series_problems:
             skip(problem.path, problem.reason)
         todo = [sample for sample in samples if not cache.has_sample(sample.key)]
+        if workers.parallel(len(todo)):
+            opened.clear()  # workers open their own files; free the headers read here
+            jobs = [DecodeJob(sample, shape) for sample in todo]
+            decoded: Iterator[list[torch.Tensor] | str] = workers.map(decode_job, jobs)
+        else:
+            decoded = (_decode(sample, shape, opened) for sample in todo)
         with _progress_bar(console, site_id, sum(len(s.members) for s in todo)) as advance:
-            for sample in todo:
-                cache.put_sample(sample.key, _decode(sample, shape, opened))
+            for sample, tensors in zip(todo, decoded, strict=True):
+                cache.put_sample(sample.key, tensors)
                 for member in sample.members:
                     opened.pop(member.digest, None)
                     advance()
                     if on_file is not None:
                         on_file()
+        result.warnings.extend(workers.warnings)
     result.decoded = len(todo)
     for sample in samples:
         found = cache.sample(sample.key)
@@ -124,33 +133,64 @@ def ingest_site(
 def _read_headers(
     entries: list[LabelledFile],
     cache: TensorCache,
-    root: Path,
     skip: Callable[[Path, str], None],
+    workers: DecodeWorkers,
 ) -> tuple[dict[str, Dataset], list[Member]]:
-    opened: dict[str, Dataset] = {}
-    members: list[Member] = []
+    """Every readable entry as a ``Member``; headers not in the cache are parsed (in workers
+    for a large first ingest; here otherwise, keeping the opened datasets for decoding)."""
+    digests: list[tuple[LabelledFile, str]] = []
     for entry in entries:
         try:
-            digest = cache.digest(entry.path)
+            digests.append((entry, cache.digest(entry.path)))
         except OSError as exc:
             skip(entry.path, f"cannot read file ({exc.strerror or type(exc).__name__})")
-            continue
-        info: DicomInfo | str | None = cache.file_info(digest)
-        if info is None:
-            try:
-                dataset = open_dicom(entry.path)
-                info = describe(dataset)
-                opened[digest] = dataset
-            except DicomReadError as problem:
-                info = str(problem)
-            except Exception as exc:  # never a traceback (its text could quote tag values)
-                info = f"unreadable DICOM header ({type(exc).__name__})"
-            cache.put_file_info(digest, info)
-        if isinstance(info, str):
-            skip(entry.path, info)
+    unknown = {digest: entry.path for entry, digest in digests if cache.file_info(digest) is None}
+    opened: dict[str, Dataset] = {}
+    paths = list(unknown.values())
+    if workers.parallel(len(paths)):
+        infos: Iterator[DicomInfo | str] = workers.map(read_info, paths)
+    else:
+        infos = (_open_and_describe(path, digest, opened) for digest, path in unknown.items())
+    for digest, info in zip(unknown, infos, strict=True):
+        cache.put_file_info(digest, info)
+    members: list[Member] = []
+    for entry, digest in digests:
+        info = cache.file_info(digest)
+        if isinstance(info, str) or info is None:
+            skip(entry.path, info or "unreadable DICOM header")
             continue
         members.append(Member(entry, digest, info))
     return opened, members
+
+
+def _open_and_describe(path: Path, digest: str, opened: dict[str, Dataset]) -> DicomInfo | str:
+    try:
+        dataset = open_dicom(path)
+        info = describe(dataset)
+    except DicomReadError as problem:
+        return str(problem)
+    except Exception as exc:  # never a traceback (its text could quote tag values)
+        return f"unreadable DICOM header ({type(exc).__name__})"
+    opened[digest] = dataset
+    return info
+
+
+def read_info(path: Path) -> DicomInfo | str:
+    """A file's header summary, or the reason it is unusable (a worker job; never raises)."""
+    return _open_and_describe(path, "", {})
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One sample to decode in a worker process (the worker opens its files itself)."""
+
+    sample: Sample
+    shape: Geometry
+
+
+def decode_job(job: DecodeJob) -> list[torch.Tensor] | str:
+    """A worker job: the sample's tensors, or the reason it cannot be decoded."""
+    return _decode(job.sample, job.shape, {})
 
 
 def _resolve_duplicates(

@@ -46,6 +46,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--image-size", type=int, help="model input size (default: data.image-size)")
     check.add_argument("--cache-dir", help="tensor cache folder (default: inside the site folder)")
     check.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    check.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="decoding processes for a first read (default 0: one per CPU core)",
+    )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument(
         "--strict",
@@ -66,7 +72,11 @@ def check_site(args: argparse.Namespace) -> int:
     from common.data.readiness import build_report
     from common.data.sites import has_dicom_layout, load_site
 
-    overrides: dict[str, object] = {"data.strict": args.strict, "data.cache": not args.no_cache}
+    overrides: dict[str, object] = {
+        "data.strict": args.strict,
+        "data.cache": not args.no_cache,
+        "data.workers": args.workers,
+    }
     if args.classes:
         overrides["data.class-names"] = args.classes
         overrides["model.num-classes"] = len(parse_class_names(args.classes))
