@@ -228,6 +228,21 @@ def test_a_truncated_image_and_a_structure_set_without_preamble_get_true_reasons
     assert reasons["rtstruct"] == "no pixel data (RT Structure Set Storage)"
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["JPEG2000.dcm", "SC_rgb_rle.dcm", "JPEG-lossy.dcm", "MR_small_jpeg_ls_lossless.dcm"],
+)
+def test_compressed_pixel_data_cut_short_is_named_truncated(tmp_path: Path, name: str) -> None:
+    site = _class_site(tmp_path / "site")
+    data = Path(get_testdata_file(name)).read_bytes()
+    (site / "opacity" / f"cut-{name}").write_bytes(data[: int(len(data) * 0.9)])
+
+    ingest = ingest_site(site, CONFIG, "site")
+
+    reasons = {s.path.name: s.reason for s in ingest.skipped}
+    assert "truncated pixel data" in reasons[f"cut-{name}"]
+
+
 def test_side_files_are_listed_but_never_stop_a_strict_load(tmp_path: Path) -> None:
     site = _class_site(tmp_path / "site")
     (site / "normal" / "README.txt").write_text("exported 2024")

@@ -76,6 +76,7 @@ _DECODING_DS = frozenset(
     )
 )
 PIXEL_DATA = BaseTag(0x7FE00010)
+_ENDS_EARLY = "End of file reached before delimiter"  # pydicom's warning
 _DS_BYTES = re.compile(rb"[0-9+\-.eE \\\x00]*")
 _UID_TEXT = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
@@ -138,9 +139,19 @@ class DicomInfo:
 def open_dicom(path: Path) -> Dataset:
     """Parse a file's header; pixel data stays on disk until decoded."""
     try:
-        ds = pydicom.dcmread(path, defer_size=DEFER_SIZE)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, defer_size=DEFER_SIZE)
+        if any(_ENDS_EARLY in str(warning.message) for warning in caught):
+            # compressed pixel data cut short: pydicom finds no end of its fragments and
+            # returns an empty dataset; say what it is, not "no pixel data"
+            raise DicomReadError(
+                "corrupt or truncated pixel data (file ends inside its compressed frames)"
+            )
     except InvalidDicomError:
         ds = _open_without_preamble(path)
+    except DicomReadError:
+        raise
     except Exception as exc:  # pydicom raises many types for damaged headers
         raise DicomReadError(f"corrupt or truncated DICOM header ({type(exc).__name__})") from None
     if "TransferSyntaxUID" not in ds.file_meta:
