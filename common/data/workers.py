@@ -5,25 +5,25 @@ files are spread over worker processes: ``data.workers`` of them (0 = one per CP
 process may use; node config ``decode-workers`` at a hospital). Small jobs (fewer than
 ``MIN_PARALLEL_JOBS`` files) and ``workers = 1`` stay in this process.
 
-Workers are forked when that is safe (no other thread and no gRPC in this process, as in
-``medfed site check``), else started through a fork server that has imported the decoder
-once (inside a Flower ClientApp, whose gRPC threads must not be forked). Each worker
-silences pydicom (its warnings can quote tag values) and uses one torch thread. If a
-worker dies (an out-of-memory kill), the remaining files are decoded here, with a warning:
-the ingest is slower, never lost. Jobs never raise: they return a reason string instead.
+Workers are forked, as PyTorch's DataLoader forks its workers, also inside a Flower
+ClientApp: a worker only reads files and runs numpy/torch, never gRPC. (A fresh interpreter
+per worker would cost seconds of imports, and at a site running as an unprivileged user the
+interpreter's path may not even be executable.) The pool starts before any progress bar
+thread. Each worker silences pydicom (its warnings can quote tag values) and uses one torch
+thread. If the pool cannot start or a worker dies (an out-of-memory kill), the remaining
+files are decoded here, with a warning: the ingest is slower, never lost.
+Jobs never raise: they return a reason string instead.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
-import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from types import TracebackType
 from typing import TypeVar
 
@@ -31,7 +31,6 @@ Job = TypeVar("Job")
 Result = TypeVar("Result")
 
 MIN_PARALLEL_JOBS = 16
-_PRELOAD = ["common.data.volumes"]
 
 
 def worker_count(setting: int) -> int:
@@ -45,9 +44,7 @@ def worker_count(setting: int) -> int:
 
 
 def _start_method() -> str:
-    if "grpc" in sys.modules or threading.active_count() > 1:
-        return "forkserver"
-    return "fork"
+    return "fork" if "fork" in get_all_start_methods() else "spawn"
 
 
 def _quiet_worker() -> None:
@@ -84,32 +81,45 @@ class DecodeWorkers:
         return self.workers > 1 and jobs >= MIN_PARALLEL_JOBS and not self._broken
 
     def map(self, function: Callable[[Job], Result], jobs: Sequence[Job]) -> Iterator[Result]:
-        """``function`` over ``jobs``, results in order (in workers when :meth:`parallel`)."""
+        """``function`` over ``jobs``, results in order (in workers when :meth:`parallel`).
+
+        The pool is started here, before the caller iterates (and draws a progress bar).
+        """
         if not self.parallel(len(jobs)):
-            yield from map(function, jobs)
-            return
-        done = 0
+            return map(function, jobs)
         chunk = max(1, min(16, len(jobs) // (4 * self.workers)))
+        try:  # submitting forks the workers now, before the caller draws anything
+            results = self._executor().map(function, jobs, chunksize=chunk)
+        except Exception as problem:  # no processes at all: decode here
+            self._give_up(f"could not start decoding workers ({type(problem).__name__})")
+            return map(function, jobs)
+        return self._collect(results, function, jobs)
+
+    def _collect(
+        self, results: Iterator[Result], function: Callable[[Job], Result], jobs: Sequence[Job]
+    ) -> Iterator[Result]:
+        done = 0
         try:
-            for result in self._executor().map(function, jobs, chunksize=chunk):
+            for result in results:
                 done += 1
                 yield result
-        except BrokenProcessPool:
-            self._broken = True
-            self.warnings.append(
-                "a decoding worker process died (out of memory?); the remaining "
-                f"{len(jobs) - done} file(s) were decoded in the main process"
+        except (BrokenProcessPool, OSError) as problem:
+            what = "died (out of memory?)" if isinstance(problem, BrokenProcessPool) else "failed"
+            self._give_up(
+                f"a decoding worker process {what}; the remaining {len(jobs) - done} "
+                "file(s) were decoded in the main process"
             )
-            self.close()
             yield from map(function, jobs[done:])
+
+    def _give_up(self, why: str) -> None:
+        self._broken = True
+        self.warnings.append(why)
+        self.close()
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            context = get_context(_start_method())
-            if context.get_start_method() == "forkserver":
-                context.set_forkserver_preload(_PRELOAD)
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_quiet_worker
+                self.workers, mp_context=get_context(_start_method()), initializer=_quiet_worker
             )
         return self._pool
 
