@@ -118,7 +118,9 @@ def load_saved_model(model_or_run: Path | str) -> SavedModel:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged or foreign file
-        raise ConfigError(f"{path}: not a readable medfed model file ({type(exc).__name__})") from None
+        raise ConfigError(
+            f"{path}: not a readable medfed model file ({type(exc).__name__})"
+        ) from None
     if not isinstance(payload, dict) or any(key not in payload for key in _REQUIRED):
         raise ConfigError(f"{path}: not a medfed model file (missing {', '.join(_REQUIRED)})")
     name = str(payload["model"])
