@@ -283,3 +283,16 @@ def test_nothing_scorable_exits_1(tmp_path, capsys):
     code, out, _ = _run(["predict", str(run), str(folder)], capsys)
 
     assert code == 1 and "a.dcm" in out and "not a DICOM file" in out
+
+
+def test_frames_all_gives_one_row_per_frame_and_slice(tmp_path, capsys):
+    run = _save(_config(tmp_path, **{"data.frames": "all"}), threshold=None)
+
+    cine, _ = _json(["predict", str(run), str(DICOM_DIR / "mr_enhanced_10frame_rle.dcm")], capsys)
+    series, _ = _json(["predict", str(run), str(DICOM_DIR / "ct_series_3slice")], capsys)
+
+    assert sorted(row["frame"] for row in cine["predictions"]) == list(range(10))
+    assert {row["file"] for row in cine["predictions"]} == {"mr_enhanced_10frame_rle.dcm"}
+    assert [row["file"] for row in series["predictions"]] == ["01.dcm", "02.dcm", "03.dcm"]
+    assert len({row["sop_instance_uid"] for row in series["predictions"]}) == 3
+    assert len({json.dumps(row["probabilities"]) for row in series["predictions"]}) == 3
