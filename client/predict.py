@@ -45,7 +45,7 @@ from common.errors import ConfigError
 from common.model_file import SavedModel
 
 DEFAULT_THRESHOLD = 0.5
-BATCH = 64
+BATCH = 64  # images scored at once (decoded images wait at most this many)
 
 
 @dataclass(frozen=True)
@@ -130,12 +130,18 @@ def predict(
     result.rows.extend(
         PredictionRow(shown(p.path, root), error=p.reason, side_file=not p.fatal) for p in side
     )
+    model = saved.build()
     with quiet_pydicom(), _progress(console, len(files)) as advance:
         opened, members = _read_headers(files, root, result.rows, advance)
         result.warnings.extend(_mismatches(saved, [m.info for m in members]))
-        pending = _decode(saved, members, opened, root, result.rows, advance)
-    model = saved.build()
-    result.rows.extend(_score(model, pending, result, explain_dir))
+        batch: list[_Pending] = []
+        done = 0  # images scored so far (numbers the overlay PNGs)
+        for item in _decode(saved, members, opened, root, result.rows, advance):
+            batch.append(item)
+            if len(batch) == BATCH:  # scored as decoded: memory stays bounded
+                result.rows.extend(_score(model, batch, done, result, explain_dir))
+                done, batch = done + len(batch), []
+        result.rows.extend(_score(model, batch, done, result, explain_dir))
     result.rows.sort(key=lambda row: (row.file, row.frame or 0))
     return result
 
@@ -183,13 +189,13 @@ def _decode(
     root: Path,
     rows: list[PredictionRow],
     advance: Callable[[], None],
-) -> list[_Pending]:
+) -> Iterator[_Pending]:
+    """Decoded images in sample order; rows with reasons for the samples that fail."""
     shape = geometry(saved.data)
     samples, problems = group_samples(members, root, 0.0, shape.frames)
     for problem in problems:
         rows.append(PredictionRow(shown(problem.path, root), error=problem.reason))
         advance()
-    pending: list[_Pending] = []
     for sample in samples:
         templates = [_row(member, root, len(sample.members)) for member in sample.members]
         try:
@@ -203,10 +209,9 @@ def _decode(
             reason = f"cannot decode ({type(exc).__name__})"
             rows.extend(replace(row, error=reason) for row in templates)
         else:
-            pending.extend(_pair(sample, datasets, images, templates))
+            yield from _pair(sample, datasets, images, templates)
         for _member in sample.members:
             advance()
-    return pending
 
 
 def _row(member: Member, root: Path, series_files: int) -> PredictionRow:
@@ -244,35 +249,37 @@ def _pair(
 
 def _score(
     model: torch.nn.Module,
-    pending: list[_Pending],
+    batch: list[_Pending],
+    first: int,
     result: Predictions,
     explain_dir: Path | None,
 ) -> list[PredictionRow]:
-    rows: list[PredictionRow] = []
-    for start in range(0, len(pending), BATCH):
-        chunk = pending[start : start + BATCH]
-        images = torch.stack([item.image for item in chunk])
-        scores, _ = predict_scores(model, images)
-        classes = [_decide(p, result.threshold) for p in scores.tolist()]
-        heat = None
-        if explain_dir is not None:
-            from common.gradcam import grad_cam
+    """Rows with the class probabilities and decision for one batch (image ``first`` on)."""
+    if not batch:
+        return []
+    images = torch.stack([item.image for item in batch])
+    scores, _ = predict_scores(model, images)
+    classes = [_decide(p, result.threshold) for p in scores.tolist()]
+    heat = None
+    if explain_dir is not None:
+        from common.gradcam import grad_cam
 
-            heat = grad_cam(model, images, torch.tensor(classes))
-        for offset, (item, probabilities, label) in enumerate(
-            zip(chunk, scores.tolist(), classes, strict=True)
-        ):
-            picture = ""
-            if heat is not None and explain_dir is not None:
-                picture = _explain(
-                    item, heat[offset], start + offset, explain_dir, result, label, probabilities
-                )
-            name = result.class_names[label]
-            probs = tuple(float(p) for p in probabilities)
-            rows.extend(
-                replace(row, predicted=name, probabilities=probs, explanation=picture)
-                for row in item.rows
+        heat = grad_cam(model, images, torch.tensor(classes))
+    rows: list[PredictionRow] = []
+    for offset, (item, probabilities, label) in enumerate(
+        zip(batch, scores.tolist(), classes, strict=True)
+    ):
+        picture = ""
+        if heat is not None and explain_dir is not None:
+            picture = _explain(
+                item, heat[offset], first + offset, explain_dir, result, label, probabilities
             )
+        name = result.class_names[label]
+        probs = tuple(float(p) for p in probabilities)
+        rows.extend(
+            replace(row, predicted=name, probabilities=probs, explanation=picture)
+            for row in item.rows
+        )
     return rows
 
 
