@@ -67,16 +67,16 @@ def _json(argv: list[str], capsys) -> tuple[dict, str]:
 def _phi_values(folder: Path) -> set[str]:
     """Every identifying tag value of the DICOM files under ``folder`` (4+ characters)."""
     values: set[str] = set()
-    for path in walk_folder(folder)[0]:
-        try:
-            with quiet_pydicom():
+    with quiet_pydicom():
+        for path in walk_folder(folder)[0]:
+            try:
                 ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception:
-            continue
-        for keyword in PHI_TAGS:
-            value = str(ds.get(keyword, "") or "").strip()
-            if len(value) >= 4:
-                values.add(value)
+            except Exception:
+                continue
+            for keyword in PHI_TAGS:
+                value = str(ds.get(keyword, "") or "").strip()
+                if len(value) >= 4:
+                    values.add(value)
     return values
 
 
