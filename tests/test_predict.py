@@ -296,3 +296,18 @@ def test_frames_all_gives_one_row_per_frame_and_slice(tmp_path, capsys):
     assert [row["file"] for row in series["predictions"]] == ["01.dcm", "02.dcm", "03.dcm"]
     assert len({row["sop_instance_uid"] for row in series["predictions"]}) == 3
     assert len({json.dumps(row["probabilities"]) for row in series["predictions"]}) == 3
+
+
+def test_multi_class_model_predicts_the_arg_max(tmp_path, site, capsys):
+    config = _config(tmp_path, **{"data.class-names": "clear,nodule,mass", "model.num-classes": 3})
+    run = _save(config, threshold=None)
+
+    code, out, err = _run(["predict", str(run), str(site), "--threshold", "0.1"], capsys)
+
+    assert code == 0, err
+    rows = [row for row in csv.DictReader(io.StringIO(out)) if not row["error"]]
+    assert len(rows) == 12 and {"p_clear", "p_nodule", "p_mass"} <= set(rows[0])
+    for row in rows:
+        probabilities = {name: float(row[f"p_{name}"]) for name in ("clear", "nodule", "mass")}
+        assert row["predicted"] == max(probabilities, key=probabilities.get)
+    assert "--threshold ignored" in err and "arg-max of the class probabilities" in err
