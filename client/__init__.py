@@ -9,7 +9,8 @@ privacy policy from its node config: the runs it agrees to train), ``evaluate``,
 (FedProx term), ``secagg`` (SecAgg+ client), ``outbound`` (error redaction, outbound audit),
 ``review`` (what a Flower app bundle contains, read before a site approves it),
 ``approvals`` (the apps a site approved), ``gate`` (the site's SuperExec: runs only approved
-apps) and ``warm_worker`` (one warm ClientApp process per approved app).
+apps), ``warm_worker`` (one warm ClientApp process per approved app) and ``predict`` /
+``predict_output`` (``medfed predict``: score new DICOM studies at the site with a saved model).
 
 ``client`` imports ``common`` only, never ``server``. The names below are imported on first
 use (they need torch and Flower).

@@ -18,10 +18,10 @@ from flwr.app import ArrayRecord
 
 from common.config import MedfedConfig, Scalar
 from common.errors import ConfigError
+from common.model_file import MODEL_FILE, model_payload
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
-MODEL_FILE = "model.pt"
 REPORT_FILE = "report.html"
 
 
@@ -99,16 +99,16 @@ class RunDirectory:
             return []
         return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
 
-    def save_model(self, arrays: ArrayRecord, config: MedfedConfig, server_round: int) -> None:
-        """Atomically replace ``model.pt`` with the current global model."""
-        payload = {
-            "state_dict": arrays.to_torch_state_dict(),
-            "model": config.model.name,
-            "num_classes": config.model.num_classes,
-            "in_channels": config.data.channels,
-            "image_size": config.data.image_size,
-            "round": server_round,
-        }
+    def save_model(
+        self,
+        arrays: ArrayRecord,
+        config: MedfedConfig,
+        server_round: int,
+        threshold: float | None = None,
+    ) -> None:
+        """Atomically replace ``model.pt`` with the current global model, its preprocessing
+        settings and operating threshold (format: ``common.model_file``)."""
+        payload = model_payload(arrays.to_torch_state_dict(), config, server_round, threshold)
         tmp = self.path / f".{MODEL_FILE}.tmp"
         torch.save(payload, tmp)
         os.replace(tmp, self.path / MODEL_FILE)
