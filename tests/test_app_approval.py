@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -154,6 +155,11 @@ def test_a_site_runs_only_the_app_it_approved_under_its_own_policy(
     assert (site_home / "state" / "privacy-state.json").stat().st_uid == expected_uid
     installed = list((site_home / "flwr-home" / "apps").iterdir())
     assert installed and all(path.stat().st_uid == expected_uid for path in installed)
+    # each site read its data once for the 4 tasks of 2 rounds: the gate's warm process kept
+    # it (counted in Flower's console format; Flower also mirrors lines into its log capture)
+    for site in SITES:
+        log = (federation.root / f"{site}-executor.log").read_text(errors="replace")
+        assert len(re.findall(rf"INFO[^:\n]*:\s+site '{site}': loaded ", log)) == 1, site
 
     # 2. A modified app is refused at both sites before any of its code runs
     marker = tmp_path / "marker"
