@@ -44,7 +44,8 @@ def test_building_the_parser_imports_nothing_heavy():
 def test_help_imports_nothing_heavy():
     code = (
         "import json, sys, contextlib, io, medfed.cli\n"
-        "for argv in (['--help'], ['site', 'check', '--help'], ['demo', '--help']):\n"
+        "for argv in (['--help'], ['site', 'check', '--help'], ['demo', '--help'],\n"
+        "             ['predict', '--help']):\n"
         "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "        medfed.cli.main(argv)\n"
         f"heavy = {set(HEAVY)!r}\n"
