@@ -18,6 +18,7 @@ from common.config import MedfedConfig
 
 SITES = ("hospital-a", "hospital-b", "hospital-c")
 GRID = np.arange(101) / 100
+AGES = ("0-17", "18-39", "40-59", "60-79", "80+")  # 0-17 is rare: suppressed below 10
 
 
 def _grid_counts(labels: np.ndarray, scores: np.ndarray) -> dict[str, object]:
@@ -64,7 +65,7 @@ def _round_record(number: int, rng: np.random.Generator) -> dict[str, object]:
         labels = (rng.random(n) < 0.35).astype(int)
         logits = strength * (2 * labels - 1) + rng.normal(0, 1.0 + 0.3 * index, n)
         sex = rng.choice(["F", "M"], n)
-        age = rng.choice(["18-39", "40-59", "60+", "80+"], n, p=[0.3, 0.35, 0.3, 0.05])
+        age = rng.choice(AGES, n, p=[0.02, 0.28, 0.35, 0.3, 0.05])
         site_data[site] = (labels, 1 / (1 + np.exp(-logits)), sex, age)
     labels = np.concatenate([d[0] for d in site_data.values()])
     scores = np.concatenate([d[1] for d in site_data.values()])
@@ -94,7 +95,7 @@ def _round_record(number: int, rng: np.random.Generator) -> dict[str, object]:
     age = np.concatenate([d[3] for d in site_data.values()])
     for name, mask in [
         *((f"sex={s}", sex == s) for s in ("F", "M")),
-        *((f"age={a}", age == a) for a in ("18-39", "40-59", "60+", "80+")),
+        *((f"age={a}", age == a) for a in AGES),
     ]:
         if mask.sum() < 10:
             suppressed.append(name)
