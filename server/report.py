@@ -203,10 +203,10 @@ def write_report(
     return path
 
 
-def render_run(run: RunFiles) -> str:
+def render_run(run: RunFiles, title: str | None = None) -> str:
     """The report of a loaded run directory."""
     return render_report(
-        f"medfed run {run.path.name}",
+        title or f"medfed run {run.path.name}",
         run.config,
         run.rounds,
         created=run.created,
@@ -214,11 +214,13 @@ def render_run(run: RunFiles) -> str:
     )
 
 
-def write_run_report(run_dir: Path | str, out: Path | str | None = None) -> Path:
-    """Re-render ``report.html`` from a run directory's files (``out``: another file)."""
+def write_run_report(
+    run_dir: Path | str, out: Path | str | None = None, *, title: str | None = None
+) -> Path:
+    """(Re-)render ``report.html`` from a run directory's files (``out``: another file)."""
     from server.rundir import REPORT_FILE
 
     run = load_run(run_dir)
     target = Path(out).expanduser() if out else run.path / REPORT_FILE
-    target.write_text(render_run(run), encoding="utf-8")
+    target.write_text(render_run(run, title), encoding="utf-8")
     return target

@@ -136,6 +136,8 @@ def site_summaries(rounds: Sequence[Record]) -> list[SiteSummary]:
             confusion = values.get("confusion")
             if isinstance(confusion, list) and len(confusion) == 2:
                 negatives, positives = (int(sum(row)) for row in confusion)
+                if values.get("num_examples") is None:  # older runs: the matrix has them all
+                    images = negatives + positives
             if site in (record.get("train_sites") or []):  # type: ignore[operator]
                 counts["trained"] += 1
             declined = set(_dict(record.get("declined"))) | set(

@@ -75,16 +75,25 @@ def metrics_by_round(lines: Mapping[str, list[Series]], colors: Mapping[str, str
         fig, axes = plt.subplots(1, len(lines), figsize=(3.1 * len(lines), 3.0), sharey=True)
         for ax, (metric, series) in zip(list(axes), lines.items(), strict=True):
             many = len(series) - 1 > MAX_LEGEND_SITES  # then sites are grey, the table names them
-            for line in series[1:]:
+            x, y = _points(series[0])  # pooled first and widest: site lines stay visible on it
+            ax.plot(x, y, "-", lw=5, color=POOLED_COLOR, alpha=0.45, label="pooled", zorder=1)
+            for i, line in enumerate(series[1:]):
                 x, y = _points(line)
                 if many:
                     ax.plot(x, y, "-", lw=0.8, color="#b0b0b0", alpha=0.6)
                 else:
                     ax.plot(
-                        x, y, "o-", lw=1.2, ms=3, color=colors.get(line.label), label=line.label
+                        x,
+                        y,
+                        "-",
+                        marker=MARKERS[i % len(MARKERS)],
+                        mfc="none" if i % 2 == 0 else None,
+                        lw=1.3,
+                        ms=6 if i % 2 == 0 else 4,
+                        color=colors.get(line.label),
+                        label=line.label,
+                        zorder=2,
                     )
-            x, y = _points(series[0])
-            ax.plot(x, y, "o-", lw=2.6, ms=5, color=POOLED_COLOR, label="pooled", zorder=5)
             ax.set_title(TITLES.get(metric, metric))
             ax.set_ylim(-0.03, 1.03)
             _round_axis(ax, series[0].rounds)

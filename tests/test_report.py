@@ -256,3 +256,35 @@ def test_report_of_a_real_simulated_run(small_config: MedfedConfig) -> None:
             for section in ("settings", "metrics", "privacy"):
                 assert site in parsed.text[section], (section, site)
         _assert_self_contained(page)
+
+
+def test_a_round_every_site_declined_and_a_run_without_rounds_render() -> None:
+    # Prepare: the round line of an app no site approved (nothing trained or evaluated)
+    declined = {"hospital-a": "app not approved", "hospital-b": "app not approved"}
+    record = {
+        "round": 1,
+        "train_sites": [],
+        "eval_sites": [],
+        "auc": None,
+        "epsilon_max": None,
+        "epsilon": {},
+        "aggregated": False,
+        "declined_sites": sorted(declined),
+        "declined": declined,
+        "confusion": [],
+        "site_metrics": {},
+    }
+
+    # Execute
+    declined_page = _parse(render_report("run", {"privacy.target-epsilon": 8.0}, [record]))
+    empty_page = _parse(render_report("run", {}, []))
+
+    # Assert
+    for site in declined:
+        assert re.search(
+            rf"{site}\s*declined\s*app not approved", declined_page.text["participation"]
+        )
+        assert site in declined_page.text["settings"]
+    assert "No site reported ε" in declined_page.text["privacy"]
+    assert "No round completed" in empty_page.text["overview"]
+    assert set(SECTIONS) <= set(empty_page.text)
