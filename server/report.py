@@ -151,6 +151,7 @@ def render_report(
     point = operating_point(final, curves.get("test"))
     threshold = final.get("threshold")
     calibration = calibration_of(final)
+    per_class = class_curves(final)  # multi-class: one-vs-rest test curves
     context = {
         "title": title,
         "created": created,
@@ -173,7 +174,7 @@ def render_report(
             for site, values in site_values(final).items()
         },
         "site_columns": SITE_COLUMNS,
-        "roc_plot": plots.roc(curves, point, class_curves(final)) if curves else None,
+        "roc_plot": plots.roc(curves, point, per_class) if curves or per_class else None,
         "curves": curves,
         "point": point,
         "threshold": threshold,

@@ -189,16 +189,34 @@ def test_multiclass_run_labels_the_confusion_matrix_with_class_names(tmp_path: P
         "threshold": None,
         "threshold_rule": "argmax",
         "confusion": [[5, 1, 0], [2, 6, 1], [0, 1, 7]],
+        "curves": {"test": {"classes": {}}},
     }
+    grid = [i / 100 for i in range(101)]
+    for k, name in enumerate(("normal", "pneumonia", "covid")):  # one-vs-rest counts
+        positives, negatives = 8, 16
+        tp = [round(positives * (1 - t) ** (k + 1)) for t in grid]
+        fp = [round(negatives * (1 - t) ** 3) for t in grid]
+        record["curves"]["test"]["classes"][name] = {
+            "thresholds": grid,
+            "tp": tp,
+            "fp": fp,
+            "fn": [positives - v for v in tp],
+            "tn": [negatives - v for v in fp],
+            "auc": 0.6 + 0.1 * k,
+        }
     config = {"data.class-names": "normal,pneumonia,covid", "privacy.enabled": False}
 
     # Execute
-    parsed = _parse(render_report("run", config, [record]))
+    page = render_report("run", config, [record])
+    parsed = _parse(page)
 
     # Assert
     assert re.search(r"true covid\s*0\s*1\s*7\s*8", parsed.text["confusion"])
     assert "Arg-max" in parsed.text["confusion"]
     assert "off for this run" in parsed.text["privacy"]
+    assert parsed.svgs.get("roc") == 1 and "No operating threshold" in parsed.text["roc"]
+    for name, auc in (("normal", 0.6), ("pneumonia", 0.7), ("covid", 0.8)):
+        assert f"{name} vs rest (AUC {auc:.3f})" in page
 
 
 @pytest.mark.parametrize(
