@@ -114,18 +114,15 @@ def _privacy(rounds: Sequence[Mapping[str, object]], config: Mapping[str, object
 
 
 def _by_round_tables(rounds: Sequence[Mapping[str, object]]) -> list[dict]:
-    """One table per clinical metric: a row per round, a column for pooled and each site."""
+    """One table per clinical metric: a row for pooled and each site, a column per round."""
     tables = []
     for metric in CLINICAL:
         series = metric_series(rounds, metric)
         tables.append(
             {
                 "metric": plots.TITLES[metric],
-                "columns": [s.label for s in series],
-                "rows": [
-                    (number, [s.values[i] for s in series])
-                    for i, number in enumerate(series[0].rounds)
-                ],
+                "rounds": series[0].rounds,
+                "rows": [(s.label, s.values) for s in series],
             }
         )
     return tables

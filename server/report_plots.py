@@ -63,10 +63,10 @@ def _points(series: Series) -> tuple[list[int], list[float]]:
 
 def _round_axis(ax: plt.Axes, rounds: Sequence[int]) -> None:
     ax.set_xlabel("round")
-    if len(rounds) <= 20:
+    if len(rounds) <= 10:
         ax.set_xticks(list(rounds))
     else:
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=8, integer=True))
 
 
 def metrics_by_round(lines: Mapping[str, list[Series]], colors: Mapping[str, str]) -> str:
@@ -75,8 +75,11 @@ def metrics_by_round(lines: Mapping[str, list[Series]], colors: Mapping[str, str
         fig, axes = plt.subplots(1, len(lines), figsize=(3.1 * len(lines), 3.0), sharey=True)
         for ax, (metric, series) in zip(list(axes), lines.items(), strict=True):
             many = len(series) - 1 > MAX_LEGEND_SITES  # then sites are grey, the table names them
-            x, y = _points(series[0])  # pooled first and widest: site lines stay visible on it
-            ax.plot(x, y, "-", lw=5, color=POOLED_COLOR, alpha=0.45, label="pooled", zorder=1)
+            x, y = _points(series[0])  # few sites: pooled wide and under them, else on top
+            if many:
+                ax.plot(x, y, "o-", lw=2.4, ms=3, color=POOLED_COLOR, label="pooled", zorder=3)
+            else:
+                ax.plot(x, y, "-", lw=5, color=POOLED_COLOR, alpha=0.45, label="pooled", zorder=1)
             for i, line in enumerate(series[1:]):
                 x, y = _points(line)
                 if many:
