@@ -1,7 +1,8 @@
 """The run report's figures: matplotlib, returned as inline SVG text (no external assets).
 
 Text stays text (``svg.fonttype = none``) so it takes the page's font and stays sharp; the
-XML prolog, DOCTYPE and metadata are dropped so the SVG can sit inside the HTML page.
+XML prolog, DOCTYPE, metadata and namespace declarations are dropped so the SVG can sit
+inside the HTML page (the HTML parser puts it in the SVG namespace).
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def to_svg(fig: Figure) -> str:
     plt.close(fig)
     text = buffer.getvalue()
     text = text[text.index("<svg") :]
-    return re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
+    # inline SVG in HTML needs no namespace declarations: the page then names no URL at all
+    return re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", text, count=2)
 
 
 def _points(series: Series) -> tuple[list[int], list[float]]:

@@ -82,6 +82,7 @@ def _assert_self_contained(page: str) -> None:
     assert "<link" not in page and "@import" not in page
     assert not re.search(r"""url\(\s*['"]?(?!#)""", page)  # only in-page url(#clip) refs
     assert "<script" not in page
+    assert "http:" not in page and "https:" not in page  # not even a namespace URI
 
 
 def test_contract_run_report_shows_every_section_and_site(tmp_path: Path) -> None:
