@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from common.errors import MedfedError
-from medfed.commands import certs, demo, predict, simulate, site
+from medfed.commands import certs, demo, predict, report, simulate, site
 
-SUBCOMMANDS = (demo, site, simulate, certs, predict)
+SUBCOMMANDS = (demo, site, simulate, predict, report, certs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,8 +40,8 @@ from server.checkpoint import (
 )
 from server.console import RoundProgress
 from server.recorder import RoundRecord, RoundRecorder
-from server.report import write_report
-from server.rundir import REPORT_FILE, RunDirectory
+from server.report import write_run_report
+from server.rundir import RunDirectory
 
 StateSource = Callable[[], dict[str, np.ndarray]]
 
@@ -154,12 +154,7 @@ class RunLifecycle:
         title = f"medfed run {self.run_dir.path.name}" + (
             f" ({engine.title})" if engine.title else ""
         )
-        write_report(
-            self.run_dir.path / REPORT_FILE,
-            title,
-            self.config.to_flat(),
-            self.run_dir.read_metrics(),
-        )
+        write_run_report(self.run_dir.path, title=title)  # what `medfed report` re-renders
         print_summary(self.summary, self.config, self.console)
         return self.summary
 

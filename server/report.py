@@ -1,148 +1,224 @@
-"""``report.html``: a plain, self-contained page with the per-round table and curves.
+"""``report.html``: one self-contained page that tells what a run did and how good its model is.
 
-Clinical metrics (sensitivity, specificity, precision, F1, balanced accuracy, confusion
-matrices) come per round pooled over sites and, for the final round, per site; see
-``common.metrics`` for how sites are pooled.
+Rendered from the run directory's files (``config.json``, ``metrics.jsonl``) with the jinja2
+template ``server/templates/report.html.j2``; plots are matplotlib SVG inlined into the page,
+so it needs nothing from the network. Sections: settings and data per site; pooled and
+per-site AUC, sensitivity, specificity and F1 by round; the pooled ROC curve with the
+operating point; the confusion matrix at that point; calibration; ε per site against the
+budget; fairness between patient groups and sites; sites that declined, failed or were
+rejected. What an older run did not record is said so, never invented.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import jinja2
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from server import report_format as fmt
+from server import report_plots as plots
+from server.report_data import (
+    CLINICAL,
+    RunFiles,
+    all_sites,
+    calibration_of,
+    class_curves,
+    class_names,
+    curves_of,
+    epsilon_series,
+    fairness_of,
+    load_run,
+    metric_series,
+    operating_point,
+    participation_events,
+    site_summaries,
+    site_values,
+)
+
+TEMPLATE = "report.html.j2"
+# round-record fields the page reads; older runs may lack some (shown as a dash)
+ROUND_KEYS = (
+    "round",
+    "train_loss",
+    "loss",
+    "auc",
+    "sensitivity",
+    "specificity",
+    "precision",
+    "f1",
+    "balanced_accuracy",
+    "threshold",
+    "threshold_rule",
+    "epsilon_max",
+    "train_sites",
+    "elapsed_s",
+)
+SITE_COLUMNS = ("auc", "sensitivity", "specificity", "precision", "f1", "balanced_accuracy")
 
 
-def _fmt(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    if isinstance(value, dict):  # rejected / failed: site -> reason; show the sites
-        return html.escape(", ".join(value)) or "-"
-    if isinstance(value, list):
-        return html.escape(", ".join(map(str, value)))
-    return html.escape(str(value))
-
-
-def _confusion_html(matrix: object) -> str:
-    """A small confusion-matrix table (rows = true class, columns = predicted)."""
-    if not isinstance(matrix, list) or not matrix:
-        return "-"
-    head = "".join(f"<th>pred {j}</th>" for j in range(len(matrix)))
-    rows = "".join(
-        f"<tr><th>true {i}</th>" + "".join(f"<td>{int(v)}</td>" for v in row) + "</tr>"
-        for i, row in enumerate(matrix)
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("server", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    return f"<table><tr><th></th>{head}</tr>{rows}</table>"
+    env.filters.update(rate=fmt.rate, number=fmt.number, epsilon=fmt.epsilon, count=fmt.count)
+    return env
 
 
-def _cell(record: dict[str, object], column: str) -> str:
-    """One cell of the per-round table; declined sites carry why (older runs: names only)."""
-    if column == "declined":
-        why: dict[str, str] = record.get("declined") or {}  # type: ignore[assignment]
-        sites: list[str] = record.get("declined_sites") or []  # type: ignore[assignment]
-        named = [f"{site} ({why[site]})" if site in why else site for site in sites]
-        return html.escape(", ".join(named)) or "-"
-    return _fmt(record.get(column))
+def _settings(config: Mapping[str, object]) -> dict[str, list[tuple[str, str]]]:
+    """The flat settings grouped by section (``privacy.delta`` -> ``privacy``: ``delta``)."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for key, value in config.items():
+        section, _, name = str(key).partition(".")
+        text = "(none)" if value == "" else fmt.number(value)
+        groups.setdefault(section if name else "other", []).append((name or section, text))
+    return groups
 
 
-SITE_COLUMNS = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision")
+def _float_setting(config: Mapping[str, object], key: str) -> float | None:
+    value = config.get(key)
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
-def _curves_png(rounds: Sequence[dict[str, object]]) -> str:
-    numbers = [int(r["round"]) for r in rounds]  # type: ignore[call-overload]
-    fig, ax_auc = plt.subplots(figsize=(7, 3.5))
-    ax_auc.plot(numbers, [r["auc"] for r in rounds], "o-", color="tab:blue", label="pooled AUC")
-    ax_auc.set_xlabel("round")
-    ax_auc.set_ylabel("ROC-AUC", color="tab:blue")
-    ax_auc.set_ylim(0.0, 1.0)
-    ax_eps = ax_auc.twinx()
-    eps = [r.get("epsilon_max") for r in rounds]
-    if any(e is not None for e in eps):
-        ax_eps.plot(numbers, eps, "s--", color="tab:red", label="max ε")
-    ax_eps.set_ylabel("ε (max across sites)", color="tab:red")
-    ax_auc.set_xticks(numbers)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+def _confusion(final: Mapping[str, object], config: Mapping[str, object]) -> dict | None:
+    matrix = final.get("confusion")
+    if not isinstance(matrix, list) or not matrix:
+        return None
+    rows = [[int(v) for v in row] for row in matrix]
+    names = class_names(config, len(rows))
+    totals = [sum(row) for row in rows]
+    return {"names": names, "rows": list(zip(names, rows, totals, strict=True))}
+
+
+def _privacy(rounds: Sequence[Mapping[str, object]], config: Mapping[str, object]) -> dict:
+    enabled = bool(config.get("privacy.enabled", True))
+    budget = _float_setting(config, "privacy.target-epsilon") if enabled else None
+    delta = fmt.number(_float_setting(config, "privacy.delta"))
+    lines = epsilon_series(rounds)
+    colors = plots.site_colors(all_sites(rounds))
+    return {
+        "enabled": enabled,
+        "budget": budget,
+        "delta": delta,
+        "accountant": config.get("privacy.accountant", "not recorded"),
+        "plot": plots.epsilon_by_round(lines, colors, budget, delta) if lines else None,
+        "lines": lines,
+    }
+
+
+def _by_round_tables(rounds: Sequence[Mapping[str, object]]) -> list[dict]:
+    """One table per clinical metric: a row for pooled and each site, a column per round."""
+    tables = []
+    for metric in CLINICAL:
+        series = metric_series(rounds, metric)
+        tables.append(
+            {
+                "metric": plots.TITLES[metric],
+                "rounds": series[0].rounds,
+                "rows": [(s.label, s.values) for s in series],
+            }
+        )
+    return tables
 
 
 def render_report(
-    title: str, config: dict[str, object], rounds: Sequence[dict[str, object]]
+    title: str,
+    config: Mapping[str, object],
+    rounds: Sequence[Mapping[str, object]],
+    *,
+    created: str | None = None,
+    versions: Mapping[str, str] | None = None,
 ) -> str:
     """The HTML text of a run report."""
-    columns = [
-        "round",
-        "train_loss",
-        "loss",
-        "auc",
-        "accuracy",
-        "balanced_accuracy",
-        "sensitivity",
-        "specificity",
-        "f1",
-        "epsilon_max",
-        "train_sites",
-        "declined",
-        "failed",
-        "rejected",
+    rounds = [
+        {**dict.fromkeys(ROUND_KEYS), **r}
+        for r in sorted(rounds, key=lambda r: int(r["round"]))  # type: ignore[call-overload]
     ]
-    header = "".join(f"<th>{c}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_cell(r, c)}</td>" for c in columns) + "</tr>" for r in rounds
-    )
-    final = rounds[-1] if rounds else {}
-    site_metrics: dict[str, dict[str, object]] = final.get("site_metrics") or {}  # type: ignore[assignment]
-    if not site_metrics:  # older run directories: AUC only
-        site_metrics = {s: {"auc": a} for s, a in (final.get("site_auc") or {}).items()}  # type: ignore[union-attr]
-    site_rows = "".join(
-        f"<tr><td>{html.escape(site)}</td>"
-        + "".join(f"<td>{_fmt(values.get(c))}</td>" for c in SITE_COLUMNS)
-        + f"<td>{_fmt(values.get('f1'))}</td>"
-        f"<td>{_fmt(final.get('epsilon', {}).get(site))}</td>"  # type: ignore[union-attr]
-        f"<td>{_confusion_html(values.get('confusion'))}</td></tr>"
-        for site, values in site_metrics.items()
-    )
-    site_header = "".join(f"<th>{c}</th>" for c in ("site", *SITE_COLUMNS, "f1", "ε", "confusion"))
-    settings = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in config.items()
-    )
-    image = (
-        f'<img alt="AUC and epsilon per round" src="data:image/png;base64,{_curves_png(rounds)}">'
-    )
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #999;padding:3px 8px;text-align:right}}</style></head>
-<body><h1>{html.escape(title)}</h1>
-<h2>Per round (pooled over sites)</h2><table><tr>{header}</tr>{body}</table>
-{image if rounds else "<p>No completed rounds.</p>"}
-<h2>Final round per site</h2><table><tr>{site_header}</tr>{site_rows}</table>
-<h2>Final round pooled confusion matrix</h2>{_confusion_html(final.get("confusion"))}
-<h2>Configuration</h2><table>{settings}</table>
-<p>Pooled AUC is the example-weighted mean of site AUCs (an approximation of the AUC of pooled
-scores: per-image scores never leave a site); accuracy, sensitivity, specificity, precision,
-F1 and balanced accuracy come from the summed confusion matrices (binary: class 1 positive,
-threshold 0.5; multi-class: macro one-vs-rest); ε is per site (max shown per round), with
-its δ in the configuration. A declined site refused the round: "privacy budget" (the round
-would exceed its ε budget), "site policy" (the run breaks the site's own privacy policy) or
-"app not approved" (the site's gate refused to run this app's code at all).</p>
-</body></html>
-"""
+    final: Mapping[str, object] = rounds[-1] if rounds else {}
+    sites = all_sites(rounds)
+    colors = plots.site_colors(sites)
+    curves = curves_of(final)
+    point = operating_point(final, curves.get("test"))
+    threshold = final.get("threshold")
+    calibration = calibration_of(final)
+    per_class = class_curves(final)  # multi-class: one-vs-rest test curves
+    context = {
+        "title": title,
+        "created": created,
+        "versions": dict(versions or {}),
+        "rounds": rounds,
+        "final": final,
+        "num_rounds_planned": config.get("federation.num-rounds"),
+        "sites": sites,
+        "site_rows": site_summaries(rounds),
+        "settings": _settings(config),
+        "config": config,
+        "metric_plot": (
+            plots.metrics_by_round({m: metric_series(rounds, m) for m in CLINICAL}, colors)
+            if rounds
+            else None
+        ),
+        "round_tables": _by_round_tables(rounds) if rounds else [],
+        "final_sites": {
+            site: {**dict.fromkeys((*SITE_COLUMNS, "num_examples", "confusion")), **values}
+            for site, values in site_values(final).items()
+        },
+        "site_columns": SITE_COLUMNS,
+        "roc_plot": plots.roc(curves, point, per_class) if curves or per_class else None,
+        "curves": curves,
+        "point": point,
+        "threshold": threshold,
+        "threshold_rule": final.get("threshold_rule"),
+        "confusion": _confusion(final, config),
+        "calibration_plot": plots.calibration(calibration) if calibration else None,
+        "privacy": _privacy(rounds, config),
+        "fairness": fairness_of(final),
+        "events": participation_events(rounds),
+    }
+    return _environment().get_template(TEMPLATE).render(context)
 
 
 def write_report(
-    path: Path, title: str, config: dict[str, object], rounds: Sequence[dict[str, object]]
+    path: Path,
+    title: str,
+    config: Mapping[str, object],
+    rounds: Sequence[Mapping[str, object]],
+    *,
+    created: str | None = None,
+    versions: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``report.html`` and return its path."""
-    path.write_text(render_report(title, config, rounds))
+    path.write_text(
+        render_report(title, config, rounds, created=created, versions=versions), encoding="utf-8"
+    )
     return path
+
+
+def render_run(run: RunFiles, title: str | None = None) -> str:
+    """The report of a loaded run directory."""
+    return render_report(
+        title or f"medfed run {run.path.name}",
+        run.config,
+        run.rounds,
+        created=run.created,
+        versions=run.versions,
+    )
+
+
+def write_run_report(
+    run_dir: Path | str, out: Path | str | None = None, *, title: str | None = None
+) -> Path:
+    """(Re-)render ``report.html`` from a run directory's files (``out``: another file)."""
+    from server.rundir import REPORT_FILE
+
+    run = load_run(run_dir)
+    target = Path(out).expanduser() if out else run.path / REPORT_FILE
+    target.write_text(render_run(run, title), encoding="utf-8")
+    return target

@@ -49,6 +49,7 @@ def test_wheel_ships_the_scenarios_and_harnesses_but_no_tests_or_benchmarks(
     assert scenarios and set(scenarios) <= set(names), "scenario TOMLs missing from the wheel"
     assert {name.split("/")[0] for name in names} == {*PACKAGES, "medfed-0.1.0.dist-info"}
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "scripts/"))]
+    assert "server/templates/report.html.j2" in names, "the report template is package data"
     assert "medfed/testing/federation.py" in names and "medfed/testing/faults.py" in names
     assert "deploy/local.py" not in names and "simulations/faults.py" not in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
