@@ -28,7 +28,7 @@ from client.outbound import audit_outbound, contain_errors
 from client.policy import SitePolicy
 from client.secagg import SecAggRouter, SiteHandlers
 from client.site import PartitionSource, SiteSources
-from client.train import LocalTrainingResult, RoundPlan, plan_round, train_locally
+from client.train import LocalTrainingResult, train_locally
 from common import keys
 from common.config import MedfedConfig
 from common.data.sites import SiteData
@@ -36,6 +36,7 @@ from common.errors import ConfigError
 from common.metrics import to_wire
 from common.models import build_model
 from common.params import arrays_to_model, model_to_arrays
+from common.planning import RoundPlan, plan_round
 from common.round_settings import RoundSettings, decode_round_settings
 
 LOG = logging.getLogger("medfed.client")

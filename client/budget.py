@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from client.privacy_state import PrivacyStateStore, RunSpend, site_budget_of, state_dir_for
-from client.train import RoundPlan
 from common.config import MedfedConfig, PrivacyConfig
+from common.planning import RoundPlan
 from common.privacy import (
     BudgetCheck,
     HistoryEntry,
