@@ -59,6 +59,12 @@ def _register_verify(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="the site's ledger public key (<ledger-key>.pub, PEM)",
     )
+    verify.add_argument(
+        "--attestations",
+        type=Path,
+        help="the coordinator's copies of this site's records "
+        "(<run-dir>/attestations/<site>.jsonl): finds records removed from the ledger's end",
+    )
     verify.set_defaults(func=run_verify)
 
 
@@ -102,7 +108,7 @@ def run_verify(args: argparse.Namespace) -> int:
     """Print the verdict: 0 valid, 1 invalid, 2 unusable input."""
     from medfed.privacy_views import print_verification
 
-    return print_verification(args.ledger, args.public_key)
+    return print_verification(args.ledger, args.public_key, args.attestations)
 
 
 def run_show(args: argparse.Namespace) -> int:
