@@ -252,8 +252,10 @@ def check_chain(records: Sequence[LedgerRecord | None], key: Ed25519PublicKey) -
         if record.prev_hash != expected:
             before_previous = hashes[index - 2] if index > 1 else GENESIS
             earlier_copy = first_at.get(hashes[index] or "", index) < index
-            points_to = first_at.get(record.prev_hash)
-            if index > 0 and record.prev_hash == before_previous:
+            points_to = -1 if record.prev_hash == GENESIS else first_at.get(record.prev_hash)
+            if index <= reorder_until and points_to is not None:
+                reorder_until = max(reorder_until, points_to + 1)  # part of one reported
+            elif index > 0 and record.prev_hash == before_previous:
                 report(
                     index - 1,
                     "inserted",
@@ -264,23 +266,21 @@ def check_chain(records: Sequence[LedgerRecord | None], key: Ed25519PublicKey) -
                 copied = first_at[hashes[index] or ""]
                 report(index, "inserted", f"{label} was inserted: a copy of line {copied + 1}")
             elif points_to is not None and points_to > index:
-                if index > reorder_until:
-                    report(
-                        index,
-                        "reordered",
-                        f"{label} is out of order: it was written after "
-                        f"{_label(records, points_to)}",
-                    )
+                report(
+                    index,
+                    "reordered",
+                    f"{label} is out of order: it was written after {_label(records, points_to)}",
+                )
                 reorder_until = max(reorder_until, points_to + 1)
             elif points_to is not None:
-                if index > reorder_until:
-                    report(
-                        index,
-                        "reordered",
-                        f"{label} is out of order: it was written right after "
-                        f"{_label(records, points_to)}, not after line {index}",
-                    )
-                    reorder_until = index
+                report(
+                    index,
+                    "reordered",
+                    f"{label} is out of order: it was written right after "
+                    f"{_label(records, points_to) if points_to >= 0 else 'the ledger start'}, "
+                    f"not after line {index}",
+                )
+                reorder_until = index
             elif not previous_edited:
                 report(
                     index,
