@@ -41,6 +41,7 @@ GENESIS = "0" * 64
 NO_UPDATE = "0" * 64
 MIGRATED_ROUND = 0
 VERSION = 1
+LEDGER_MODE = 0o600  # like the site's other state: readable by the site's account only
 EPSILON_REL_TOL = 1e-6
 
 
@@ -185,7 +186,8 @@ def append_record(path: Path, record: LedgerRecord, key: Ed25519PrivateKey) -> L
     existing = [r for r in read_ledger(path) if r is not None]
     chained = replace(record, prev_hash=existing[-1].hash if existing else GENESIS).signed(key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as ledger:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LEDGER_MODE)
+    with os.fdopen(fd, "a") as ledger:
         ledger.write(chained.to_line() + "\n")
         ledger.flush()
         os.fsync(ledger.fileno())
