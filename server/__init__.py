@@ -6,7 +6,8 @@ the round engine), ``lifecycle`` (``RunLifecycle``: run directory, checkpoints, 
 report around any engine), ``rounds`` (the plain engine: a Flower strategy), ``secagg`` (the
 SecAgg+ engine), ``strategies`` (registry: ``build_strategy``, Flower's strategies wrapped once by
 ``guarded.GuardedStrategy``), ``validation`` (pure checks of each update), ``recorder`` and
-``console`` (per-round metrics), ``declines``, ``checkpoint`` and ``rundir`` (resume, run
+``console`` (per-round metrics), ``declines``, ``attestations`` (the copies of the sites'
+signed privacy records), ``checkpoint`` and ``rundir`` (resume, run
 directory), ``report`` (HTML report).
 
 ``server`` imports ``common`` only, never ``client``. The names below are imported on first
