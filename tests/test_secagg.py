@@ -102,10 +102,7 @@ def _run_secagg(config: MedfedConfig, tmp_path: Path, received: dict[int, FitRes
 def _booked_runs(config: MedfedConfig) -> dict[str, list[str]]:
     """Run keys in each simulated site's privacy state (its default state directory)."""
     root = Path(config.data.synthetic_root) / ".privacy"
-    return {
-        site.name: sorted(PrivacyLedgerStore(site).load())
-        for site in sorted(root.iterdir())
-    }
+    return {site.name: sorted(PrivacyLedgerStore(site).load()) for site in sorted(root.iterdir())}
 
 
 @pytest.mark.slow
