@@ -130,7 +130,10 @@ def print_verification(ledger: Path, public_key: Path, attestations: Path | None
     if problems:
         console.print(f"[red]INVALID[/red]: {len(problems)} problem(s) in {ledger}")
         for problem in problems:
-            console.print(f"  {problem.kind}: {problem.message}")
+            console.print(f"  {problem.kind}: {problem.message}", markup=False)
+        unsigned = {p.line for p in problems if p.kind == "edited"}
+        if readable and unsigned >= set(range(1, len(records) + 1)):
+            console.print(f"no record matches {public_key}: is it this site's ledger key?")
         return 1
     checked = "chain, signatures and ε of every record"
     if attestations is not None:

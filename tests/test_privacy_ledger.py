@@ -231,6 +231,20 @@ def test_private_key_file_also_verifies(ledger: Path, capsys: pytest.CaptureFixt
     assert code == 0
 
 
+def test_another_sites_key_fails_every_record_and_says_so(
+    ledger: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = _site(tmp_path / "other")
+    other.record(server_round=1, entry=ENTRY, update_sha256=DIGEST)
+    other_key = _public(tmp_path / "other" / LEDGER_FILE)
+
+    code = main(["privacy", "verify", str(ledger), "--public-key", str(other_key)])
+
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 1
+    assert out.count("edited:") == 6 and "is it this site's ledger key?" in out
+
+
 def test_a_site_refuses_to_train_on_a_tampered_ledger(ledger: Path) -> None:
     lines = _lines(ledger)
     del lines[0]
