@@ -157,11 +157,10 @@ def record_from_wire(values: Mapping[str, object]) -> LedgerRecord:
 
 
 def parse_lines(lines: Iterable[str]) -> list[LedgerRecord | None]:
-    """Every non-empty line as a record (None: not a ledger record)."""
+    """Every line as a record (None: not a ledger record, a blank line included, so that
+    line numbers in messages are the file's)."""
     records: list[LedgerRecord | None] = []
     for line in lines:
-        if not line.strip():
-            continue
         try:
             content = json.loads(line)
             records.append(LedgerRecord.from_json(content) if isinstance(content, dict) else None)
@@ -199,7 +198,7 @@ class Problem:
     """One thing wrong with a ledger, named by line (1-based) and kind."""
 
     line: int
-    kind: str  # edited | removed | inserted | reordered | epsilon | unreadable
+    kind: str  # edited | removed | inserted | reordered | epsilon
     message: str
 
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import Progress, track
 from rich.table import Table
 
+from client.privacy_state import LEDGER_KEY_FILE
 from common.config import MedfedConfig, Scalar
 from common.errors import ConfigError
 from common.ledger import (
@@ -31,7 +32,7 @@ from common.ledger import (
 )
 from common.planning import RoundPlan, plan_round, projected_epsilons
 from common.privacy import epsilon_of
-from common.signing import load_public_key
+from common.signing import load_public_key, public_key_path
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,11 @@ def print_spend(state_dir: Path) -> None:
             f"all {len(runs)} run(s) composed: ε = {total:.4f} "
             f"({last.accountant}, δ={last.delta:g}, as the site's epsilon-budget counts it)"
         )
-    console.print(f"check it: medfed privacy verify {path} --public-key <ledger-key>.pub")
+    local_key = public_key_path(state_dir / LEDGER_KEY_FILE)
+    key = local_key if local_key.is_file() else "<node config ledger-key>.pub"
+    console.print(
+        f"check it: medfed privacy verify {path} --public-key {key}", markup=False, soft_wrap=True
+    )
 
 
 def _print_runs(console: Console, runs: Mapping[str, RunSpend], source: str) -> None:

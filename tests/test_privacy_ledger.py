@@ -293,6 +293,7 @@ def test_show_prints_spend_per_run_and_in_total(
     assert code == 0
     assert "run-1" in out and "run-2" in out
     assert f"all 2 run(s) composed: ε = {total:.4f}" in out
+    assert f"--public-key {_public(ledger)}" in out
 
 
 def test_attestation_round_trips_the_wire(ledger: Path) -> None:
