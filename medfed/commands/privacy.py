@@ -2,9 +2,10 @@
 
 - ``plan``: the noise multiplier and the projected epsilon after each round for given run
   settings, computed by the planning code the sites run (``common.planning``).
-- ``verify LEDGER --public-key KEY``: chain, signatures and epsilon of a site's signed
-  privacy ledger (``common.ledger``). Exit 0 = valid, 1 = invalid (the broken records are
-  named), 2 = the input cannot be used.
+- ``verify LEDGER --public-key KEY [--attestations COPIES]``: chain, signatures and epsilon
+  of a site's signed privacy ledger (``common.ledger``), and optionally every copy the
+  coordinator kept of it. Exit 0 = valid, 1 = invalid (the broken records are named),
+  2 = the input cannot be used.
 - ``show [--state-dir DIR]``: a site's spend per run and in total, read from its ledger.
 
 Parsing only: the work is imported lazily by each command (``medfed --help`` stays fast).
@@ -23,6 +24,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     _register_plan(sub)
     _register_verify(sub)
     _register_show(sub)
+    # further subcommands of the group (e.g. ``audit``) register on ``sub`` here
 
 
 def _register_plan(sub: argparse._SubParsersAction) -> None:
