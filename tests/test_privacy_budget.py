@@ -3,18 +3,20 @@ decline."""
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import numpy as np
 import pytest
 from flwr.app import Message
 
-from client.privacy_state import LEGACY_STATE_FILE, PrivacyLedgerStore
+from client.privacy_state import LEDGER_KEY_FILE, LEGACY_STATE_FILE, PrivacyLedgerStore
 from common import keys
 from common.config import MedfedConfig
 from common.errors import ConfigError
-from common.ledger import LEDGER_FILE
+from common.ledger import LEDGER_FILE, record_from_wire, update_digest
 from common.privacy import epsilon_of
+from common.signing import load_public_key, public_key_path
 from tests.clientapp_harness import CapturingHarness
 
 
@@ -50,7 +52,24 @@ def test_restarted_client_continues_from_the_stored_state(
     assert saved["1"].history == [
         (first[keys.NOISE_MULTIPLIER], first[keys.SAMPLE_RATE], 2 * steps_per_round)
     ]
-    assert [r.round for r in PrivacyLedgerStore(state).records()] == [1, 2]
+    records = PrivacyLedgerStore(state).records()
+    assert [r.round for r in records] == [1, 2]
+    assert records[-1].epsilon == second[keys.EPSILON]
+
+
+def test_reply_carries_the_signed_record_of_the_update_it_sends(
+    small_site: Path, config: MedfedConfig, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    reply = CapturingHarness(small_site, config, state_dir=state).train(1)
+
+    sent = record_from_wire(dict(reply.content[keys.ATTESTATION]))  # type: ignore[arg-type]
+    (kept,) = PrivacyLedgerStore(state).records()
+    assert sent == kept
+    assert sent.update_sha256 == update_digest(reply.content[keys.ARRAYS])  # type: ignore[arg-type]
+    public = load_public_key(public_key_path(state / LEDGER_KEY_FILE))
+    assert sent.signature_ok(public)
+    assert stat.S_IMODE((state / LEDGER_FILE).stat().st_mode) == 0o600
 
 
 def test_a_new_run_starts_its_own_accounting(
