@@ -4,9 +4,10 @@ Flower loads the ClientApp object as ``client.app:app`` (pyproject
 ``[tool.flwr.app.components]``); ``build_client_app(mods)`` builds one with extra client mods
 (simulations add dropout and fault mods this way). Modules: ``app`` (message handlers),
 ``site`` (which data a node reads), ``train`` (DP-SGD with Opacus), ``budget`` and
-``privacy_state`` (the site's ε budget, kept on its own disk), ``policy`` (the site's
-privacy policy from its node config: the runs it agrees to train), ``evaluate``, ``proximal``
-(FedProx term), ``secagg`` (SecAgg+ client), ``outbound`` (error redaction, outbound audit),
+``privacy_state`` (the site's ε budget: its signed privacy ledger, on its own disk),
+``policy`` (the site's privacy policy from its node config: the runs it agrees to train),
+``evaluate``, ``proximal`` (FedProx term), ``secagg`` (SecAgg+ client), ``outbound`` (error
+redaction, outbound audit),
 ``review`` (what a Flower app bundle contains, read before a site approves it),
 ``approvals`` (the apps a site approved), ``gate`` (the site's SuperExec: runs only approved
 apps), ``warm_worker`` (one warm ClientApp process per approved app) and ``predict`` /

@@ -4,11 +4,13 @@ A reply carries only the model's parameters (``arrays``) and allow-listed scalar
 (``common.keys``). Images, labels, file names and DICOM tags stay inside this process.
 Each instruction carries only the round settings (``common.round_settings``); where the
 site's data, cache and privacy state live comes from its node config. The site's privacy
-accountant history lives on disk in the site's state directory (``client.privacy_state``),
+accountant history lives in its signed ledger in the state directory (``client.privacy_state``),
 keyed by the run key the server sends (the run directory's name), so epsilon accumulates
 across rounds, SuperNode restarts and resumed runs; a round that would exceed the budget is
 declined (``client.budget``), and so is a run that breaks the site's own privacy policy
 (node config ``require-dp``, ``max-epsilon``, …: ``client.policy``), before any data is read.
+A trained DP round is appended to the site's signed privacy ledger before the reply leaves,
+and the signed record travels with the reply (``attestation``, ``common.keys``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from logging import INFO
 
 import torch
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from flwr.common.logger import log as flwr_log
@@ -30,14 +32,17 @@ from client.outbound import audit_outbound, contain_errors
 from client.policy import SitePolicy
 from client.secagg import SecAggRouter, SiteHandlers
 from client.site import PartitionSource, SiteSources
-from client.train import LocalTrainingResult, RoundPlan, plan_round, train_locally
+from client.train import LocalTrainingResult, train_locally
 from common import keys
 from common.config import MedfedConfig
 from common.data.sites import SiteData
 from common.errors import ConfigError
+from common.ledger import record_to_wire, update_digest
 from common.metrics import to_wire
 from common.models import build_model
 from common.params import arrays_to_model, model_to_arrays
+from common.planning import RoundPlan, plan_round
+from common.privacy import HistoryEntry
 from common.round_settings import RoundSettings, decode_round_settings
 
 LOG = logging.getLogger("medfed.client")
@@ -184,10 +189,27 @@ def handle_train(
         history=privacy.history(),
         proximal_mu=settings.proximal_mu,
     )
-    if result.epsilon is not None:
-        privacy.record(result.history)  # on disk before anything leaves the site
-    metrics = _train_metrics(config, site_index, plan, result, result.epsilon)
-    return RecordDict({keys.ARRAYS: model_to_arrays(model), keys.METRICS: metrics})
+    update = model_to_arrays(model)
+    reply = RecordDict({keys.ARRAYS: update})
+    epsilon = None
+    if config.privacy.enabled:  # signed and on disk before anything leaves the site
+        record = privacy.record(
+            server_round=settings.server_round,
+            entry=_round_entry(plan, before=privacy.history(), after=result.history),
+            update_sha256=update_digest(update),
+        )
+        epsilon = record.epsilon
+        reply[keys.ATTESTATION] = ConfigRecord(record_to_wire(record))  # type: ignore[arg-type]
+    reply[keys.METRICS] = _train_metrics(config, site_index, plan, result, epsilon)
+    return reply
+
+
+def _round_entry(
+    plan: RoundPlan, *, before: Sequence[HistoryEntry], after: Sequence[HistoryEntry]
+) -> HistoryEntry:
+    """The accountant entry of the round just trained: the steps Opacus' accountant took."""
+    steps = sum(s for _, _, s in after) - sum(s for _, _, s in before)
+    return (plan.noise_multiplier, plan.sample_rate, steps)
 
 
 def _train_metrics(

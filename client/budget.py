@@ -13,26 +13,34 @@ A refused round is a *decline*, not an error: the site replies with ``train-stat
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from client.privacy_state import PrivacyStateStore, RunSpend, site_budget_of, state_dir_for
-from client.train import RoundPlan
+from client.privacy_state import (
+    PrivacyLedgerStore,
+    ledger_key_of,
+    site_budget_of,
+    state_dir_for,
+)
 from common.config import MedfedConfig, PrivacyConfig
+from common.ledger import GENESIS, LedgerRecord
+from common.planning import RoundPlan
 from common.privacy import (
     BudgetCheck,
     HistoryEntry,
     check_budget,
     epsilon_of,
+    merge_history,
     noise_multiplier_for,
 )
 
 
 @dataclass(frozen=True)
 class SitePrivacy:
-    """One site's privacy bookkeeping for one run."""
+    """One site's privacy bookkeeping for one run (its ledger is the state)."""
 
-    store: PrivacyStateStore
+    store: PrivacyLedgerStore
     run_key: str
     privacy: PrivacyConfig
     site_budget: float | None
@@ -45,17 +53,16 @@ class SitePrivacy:
         site_id: str,
         run_key: str,
     ) -> SitePrivacy:
-        """The state store and budget of the site named ``site_id``."""
-        store = PrivacyStateStore(state_dir_for(node_config, config, site_id))
+        """The ledger and budget of the site named ``site_id``."""
+        store = PrivacyLedgerStore(
+            state_dir_for(node_config, config, site_id), ledger_key_of(node_config)
+        )
         return cls(store, run_key, config.privacy, site_budget_of(node_config))
 
-    def _run(self) -> RunSpend:
-        empty = RunSpend(self.privacy.accountant, self.privacy.delta, [])
-        return self.store.run(self.run_key) or empty
-
     def history(self) -> list[HistoryEntry]:
-        """This run's accountant history so far."""
-        return list(self._run().history)
+        """This run's accountant history so far (folded from the ledger)."""
+        spend = self.store.run(self.run_key)
+        return list(spend.history) if spend is not None else []
 
     def calibrate(
         self,
@@ -66,21 +73,20 @@ class SitePrivacy:
         steps: int,
         accountant: str,
     ) -> float:
-        """``noise_multiplier_for``, remembered for this run in the state directory."""
+        """``noise_multiplier_for``, remembered for this run beside the ledger."""
         key = f"{accountant}:eps={target_epsilon!r}:delta={delta!r}:q={sample_rate!r}:T={steps}"
-        run = self._run()
-        if key not in run.calibration:
-            noise = noise_multiplier_for(
-                target_epsilon=target_epsilon,
-                delta=delta,
-                sample_rate=sample_rate,
-                steps=steps,
-                accountant=accountant,
-            )
-            calibration = {**run.calibration, key: noise}
-            self.store.record(self.run_key, replace(run, calibration=calibration))
-            return noise
-        return run.calibration[key]
+        known = self.store.calibrations(self.run_key)
+        if key in known:
+            return known[key]
+        noise = noise_multiplier_for(
+            target_epsilon=target_epsilon,
+            delta=delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant=accountant,
+        )
+        self.store.remember_calibration(self.run_key, key, noise)
+        return noise
 
     def spent(self) -> float:
         """This run's epsilon so far."""
@@ -110,8 +116,26 @@ class SitePrivacy:
             site_budget=self.site_budget,
         )
 
-    def record(self, history: list[HistoryEntry]) -> None:
-        """Persist this run's history (call before the reply leaves the site)."""
-        run = self._run()
-        spend = RunSpend(self.privacy.accountant, self.privacy.delta, history, run.calibration)
-        self.store.record(self.run_key, spend)
+    def record(self, *, server_round: int, entry: HistoryEntry, update_sha256: str) -> LedgerRecord:
+        """Sign and append this round's spend (call before the reply leaves the site).
+
+        The record's epsilon is the run's epsilon with this round, accounted from the
+        ledger's history exactly as ``medfed privacy verify`` recomputes it.
+        """
+        noise, rate, steps = entry
+        history = merge_history(self.history(), [entry])
+        epsilon = epsilon_of(history, delta=self.privacy.delta, accountant=self.privacy.accountant)
+        record = LedgerRecord(
+            run_key=self.run_key,
+            round=server_round,
+            sample_rate=rate,
+            noise_multiplier=noise,
+            steps=steps,
+            accountant=self.privacy.accountant,
+            epsilon=epsilon,
+            delta=self.privacy.delta,
+            update_sha256=update_sha256,
+            prev_hash=GENESIS,  # chained to the ledger's last record when appended
+            recorded_at=int(time.time()),
+        )
+        return self.store.append(record)

@@ -1,4 +1,4 @@
-"""A site's privacy accountant state on disk, so epsilon survives rounds and restarts.
+"""A site's privacy state on disk: its signed ledger, so epsilon survives rounds and restarts.
 
 The state lives in the site's *state directory*, never in a run directory the server sees:
 node-config ``state-dir`` if the hospital sets one, else ``~/.cache/medfed/privacy/<site-id>``
@@ -6,31 +6,60 @@ for a real site folder, or ``<synthetic-root>/.privacy/<site-id>`` for a simulat
 hospital (so simulations and tests never write into the home directory). The server cannot
 move it: a new location would forget what was spent.
 
-``privacy-state.json`` holds, per run (Flower's run id), the Opacus accountant history
-``[(noise_multiplier, sample_rate, steps), ...]`` with the accountant's name and delta, and
-the noise multipliers calibrated for that run (Opacus' search is slow; the answer is fixed
-for a run, so later rounds and restarts reuse it). A
-restarted SuperNode in the same run continues from it; the site's lifetime spend is the
-composition of all runs in the file. Writes are atomic (temporary file + rename).
+``privacy-ledger.jsonl`` (``common.ledger``) *is* the privacy state: one signed,
+hash-chained record per trained round, keyed by run (the run key the server sends). A
+run's accountant history is folded from its records; the site's lifetime spend is the
+composition of every run in the ledger. The ledger is checked (chain and signatures) every
+time it is read, and a site refuses to train on a ledger that fails the check.
+
+The signing key is node-config ``ledger-key`` (``medfed certs add-site`` writes one next to
+the node key). A site without one (simulation, tests, the demo) gets
+``<state-dir>/ledger-key.pem`` (0600, with ``ledger-key.pem.pub``) on first use.
+
+The noise multipliers calibrated for a run (Opacus' search is slow; the answer is fixed for
+a run) are a cache, not spend: they live beside the ledger in ``privacy-calibration.json``.
+
+A state directory from before the ledger (``privacy-state.json``) is migrated once: every
+history entry becomes a signed round-0 record (no update digest), its calibrations move to
+the calibration file, and the old file is renamed ``privacy-state.json.migrated``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+import logging
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common import keys
 from common.config import MedfedConfig
 from common.errors import ConfigError
 from common.files import atomic_write
-from common.privacy import HistoryEntry
+from common.ledger import (
+    GENESIS,
+    LEDGER_FILE,
+    MIGRATED_ROUND,
+    NO_UPDATE,
+    LedgerRecord,
+    RunSpend,
+    append_record,
+    check_chain,
+    read_ledger,
+    run_spends,
+)
+from common.privacy import HistoryEntry, epsilon_of, merge_history
+from common.signing import load_or_create_signing_key, load_signing_key, public_key_path
 
-STATE_FILE = "privacy-state.json"
+LOG = logging.getLogger("medfed.client")
+LEGACY_STATE_FILE = "privacy-state.json"
+MIGRATED_SUFFIX = ".migrated"
+CALIBRATION_FILE = "privacy-calibration.json"
+LEDGER_KEY_FILE = "ledger-key.pem"
 DEFAULT_STATE_ROOT = "~/.cache/medfed/privacy"
-_VERSION = 1
 
 
 def state_dir_for(node_config: Mapping[str, object], config: MedfedConfig, site_id: str) -> Path:
@@ -41,6 +70,12 @@ def state_dir_for(node_config: Mapping[str, object], config: MedfedConfig, site_
     if node_config.get(keys.NODE_DATA_PATH):
         return Path(DEFAULT_STATE_ROOT).expanduser() / site_id
     return Path(config.data.synthetic_root).expanduser() / ".privacy" / site_id
+
+
+def ledger_key_of(node_config: Mapping[str, object]) -> Path | None:
+    """The signing key the node config names (``ledger-key``), if it names one."""
+    configured = node_config.get(keys.NODE_LEDGER_KEY)
+    return Path(str(configured)).expanduser() if configured else None
 
 
 def site_budget_of(node_config: Mapping[str, object]) -> float | None:
@@ -58,46 +93,53 @@ def site_budget_of(node_config: Mapping[str, object]) -> float | None:
 
 
 @dataclass(frozen=True)
-class RunSpend:
-    """What one run has spent at this site."""
-
-    accountant: str
-    delta: float
-    history: list[HistoryEntry]
-    calibration: dict[str, float] = field(default_factory=dict)  # inputs -> noise multiplier
-
-
-@dataclass(frozen=True)
-class PrivacyStateStore:
-    """Reads and atomically rewrites ``<state-dir>/privacy-state.json``."""
+class PrivacyLedgerStore:
+    """Reads (checked) and appends to ``<state-dir>/privacy-ledger.jsonl``."""
 
     directory: Path
+    configured_key: Path | None = None  # node-config ``ledger-key``; None: one in directory
 
     @property
     def path(self) -> Path:
-        return self.directory / STATE_FILE
+        return self.directory / LEDGER_FILE
+
+    @property
+    def key_path(self) -> Path:
+        return self.configured_key or self.directory / LEDGER_KEY_FILE
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        """The site's ledger key; created in the state directory if none is configured."""
+        if self.configured_key is not None:
+            return load_signing_key(self.configured_key)
+        key, created = load_or_create_signing_key(self.key_path)
+        if created:
+            LOG.info(
+                "created this site's ledger signing key %s (its public half %s verifies "
+                "the ledger: medfed privacy verify)",
+                self.key_path,
+                public_key_path(self.key_path),
+            )
+        return key
+
+    def records(self) -> list[LedgerRecord]:
+        """Every record, after checking chain and signatures (``ConfigError`` if broken)."""
+        self._migrate_legacy()
+        if not self.path.exists():
+            return []
+        records = read_ledger(self.path)
+        problems = check_chain(records, self.signing_key().public_key())
+        if problems:
+            # Never train on a ledger we cannot trust: that could forget spent privacy.
+            raise ConfigError(
+                f"the privacy ledger {self.path} fails its check ({problems[0].message}; "
+                f"{len(problems)} problem(s) in all: medfed privacy verify shows them); "
+                "restore it before this site trains again"
+            )
+        return [r for r in records if r is not None]
 
     def load(self) -> dict[str, RunSpend]:
-        """Every run's spend, keyed by run id (empty if nothing was spent yet)."""
-        if not self.path.exists():
-            return {}
-        try:
-            payload = json.loads(self.path.read_text())
-            return {
-                run: RunSpend(
-                    accountant=str(entry["accountant"]),
-                    delta=float(entry["delta"]),
-                    history=[(float(n), float(q), int(s)) for n, q, s in entry["history"]],
-                    calibration={str(k): float(v) for k, v in entry.get("calibration", {}).items()},
-                )
-                for run, entry in payload["runs"].items()
-            }
-        except (OSError, ValueError, KeyError, TypeError) as problem:
-            # Never train on a state we cannot read: that would forget spent privacy.
-            raise ConfigError(
-                f"cannot read the privacy state {self.path} ({problem}); "
-                "fix or restore it before this site trains again"
-            ) from None
+        """Every run's spend, keyed by run key (empty if nothing was spent yet)."""
+        return run_spends(self.records())
 
     def run(self, run_key: str) -> RunSpend | None:
         """What one run has spent (None for a new run)."""
@@ -107,22 +149,87 @@ class PrivacyStateStore:
         """The histories of every other run recorded at this site."""
         return [spend.history for run, spend in self.load().items() if run != run_key]
 
-    def record(self, run_key: str, spend: RunSpend) -> None:
-        """Replace one run's history (atomic rewrite of the whole file)."""
-        runs = self.load()
-        runs[run_key] = spend
-        payload = {
-            "version": _VERSION,
-            "updated": dt.datetime.now().isoformat(timespec="seconds"),
-            "runs": {
-                run: {
-                    "accountant": s.accountant,
-                    "delta": s.delta,
-                    "history": [list(e) for e in s.history],
-                    "calibration": s.calibration,
-                }
-                for run, s in runs.items()
-            },
-        }
+    def append(self, record: LedgerRecord) -> LedgerRecord:
+        """Chain, sign and append one round's record (after checking the ledger)."""
+        self.records()
+        return append_record(self.path, record, self.signing_key())
+
+    # -- the calibration cache (not spend) --------------------------------------------------
+    @property
+    def calibration_path(self) -> Path:
+        return self.directory / CALIBRATION_FILE
+
+    def calibrations(self, run_key: str) -> dict[str, float]:
+        """The noise multipliers calibrated for a run (inputs -> multiplier)."""
+        return self._all_calibrations().get(run_key, {})
+
+    def remember_calibration(self, run_key: str, inputs: str, noise: float) -> None:
+        """Keep one calibrated noise multiplier for the run (atomic rewrite)."""
+        everything = self._all_calibrations()
+        everything.setdefault(run_key, {})[inputs] = noise
         self.directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, json.dumps(payload, indent=2).encode())
+        atomic_write(self.calibration_path, json.dumps(everything, indent=2).encode())
+
+    def _all_calibrations(self) -> dict[str, dict[str, float]]:
+        if not self.calibration_path.exists():
+            return {}
+        try:
+            payload = json.loads(self.calibration_path.read_text())
+            return {
+                str(run): {str(k): float(v) for k, v in entries.items()}
+                for run, entries in payload.items()
+            }
+        except (OSError, ValueError, AttributeError, TypeError):
+            LOG.warning("ignoring the unreadable calibration cache %s", self.calibration_path)
+            return {}
+
+    # -- migration from privacy-state.json ------------------------------------------------
+    def _migrate_legacy(self) -> None:
+        legacy = self.directory / LEGACY_STATE_FILE
+        if not legacy.exists():
+            return
+        if self.path.exists():
+            raise ConfigError(
+                f"{legacy} and {self.path} both exist: the old state was not migrated "
+                f"completely; move {legacy.name} away once the ledger is verified"
+            )
+        try:
+            runs = json.loads(legacy.read_text())["runs"]
+            entries = {
+                str(run): (
+                    str(spend["accountant"]),
+                    float(spend["delta"]),
+                    [(float(n), float(q), int(s)) for n, q, s in spend["history"]],
+                    {str(k): float(v) for k, v in spend.get("calibration", {}).items()},
+                )
+                for run, spend in runs.items()
+            }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as problem:
+            raise ConfigError(
+                f"cannot read the privacy state {legacy} ({problem}) to migrate it into "
+                f"{LEDGER_FILE}; fix or restore it before this site trains again"
+            ) from None
+        key = self.signing_key()
+        now = int(time.time())
+        for run, (accountant, delta, history, calibration) in entries.items():
+            so_far: list[HistoryEntry] = []
+            for noise, rate, steps in history:
+                so_far = merge_history(so_far, [(noise, rate, steps)])
+                record = LedgerRecord(
+                    run_key=run,
+                    round=MIGRATED_ROUND,
+                    sample_rate=rate,
+                    noise_multiplier=noise,
+                    steps=steps,
+                    accountant=accountant,
+                    epsilon=epsilon_of(so_far, delta=delta, accountant=accountant),
+                    delta=delta,
+                    update_sha256=NO_UPDATE,
+                    prev_hash=GENESIS,
+                    recorded_at=now,
+                )
+                append_record(self.path, record, key)
+            for inputs, noise in calibration.items():
+                self.remember_calibration(run, inputs, noise)
+        legacy.rename(legacy.with_name(legacy.name + MIGRATED_SUFFIX))
+        LOG.warning("migrated %s into the signed privacy ledger %s", legacy, self.path)

@@ -1,13 +1,9 @@
 """Local training at a site: SGD, wrapped by Opacus for DP-SGD when privacy is on.
 
 DP-SGD = per-sample gradient clipping + Gaussian noise + Poisson sampling, all by Opacus'
-``PrivacyEngine``. A round is planned first (:func:`plan_round`), so the site can check its
-budget before touching the data:
-- the loader batch is ``train.batch-size``, or ``ceil(N / train.batches-per-epoch)`` so
-  that every site has the same sample rate; Opacus' Poisson rate is ``1 / len(loader)``;
-- a round is ``train.local-steps`` logical steps, or ``train.local-epochs`` passes;
-- the noise multiplier is ``privacy.noise-multiplier`` if set, else the one that spends
-  ``privacy.target-epsilon`` over the planned rounds x steps.
+``PrivacyEngine``. A round is planned first (``common.planning.plan_round``, re-exported
+here; ``medfed privacy plan`` uses the same code), so the site can check its budget before
+touching the data.
 Each round restores the site's accountant history into a fresh engine, so epsilon is
 cumulative. Logical batches larger than ``train.max-physical-batch`` are split by Opacus'
 ``BatchMemoryManager``. ``privacy.grad-sample-mode`` picks Opacus' per-sample gradient
@@ -22,9 +18,8 @@ here. With FedProx a proximal term keeps the local model near the global one
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import cached_property
@@ -39,60 +34,8 @@ from client.proximal import ProximalTerm
 from common.config import PrivacyConfig, TrainConfig
 from common.data.preprocess import model_logits
 from common.errors import ConfigError
-from common.privacy import HistoryEntry, epsilon_of, merge_history, noise_multiplier_for
-
-# (target_epsilon, delta, sample_rate, steps, accountant) -> noise multiplier
-Calibrate = Callable[..., float]
-
-
-@dataclass(frozen=True)
-class RoundPlan:
-    """What one round of local training will do (and, under DP, spend)."""
-
-    batch_size: int  # loader batch (the expected logical batch under Poisson sampling)
-    sample_rate: float  # 1 / batches per epoch (Opacus' Poisson rate)
-    steps: int  # logical optimizer steps this round
-    noise_multiplier: float  # 0.0 without DP
-
-    def history_entry(self) -> HistoryEntry:
-        """The accountant entry this round adds."""
-        return (self.noise_multiplier, self.sample_rate, self.steps)
-
-
-def plan_round(
-    num_examples: int,
-    train: TrainConfig,
-    privacy: PrivacyConfig,
-    *,
-    planned_rounds: int,
-    calibrate: Calibrate = noise_multiplier_for,
-) -> RoundPlan:
-    """Batch, sample rate, steps and noise of one round at a site with ``num_examples``.
-
-    ``calibrate`` finds the noise for the target (Opacus' search takes seconds: the client
-    passes one that remembers its answer for the run in the site's privacy state).
-    """
-    if num_examples < 1:
-        raise ConfigError("a site needs at least one training example")
-    if train.batches_per_epoch > 0:
-        batch_size = math.ceil(num_examples / train.batches_per_epoch)
-    else:
-        batch_size = train.batch_size
-    batches = math.ceil(num_examples / batch_size)
-    sample_rate = 1.0 / batches
-    steps = train.local_steps if train.local_steps > 0 else train.local_epochs * batches
-    noise = 0.0
-    if privacy.enabled:
-        noise = privacy.noise_multiplier
-        if noise <= 0:
-            noise = calibrate(
-                target_epsilon=privacy.target_epsilon,
-                delta=privacy.delta,
-                sample_rate=sample_rate,
-                steps=planned_rounds * steps,
-                accountant=privacy.accountant,
-            )
-    return RoundPlan(batch_size, sample_rate, steps, noise)
+from common.planning import Calibrate, RoundPlan, plan_round  # noqa: F401 (re-exported)
+from common.privacy import HistoryEntry, epsilon_of, merge_history
 
 
 @dataclass

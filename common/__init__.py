@@ -4,9 +4,11 @@
 ``deploy`` and ``medfed`` import it; it imports none of them. Modules: ``config`` (the typed
 ``MedfedConfig`` built once from the run config or CLI flags), ``errors``, ``keys`` (record
 keys used on the wire), ``models`` (registry: ``build_model``), ``params`` (model <->
-``ArrayRecord``), ``privacy`` (accountants, noise calibration), ``metrics``,
-``model_file`` (the ``model.pt`` format: weights, preprocessing, threshold), ``gradcam``
-(explanations), and ``data`` (site data: DICOM / MedMNIST folders -> tensors).
+``ArrayRecord``), ``privacy`` (accountants, noise calibration), ``planning`` (a round's
+batch, steps and noise, shared by the sites and ``medfed privacy plan``), ``ledger`` and
+``signing`` (the sites' signed, hash-chained privacy ledger), ``metrics``, ``model_file``
+(the ``model.pt`` format: weights, preprocessing, threshold), ``gradcam`` (explanations), and
+``data`` (site data: DICOM / MedMNIST folders -> tensors).
 
 The names below are imported on first use, so ``import common`` (which every module does)
 stays as cheap as an empty package; ``build_model`` needs torch.

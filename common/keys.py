@@ -59,6 +59,26 @@ def parse_not_approved(reason: str) -> tuple[str, int | None] | None:
     return found.group("hash"), int(index) if index is not None else None
 
 
+# A trained reply also carries the round's signed privacy-ledger record (``common.ledger``) as
+# a ConfigRecord named ``attestation``: exactly these keys, each of this type (the only
+# non-numeric values a site sends: the run key the server sent it, the accountant's name, and
+# the record's hashes and Ed25519 signature). ``server.attestations`` keeps the copies.
+ATTESTATION = "attestation"
+ATTESTATION_ALLOWED: dict[str, type] = {
+    "run-key": str,
+    "round": int,
+    "sample-rate": float,
+    "noise-multiplier": float,
+    "steps": int,
+    "accountant": str,
+    "epsilon": float,
+    "delta": float,
+    "update-sha256": bytes,
+    "prev-hash": bytes,
+    "recorded-at": int,
+    "signature": bytes,
+}
+
 EVAL_LOSS = "eval-loss"
 EVAL_ACC = "eval-acc"
 EVAL_AUC = "eval-auc"
@@ -126,6 +146,9 @@ NODE_PARTITION_ID = "partition-id"
 # site's own lifetime epsilon budget over every run recorded there.
 NODE_STATE_DIR = "state-dir"
 NODE_EPSILON_BUDGET = "epsilon-budget"
+# The Ed25519 key that signs the site's privacy ledger (``medfed certs add-site`` writes it);
+# without it the site creates ``<state-dir>/ledger-key.pem`` on first use.
+NODE_LEDGER_KEY = "ledger-key"
 NODE_CACHE_DIR = "cache-dir"  # optional: where the site's tensor cache lives
 NODE_CACHE = "cache"  # optional: false = no tensor cache at this site
 NODE_DECODE_WORKERS = "decode-workers"  # optional: processes for a first ingest (0 = per core)

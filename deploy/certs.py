@@ -4,7 +4,9 @@
 for every host name and IP address the hospitals use); ``add_site`` writes one hospital's
 node-authentication key pair in the formats Flower 1.42 expects: an ECDSA (NIST P-384)
 private key as OpenSSH PEM for ``flower-supernode --auth-supernode-private-key`` and the
-public key as one OpenSSH line for ``flwr supernode register``.
+public key as one OpenSSH line for ``flwr supernode register``; next to it the Ed25519 key
+that signs the site's privacy ledger (``common.signing``; node config ``ledger-key``) and its
+public half ``<key>.pub`` for ``medfed privacy verify``.
 
 Private keys are created with mode 0600 in one ``O_CREAT | O_EXCL`` call: an existing file is
 never replaced, and key material is never printed or logged.
@@ -26,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.errors import MedfedError
+from common.signing import create_signing_key, public_key_path
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
@@ -64,12 +67,20 @@ class SiteKeyFiles:
     site_id: str
     private_key: Path
     public_key: Path
+    ledger_key: Path  # Ed25519 key signing the site's privacy ledger (node config ledger-key)
+
+    @property
+    def ledger_public_key(self) -> Path:
+        """The ledger key's public half, for ``medfed privacy verify --public-key``."""
+        return public_key_path(self.ledger_key)
 
 
 def site_key_paths(directory: Path, site_id: str) -> SiteKeyFiles:
     """The key files of ``site_id`` under a certificate directory."""
     sites = directory / SITES_DIR
-    return SiteKeyFiles(site_id, sites / f"{site_id}.key", sites / f"{site_id}.pub")
+    return SiteKeyFiles(
+        site_id, sites / f"{site_id}.key", sites / f"{site_id}.pub", sites / f"{site_id}-ledger.pem"
+    )
 
 
 def parse_server_names(value: str, *, include_loopback: bool = True) -> tuple[str, ...]:
@@ -267,9 +278,12 @@ def check_site_id(site_id: str) -> str:
 
 
 def add_site(directory: Path, site_id: str) -> SiteKeyFiles:
-    """Create ``site_id``'s ECDSA P-384 node key pair under ``directory/sites/``."""
+    """Create ``site_id``'s ECDSA P-384 node key pair and its Ed25519 ledger key pair
+    under ``directory/sites/``."""
     files = site_key_paths(directory, check_site_id(site_id))
-    _refuse_existing([files.private_key, files.public_key])
+    _refuse_existing(
+        [files.private_key, files.public_key, files.ledger_key, files.ledger_public_key]
+    )
     _make_dir(directory)
     _make_dir(directory / SITES_DIR)
     key = ec.generate_private_key(ec.SECP384R1())
@@ -283,4 +297,5 @@ def add_site(directory: Path, site_id: str) -> SiteKeyFiles:
     )
     _write_new(files.private_key, private, PRIVATE_MODE)
     _write_new(files.public_key, public + f" medfed-site:{site_id}\n".encode(), PUBLIC_MODE)
+    create_signing_key(files.ledger_key)
     return files

@@ -105,6 +105,7 @@ class SuperNodeSpec:
     port: int = 9094
     insecure: bool = False
     state_dir: Path | None = None
+    ledger_key: Path | None = None  # signs the site's privacy ledger (``medfed certs add-site``)
     extra_node_config: Mapping[str, ConfigValue] = field(default_factory=dict)
     # The site's gate (``medfed site executor``) runs its tasks: only approved apps run,
     # each in one warm process per app (``warm_gate`` False: a fresh process per task).
@@ -125,6 +126,8 @@ class SuperNodeSpec:
         }
         if self.state_dir is not None:  # the site's privacy accountant state
             values["state-dir"] = _abs(self.state_dir)
+        if self.ledger_key is not None:
+            values["ledger-key"] = _abs(self.ledger_key)
         return {**values, **self.extra_node_config}
 
 

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from common.errors import MedfedError
-from medfed.commands import certs, demo, predict, report, simulate, site
+from medfed.commands import certs, demo, predict, privacy, report, simulate, site
 
-SUBCOMMANDS = (demo, site, simulate, predict, report, certs)
+SUBCOMMANDS = (demo, site, simulate, predict, report, privacy, certs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,10 +6,11 @@ the round engine), ``lifecycle`` (``RunLifecycle``: run directory, checkpoints, 
 report around any engine), ``rounds`` (the plain engine: a Flower strategy), ``secagg`` (the
 SecAgg+ engine), ``strategies`` (registry: ``build_strategy``, Flower's strategies wrapped once by
 ``guarded.GuardedStrategy``), ``validation`` (pure checks of each update), ``recorder`` and
-``console`` (per-round metrics), ``declines``, ``checkpoint`` and ``rundir`` (resume, run
-directory), ``report`` (the HTML run report: ``report_data`` derives what it shows from the run
-directory, ``report_plots`` draws it, ``report_format`` writes its numbers, the jinja2 template
-is ``templates/report.html.j2``).
+``console`` (per-round metrics), ``declines``, ``attestations`` (the copies of the sites'
+signed privacy records), ``checkpoint`` and ``rundir`` (resume, run directory), ``report``
+(the HTML run report: ``report_data`` derives what it shows from the run directory,
+``report_plots`` draws it, ``report_format`` writes its numbers, the jinja2 template is
+``templates/report.html.j2``).
 
 ``server`` imports ``common`` only, never ``client``. The names below are imported on first
 use (they need torch and Flower).

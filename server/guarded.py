@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.exception import AggregationError, InconsistentMessageReplies
 from flwr.serverapp.strategy import FedAvg, Result, Strategy
@@ -44,6 +44,8 @@ class Participation:
     failed: dict[str, str] = field(default_factory=dict)
     accepted_metrics: dict[str, MetricRecord] = field(default_factory=dict)
     aggregated: bool = True
+    # every reply that trained (accepted or rejected), for its privacy attestation
+    trained: dict[str, RecordDict] = field(default_factory=dict)
 
 
 ParticipationListener = Callable[[Participation], None]
@@ -133,6 +135,7 @@ class GuardedStrategy(Strategy):
             elif index is not None:
                 self._node_sites[node] = site
             good.append((Candidate(site, message.content), message))
+            participation.trained[site] = message.content
         replied = {message.metadata.src_node_id for message in all_replies}
         for node in sorted(self._sampled - replied):
             participation.failed[self._site_of_node(node)] = "no reply before the round timeout"

@@ -30,6 +30,7 @@ from common.errors import ConfigError
 from common.models import build_model
 from common.params import model_to_arrays
 from common.round_settings import encode_round_settings
+from server.attestations import AttestationStore
 from server.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -102,7 +103,8 @@ class RunLifecycle:
             self.run_dir.rewrite_metrics(self.checkpoint.metrics if self.checkpoint else [])
         self.summary = RunSummary(self.run_dir.path)
         self.history: list[dict[str, object]] = []
-        self.recorder = RoundRecorder(listener=self._on_round)
+        attestations = AttestationStore(self.run_dir.path)
+        self.recorder = RoundRecorder(listener=self._on_round, on_trained=attestations.keep)
         self.strategy_state: StateSource = dict
         self._fingerprint = config_hash(config)
         self._progress: RoundProgress | None = None

@@ -9,7 +9,9 @@ console) at the end of every round. ``GuardedStrategy`` also tells it which site
 (``record_participation``): accepted, rejected (with the reason) and failed or timed out, so
 the round's line names them even when a robust strategy (Krum) aggregates only some of the
 accepted updates, and which sites declined to train (``record_declined``) and why (privacy
-budget or site policy); their spent epsilon is still recorded.
+budget or site policy); their spent epsilon is still recorded. Every reply that trained is
+handed to ``on_trained`` (the run's ``server.attestations`` store keeps the signed privacy
+record it carries).
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ class RoundRecord:
 
 
 RoundListener = Callable[[RoundRecord, ArrayRecord], None]
+# (site, train reply): keeps the privacy attestation a reply carries (server.attestations)
+AttestationListener = Callable[[str, RecordDict], None]
 
 
 def _metrics_of(reply: RecordDict) -> MetricRecord:
@@ -104,6 +108,7 @@ class RoundRecorder:
     """Collects one round's replies and emits a ``RoundRecord`` when the round ends."""
 
     listener: RoundListener
+    on_trained: AttestationListener | None = None
     _train: dict[str, MetricRecord] = field(default_factory=dict)
     _declined: dict[str, MetricRecord] = field(default_factory=dict)
     _declined_why: dict[str, str] = field(default_factory=dict)
@@ -122,6 +127,9 @@ class RoundRecorder:
         """Called by ``GuardedStrategy`` before aggregation: who took part this round."""
         self._participation = participation
         self._train = dict(participation.accepted_metrics)
+        if self.on_trained is not None:
+            for site, content in participation.trained.items():
+                self.on_trained(site, content)
 
     def aggregate_train(self, replies: list[RecordDict], weight_key: str) -> MetricRecord:
         """Flower ``train_metrics_aggr_fn``: weighted loss, summed examples, max epsilon."""

@@ -152,7 +152,7 @@ def test_a_site_runs_only_the_app_it_approved_under_its_own_policy(
     _, started = federation.nodes["hospital-b"]
     assert {_uid_of(entry.process.pid) for entry in started} == {expected_uid}
     site_home = federation.site_home("hospital-b")
-    assert (site_home / "state" / "privacy-state.json").stat().st_uid == expected_uid
+    assert (site_home / "state" / "privacy-ledger.jsonl").stat().st_uid == expected_uid
     installed = list((site_home / "flwr-home" / "apps").iterdir())
     assert installed and all(path.stat().st_uid == expected_uid for path in installed)
     # each site read its data once for the 4 tasks of 2 rounds: the gate's warm process kept

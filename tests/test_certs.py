@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from flwr.cli.supernode.register import try_load_public_key
 from flwr.supercore.primitives.asymmetric import public_key_to_bytes
 
+from common.signing import load_public_key, load_signing_key
 from deploy.certs import (
     CA_CERT,
     CA_KEY,
@@ -73,6 +74,25 @@ def test_add_site_writes_an_openssh_p384_key_pair_flower_accepts(
     assert "flwr supernode register" in out
     assert "PRIVATE KEY" not in out
     assert files.private_key.read_text().splitlines()[1] not in out
+
+
+def test_add_site_writes_an_ed25519_ledger_key_next_to_the_node_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    certs = tmp_path / "certs"
+
+    code = main(["certs", "add-site", str(certs), "hospital-a"])
+
+    assert code == 0
+    files = site_key_paths(certs, "hospital-a")
+    assert files.ledger_key.parent == files.private_key.parent
+    private = load_signing_key(files.ledger_key)
+    public = load_public_key(files.ledger_public_key)
+    assert public.public_bytes_raw() == private.public_key().public_bytes_raw()
+    assert _mode(files.ledger_key) == 0o600
+    out = capsys.readouterr().out
+    assert str(files.ledger_public_key) in out and "ledger-key" in out
+    assert "PRIVATE KEY" not in out
 
 
 def test_existing_keys_are_never_overwritten(

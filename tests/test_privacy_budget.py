@@ -1,19 +1,22 @@
-"""Per-site privacy state on disk: epsilon survives restarts; a spent budget means decline."""
+"""Per-site privacy state (its signed ledger): epsilon survives restarts; a spent budget means
+decline."""
 
 from __future__ import annotations
 
-import json
+import stat
 from pathlib import Path
 
 import numpy as np
 import pytest
 from flwr.app import Message
 
-from client.privacy_state import STATE_FILE, PrivacyStateStore
+from client.privacy_state import LEDGER_KEY_FILE, LEGACY_STATE_FILE, PrivacyLedgerStore
 from common import keys
 from common.config import MedfedConfig
 from common.errors import ConfigError
+from common.ledger import LEDGER_FILE, record_from_wire, update_digest
 from common.privacy import epsilon_of
+from common.signing import load_public_key, public_key_path
 from tests.clientapp_harness import CapturingHarness
 
 
@@ -45,10 +48,28 @@ def test_restarted_client_continues_from_the_stored_state(
     assert second[keys.EPSILON] == pytest.approx(from_scratch, rel=1e-9)
     assert second[keys.EPSILON] > first[keys.EPSILON]
     assert second[keys.NOISE_MULTIPLIER] == first[keys.NOISE_MULTIPLIER]
-    saved = json.loads((state / STATE_FILE).read_text())
-    assert saved["runs"]["1"]["history"] == [
-        [first[keys.NOISE_MULTIPLIER], first[keys.SAMPLE_RATE], 2 * steps_per_round]
+    saved = PrivacyLedgerStore(state).load()
+    assert saved["1"].history == [
+        (first[keys.NOISE_MULTIPLIER], first[keys.SAMPLE_RATE], 2 * steps_per_round)
     ]
+    records = PrivacyLedgerStore(state).records()
+    assert [r.round for r in records] == [1, 2]
+    assert records[-1].epsilon == second[keys.EPSILON]
+
+
+def test_reply_carries_the_signed_record_of_the_update_it_sends(
+    small_site: Path, config: MedfedConfig, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    reply = CapturingHarness(small_site, config, state_dir=state).train(1)
+
+    sent = record_from_wire(dict(reply.content[keys.ATTESTATION]))  # type: ignore[arg-type]
+    (kept,) = PrivacyLedgerStore(state).records()
+    assert sent == kept
+    assert sent.update_sha256 == update_digest(reply.content[keys.ARRAYS])  # type: ignore[arg-type]
+    public = load_public_key(public_key_path(state / LEDGER_KEY_FILE))
+    assert sent.signature_ok(public)
+    assert stat.S_IMODE((state / LEDGER_FILE).stat().st_mode) == 0o600
 
 
 def test_a_new_run_starts_its_own_accounting(
@@ -60,7 +81,7 @@ def test_a_new_run_starts_its_own_accounting(
     run_2 = _metrics(CapturingHarness(small_site, config, state_dir=state, run_id=2).train(1))
 
     assert run_2[keys.EPSILON] == pytest.approx(run_1[keys.EPSILON])
-    assert set(PrivacyStateStore(state).load()) == {"1", "2"}
+    assert set(PrivacyLedgerStore(state).load()) == {"1", "2"}
 
 
 def test_round_beyond_the_planned_budget_is_declined_not_crashed(
@@ -68,7 +89,7 @@ def test_round_beyond_the_planned_budget_is_declined_not_crashed(
 ) -> None:
     harness = CapturingHarness(small_site, config)
     trained = [harness.train(r) for r in (1, 2)]
-    state_before = (harness.state_dir / STATE_FILE).read_text()  # type: ignore[operator]
+    state_before = (harness.state_dir / LEDGER_FILE).read_text()  # type: ignore[operator]
 
     declined = harness.train(3)  # one round more than the noise was calibrated for
 
@@ -83,7 +104,7 @@ def test_round_beyond_the_planned_budget_is_declined_not_crashed(
     sent = harness.global_model().state_dict()
     for name, array in declined.content[keys.ARRAYS].items():
         np.testing.assert_array_equal(array.numpy(), sent[name].numpy())
-    assert (harness.state_dir / STATE_FILE).read_text() == state_before  # type: ignore[operator]
+    assert (harness.state_dir / LEDGER_FILE).read_text() == state_before  # type: ignore[operator]
 
 
 def test_site_lifetime_budget_declines_a_second_run(
@@ -99,8 +120,8 @@ def test_site_lifetime_budget_declines_a_second_run(
 
     assert reply[keys.TRAIN_STATUS] == keys.STATUS_DECLINED_BUDGET
     assert reply[keys.EPSILON] == 0.0  # the second run has spent nothing
-    runs = PrivacyStateStore(state).load()
-    assert runs["2"].history == []  # only its noise calibration was stored
+    runs = PrivacyLedgerStore(state).load()
+    assert "2" not in runs  # only its noise calibration was stored, beside the ledger
     assert sum(steps for _, _, steps in runs["1"].history) > 0
 
 
@@ -118,10 +139,19 @@ def test_site_with_a_budget_declines_a_run_without_dp(
     assert keys.EPSILON not in metrics
 
 
-def test_unreadable_state_stops_training_with_a_one_line_error(tmp_path: Path) -> None:
-    (tmp_path / STATE_FILE).write_text("{not json")
+def test_unreadable_ledger_stops_training_with_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / LEDGER_FILE).write_text("{not json\n")
+
+    with pytest.raises(ConfigError, match="fails its check") as excinfo:
+        PrivacyLedgerStore(tmp_path).load()
+
+    assert "\n" not in str(excinfo.value)
+
+
+def test_unreadable_legacy_state_stops_training_with_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / LEGACY_STATE_FILE).write_text("{not json")
 
     with pytest.raises(ConfigError, match="cannot read the privacy state") as excinfo:
-        PrivacyStateStore(tmp_path).load()
+        PrivacyLedgerStore(tmp_path).load()
 
     assert "\n" not in str(excinfo.value)

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from client.app import handle_evaluate, handle_train
 from client.outbound import AuditTo, read_audit
-from client.privacy_state import STATE_FILE
+from client.privacy_state import PrivacyLedgerStore
 from client.secagg import SiteClient, SiteHandlers, build_secagg_client_app
 from common import keys
 from common.config import MedfedConfig
@@ -102,10 +102,7 @@ def _run_secagg(config: MedfedConfig, tmp_path: Path, received: dict[int, FitRes
 def _booked_runs(config: MedfedConfig) -> dict[str, list[str]]:
     """Run keys in each simulated site's privacy state (its default state directory)."""
     root = Path(config.data.synthetic_root) / ".privacy"
-    return {
-        site.name: sorted(json.loads((site / STATE_FILE).read_text())["runs"])
-        for site in sorted(root.iterdir())
-    }
+    return {site.name: sorted(PrivacyLedgerStore(site).load()) for site in sorted(root.iterdir())}
 
 
 @pytest.mark.slow

@@ -32,7 +32,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     init.set_defaults(func=run_init)
 
     site = certs_commands.add_parser(
-        "add-site", help="create one hospital's node-authentication key pair"
+        "add-site",
+        help="create one hospital's node-authentication key pair and privacy-ledger key",
     )
     site.add_argument("directory", type=Path, help="certificate directory")
     site.add_argument("site_id", help="stable site id, e.g. hospital-a")
@@ -73,12 +74,21 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_add_site(args: argparse.Namespace) -> int:
-    """Write sites/SITE.key (0600) and sites/SITE.pub and print the registration command."""
+    """Write sites/SITE.key (0600), sites/SITE.pub and the ledger key pair; print the
+    registration command."""
     from deploy.certs import add_site
 
     files = add_site(args.directory, args.site_id)
     print(f"site '{files.site_id}' private key  {files.private_key}  (0600, stays at the site)")
     print(f"site '{files.site_id}' public key   {files.public_key}")
+    print(
+        f"site '{files.site_id}' ledger key    {files.ledger_key}  (0600, stays at the site; "
+        "its node config: ledger-key=<this file's path there>)"
+    )
+    print(
+        f"site '{files.site_id}' ledger public key  {files.ledger_public_key}  "
+        "(give it to whoever verifies the site's privacy ledger)"
+    )
     print(
         "Register it at the coordinator before the site starts its SuperNode:\n"
         f"  flwr supernode register {files.public_key.resolve()} medfed --name {files.site_id}"
