@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from common.errors import MedfedError
-from medfed.commands import certs, demo, simulate, site
+from medfed.commands import certs, demo, privacy, simulate, site
 
-SUBCOMMANDS = (demo, site, simulate, certs)
+SUBCOMMANDS = (demo, site, simulate, certs, privacy)
 
 
 def build_parser() -> argparse.ArgumentParser:

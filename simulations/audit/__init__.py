@@ -1,7 +1,7 @@
 """Empirical privacy audit: does a site's claimed epsilon hold against real attacks?
 
 - ``bounds``: attack counts -> empirical lower bound on epsilon (one-run and TPR/FPR
-  conversions, Clopper–Pearson intervals);
+  conversions, Clopper-Pearson intervals);
 - ``data``: the audited site's ordinary images and the canaries planted in it;
 - ``canary``: the canary membership audit in one training run (the product's training code);
 - ``inversion``: gradient inversion of a single-image update, without and with DP;

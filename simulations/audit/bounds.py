@@ -10,14 +10,14 @@ Two conversions, both pure functions of counts (no training here):
   Binomial(r, e^eps / (1 + e^eps)) plus a delta term, so
   :func:`one_run_p_value` is the probability of ``>= v`` correct guesses if the algorithm
   were (eps, delta)-DP and :func:`one_run_epsilon_lower` is the largest eps rejected at
-  confidence ``1 - beta``. :func:`guess_epsilon_interval` is the Clopper–Pearson interval of
+  confidence ``1 - beta``. :func:`guess_epsilon_interval` is the Clopper-Pearson interval of
   the guesses' accuracy mapped through ``log(q / (1 - q))`` (the epsilon of randomised
   response with that accuracy): a two-sided interval around the attack's own epsilon.
 - **Rates** (Jagielski, Ullman & Oprea 2020, "Auditing Differentially Private Machine
   Learning", NeurIPS; Nasr et al. 2021, "Adversary Instantiation", IEEE S&P): by the
   hypothesis-testing view of DP (Kairouz, Oh & Viswanath 2015), any test separating
   neighbouring training sets has ``TPR <= e^eps * FPR + delta``, hence
-  ``eps >= log((TPR - delta) / FPR)`` (:func:`epsilon_from_rates`). With Clopper–Pearson
+  ``eps >= log((TPR - delta) / FPR)`` (:func:`epsilon_from_rates`). With Clopper-Pearson
   bounds TPR_low and FPR_high (each at ``1 - beta/2``, Bonferroni),
   ``log((TPR_low - delta) / FPR_high)`` holds with confidence ``1 - beta``
   (:func:`rates_epsilon_lower`). Strictly, this needs independent trials (one training run
@@ -38,14 +38,18 @@ from scipy import stats
 
 
 def clopper_pearson(successes: int, trials: int, confidence: float) -> tuple[float, float]:
-    """Two-sided Clopper–Pearson interval of a binomial proportion (exact, conservative)."""
+    """Two-sided Clopper-Pearson interval of a binomial proportion (exact, conservative)."""
     if trials < 0 or not 0 <= successes <= trials:
         raise ValueError(f"need 0 <= successes ({successes}) <= trials ({trials})")
     if trials == 0:
         return 0.0, 1.0
     alpha = 1.0 - confidence
     low = 0.0 if successes == 0 else stats.beta.ppf(alpha / 2, successes, trials - successes + 1)
-    high = 1.0 if successes == trials else stats.beta.ppf(1 - alpha / 2, successes + 1, trials - successes)
+    high = (
+        1.0
+        if successes == trials
+        else stats.beta.ppf(1 - alpha / 2, successes + 1, trials - successes)
+    )
     return float(low), float(high)
 
 
@@ -77,7 +81,7 @@ def rates_epsilon_lower(
     delta: float,
     confidence: float = 0.95,
 ) -> RatesBound:
-    """``log((TPR_low - delta) / FPR_high)`` with one-sided Clopper–Pearson bounds.
+    """``log((TPR_low - delta) / FPR_high)`` with one-sided Clopper-Pearson bounds.
 
     Each rate gets a one-sided bound at ``1 - beta/2`` (``beta = 1 - confidence``), so
     both hold together with probability ``>= confidence``.
@@ -144,7 +148,7 @@ def one_run_epsilon_lower(
 
 
 def guess_epsilon_interval(r: int, v: int, confidence: float = 0.95) -> tuple[float, float, float]:
-    """(low, point, high): the guesses' accuracy and its Clopper–Pearson interval as epsilon.
+    """(low, point, high): the guesses' accuracy and its Clopper-Pearson interval as epsilon.
 
     Accuracy ``q`` maps to ``log(q / (1 - q))`` (floored at 0, ``inf`` at q = 1). Ignores
     delta, so ``low`` can exceed :func:`one_run_epsilon_lower` slightly.

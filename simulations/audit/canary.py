@@ -66,7 +66,7 @@ class CanaryAudit:
     guess_fraction: float
     epsilon_lower: float  # one-run bound at confidence 1 - beta (delta-aware)
     epsilon_point: float  # the attack's own epsilon (accuracy as randomised response)
-    epsilon_interval: tuple[float, float]  # Clopper–Pearson, two-sided, as epsilon
+    epsilon_interval: tuple[float, float]  # Clopper-Pearson, two-sided, as epsilon
     rates_tpr: float
     rates_fpr: float
     rates_epsilon_lower: float  # log((TPR_low - delta) / FPR_high) at the same guesses
@@ -135,7 +135,7 @@ def audit_scores(
     beta = (1.0 - confidence) / len(GUESS_FRACTIONS)
     best: CanaryAudit | None = None
     for fraction in GUESS_FRACTIONS:
-        k = max(1, int(round(fraction * m / 2)))
+        k = max(1, round(fraction * m / 2))
         guessed_in, guessed_out = order[:k], order[m - k :] if k < m else order[:0]
         if fraction >= 1.0:  # every canary guessed: split at the median score
             guessed_in, guessed_out = order[: m // 2], order[m // 2 :]

@@ -58,6 +58,8 @@ class AuditConfig:
             raise ConfigError(f"audit image-size: need at least 8, got {self.image_size}")
         if self.rounds < 1 or self.epochs_per_round < 1:
             raise ConfigError("audit rounds and epochs-per-round: need at least 1")
+        if self.inversion_images < 1 or self.inversion_iterations < 1:
+            raise ConfigError("audit inversion-images and inversion-iterations: need at least 1")
         if not 0 < self.confidence < 1:
             raise ConfigError(f"audit confidence: must be in (0, 1), got {self.confidence}")
         if self.source not in SOURCES:
