@@ -2,11 +2,12 @@
 
 The ordinary data is synthetic by default (``common.data.synthetic.synthesize_density``: the
 chest-like density maps behind the built-in hospitals, made in memory, no files), so the
-audit runs anywhere; ``source="medmnist"`` reads a MedMNIST ``.npz`` instead (default
-``../shared/data/medmnist``). Canaries are out-of-distribution images (a random 8x8 block
-pattern each, unlike any chest image) with a random label: the worst case for a model's
-memory, since nothing but the example itself can teach its label. Each canary is included
-in the training set with probability 1/2 (the one-run audit's random inclusion).
+audit runs anywhere; ``source="medmnist"`` reads a binary MedMNIST ``.npz`` instead
+(default ``../shared/data/medmnist``, its ``pneumoniamnist.npz`` when it holds several).
+Canaries are out-of-distribution images (a random 8x8 block pattern each, unlike any chest
+image) with a random label: the worst case for a model's memory, since nothing but the
+example itself can teach its label. Each canary is included in the training set with
+probability 1/2 (the one-run audit's random inclusion).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from common.data.synthetic import synthesize_density
 from common.errors import ConfigError
 
 DEFAULT_MEDMNIST_ROOT = "../shared/data/medmnist"
+DEFAULT_MEDMNIST_FILE = "pneumoniamnist.npz"  # picked from a folder holding several
 SOURCES = ("synthetic", "medmnist")
 
 
@@ -51,11 +53,14 @@ def ordinary_images(
         batch = torch.from_numpy(maps.astype(np.float32)).unsqueeze(1)
         return fit_batch(batch, image_size, 1), torch.from_numpy(labels.astype(np.int64))
     if source == "medmnist":
-        path = find_npz(Path(medmnist_root).expanduser())
+        root = Path(medmnist_root).expanduser()
+        path = find_npz(root)
+        if path is None and (root / DEFAULT_MEDMNIST_FILE).is_file():
+            path = root / DEFAULT_MEDMNIST_FILE
         if path is None:
             raise ConfigError(
                 f"audit medmnist-root: no single .npz file at {medmnist_root} "
-                "(name the file itself)"
+                f"(and no {DEFAULT_MEDMNIST_FILE} in it): name the file itself"
             )
         images, labels = read_npz(path, "audit")["train"]
         if labels.max() > 1:
