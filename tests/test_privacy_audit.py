@@ -116,7 +116,7 @@ def test_audit_finds_leakage_without_dp_and_respects_the_claim_with_dp(tmp_path)
     from simulations.audit.report import write_report
     from simulations.audit.run import AuditConfig, run_audit
 
-    config = AuditConfig.quick(ordinary=60, canaries=96, inversion_images=1)
+    config = AuditConfig.quick(inversion_images=1)
     report = run_audit(config)
 
     plain, private = report.without_dp, report.with_dp

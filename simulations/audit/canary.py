@@ -45,7 +45,7 @@ class CanaryTraining:
 
     model: str = "small-cnn"
     rounds: int = 8
-    epochs_per_round: int = 10
+    epochs_per_round: int = 15
     batch_size: int = 16
     learning_rate: float = 0.05
     momentum: float = 0.9

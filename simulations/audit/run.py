@@ -37,10 +37,10 @@ class AuditConfig:
     epsilon: float = 8.0
     delta: float = 1e-5
     canaries: int = 256
-    ordinary: int = 200
+    ordinary: int = 100
     image_size: int = 16
     rounds: int = 8
-    epochs_per_round: int = 10
+    epochs_per_round: int = 15
     inversion_images: int = 4
     inversion_iterations: int = 200
     confidence: float = 0.95
@@ -69,7 +69,7 @@ class AuditConfig:
     @classmethod
     def quick(cls, **overrides: object) -> AuditConfig:
         """A small audit (about a minute on one CPU core)."""
-        sizes: dict[str, object] = {"canaries": 128, "ordinary": 100, "inversion_images": 2}
+        sizes: dict[str, object] = {"canaries": 128, "ordinary": 60, "inversion_images": 2}
         return cls(**{**sizes, **overrides})  # type: ignore[arg-type]
 
     def privacy(self) -> PrivacyConfig:
