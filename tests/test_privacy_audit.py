@@ -96,6 +96,14 @@ def test_audit_scores_separate_members_only_when_scores_do():
     assert blind.epsilon_lower < 0.5
 
 
+def test_a_bound_above_the_claim_refutes_it():
+    included = np.random.default_rng(2).random(200) < 0.5
+    scores = included.astype(float)  # an attack that sees membership perfectly
+    assert audit_scores(scores, included, delta=1e-5, epsilon_claimed=1.0).claim_refuted
+    assert not audit_scores(scores, included, delta=1e-5, epsilon_claimed=8.0).claim_refuted
+    assert not audit_scores(scores, included, delta=1e-5, dp=False).claim_refuted
+
+
 def test_ssim_is_one_for_identical_images_and_near_zero_for_noise():
     rng = np.random.default_rng(1)
     image = rng.random((16, 16))
@@ -122,6 +130,7 @@ def test_audit_finds_leakage_without_dp_and_respects_the_claim_with_dp(tmp_path,
     saved = json.loads((tmp_path / "audit.json").read_text())
     plain = saved["canary_audit"]["without_dp"]
     private = saved["canary_audit"]["with_dp"]
+    assert "claim holds" in printed and saved["claim_refuted"] is False
     assert plain["epsilon_claimed"] is None
     assert 0 < private["epsilon_claimed"] <= 8.0 + 1e-6
     assert plain["epsilon_lower"] > 1.0  # clear leakage without DP

@@ -4,6 +4,8 @@ Runs ``simulations.audit`` (a canary membership audit in one training run, witho
 with DP, then gradient inversion of a single-image update), prints the table (epsilon
 claimed, the empirical lower bound epsilon_lower with its interval, reconstruction SSIM
 without and with DP) and writes ``audit.json`` and ``inversion-*.png`` to ``--out``.
+Exit code 1 if the DP run's epsilon_lower exceeds the claimed epsilon (the attack refutes
+the claim: a DP bug), 2 for bad options.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 # torch, Opacus, rich and matplotlib are imported by ``run_audit_command``, not to parse.
 DEFAULT_OUT = "privacy-audit"
+CLAIM_REFUTED = 1  # exit code when epsilon_lower exceeds the claimed epsilon
 DEFAULT_MEDMNIST_ROOT = "../shared/data/medmnist"  # simulations.audit.data's default
 
 
@@ -55,7 +58,7 @@ def run_audit_command(args: argparse.Namespace) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
-    from simulations.audit.report import TABLE_COLUMNS, table_rows, write_report
+    from simulations.audit.report import TABLE_COLUMNS, table_rows, verdict, write_report
     from simulations.audit.run import AuditConfig, run_audit
 
     settings: dict[str, object] = {
@@ -89,6 +92,7 @@ def run_audit_command(args: argparse.Namespace) -> int:
     for row in table_rows(report):
         table.add_row(*row)
     console.print(table)
+    console.print(verdict(report))
     written = write_report(report, out)
     console.print(f"wrote {', '.join(str(p) for p in written)}")
-    return 0
+    return CLAIM_REFUTED if report.with_dp.claim_refuted else 0

@@ -73,6 +73,11 @@ class CanaryAudit:
     confidence: float
     delta: float
 
+    @property
+    def claim_refuted(self) -> bool:
+        """True if the attack proves more leakage than the accountant claims (a DP bug)."""
+        return self.epsilon_claimed is not None and self.epsilon_lower > self.epsilon_claimed
+
 
 def train_site(
     images: torch.Tensor,

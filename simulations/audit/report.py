@@ -73,6 +73,21 @@ def markdown_table(report: AuditReport) -> str:
     return "\n".join(lines)
 
 
+def verdict(report: AuditReport) -> str:
+    """One line: does the DP run's epsilon_lower stay at or below the claimed epsilon?"""
+    audit = report.with_dp
+    if audit.claim_refuted:
+        return (
+            f"claim refuted: the attack proves epsilon >= {audit.epsilon_lower:.2f}, above "
+            f"the claimed {audit.epsilon_claimed:.2f} (a DP implementation or accounting bug)"
+        )
+    return (
+        f"claim holds against this attack: epsilon_lower {audit.epsilon_lower:.2f} <= "
+        f"claimed {audit.epsilon_claimed:.2f} (without DP the same attack proves "
+        f"{report.without_dp.epsilon_lower:.2f})"
+    )
+
+
 def _audit_json(audit: CanaryAudit) -> dict[str, object]:
     data = asdict(audit)
     low, high = audit.epsilon_interval
@@ -86,6 +101,7 @@ def report_json(report: AuditReport) -> dict[str, object]:
     """Everything in ``audit.json`` (settings, both canary audits, inversion SSIMs)."""
     return {
         "settings": asdict(report.config),
+        "claim_refuted": report.with_dp.claim_refuted,
         "method": {
             "membership": "one-run canary audit (Steinke, Nasr & Jagielski 2023), "
             "loss-based scores, Bonferroni over fixed guess fractions",
