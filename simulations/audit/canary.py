@@ -140,10 +140,8 @@ def audit_scores(
     beta = (1.0 - confidence) / len(GUESS_FRACTIONS)
     best: CanaryAudit | None = None
     for fraction in GUESS_FRACTIONS:
-        k = max(1, round(fraction * m / 2))
-        guessed_in, guessed_out = order[:k], order[m - k :] if k < m else order[:0]
-        if fraction >= 1.0:  # every canary guessed: split at the median score
-            guessed_in, guessed_out = order[: m // 2], order[m // 2 :]
+        k = max(1, min(m // 2, round(fraction * m / 2)))  # 1.0: all (but one if m is odd)
+        guessed_in, guessed_out = order[:k], order[m - k :]
         correct = int(included[guessed_in].sum() + (~included[guessed_out]).sum())
         r = len(guessed_in) + len(guessed_out)
         lower = one_run_epsilon_lower(m, r, correct, delta=delta, beta=beta)
