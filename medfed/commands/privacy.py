@@ -7,6 +7,7 @@
   coordinator kept of it. Exit 0 = valid, 1 = invalid (the broken records are named),
   2 = the input cannot be used.
 - ``show [--state-dir DIR]``: a site's spend per run and in total, read from its ledger.
+- ``audit``: an empirical check of the claimed epsilon (``medfed/commands/privacy_audit.py``).
 
 Parsing only: the work is imported lazily by each command (``medfed --help`` stays fast).
 """
@@ -16,15 +17,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medfed.commands.privacy_audit import register_audit
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``medfed privacy`` and its subcommands."""
-    privacy = commands.add_parser("privacy", help="plan, verify and show a site's privacy spend")
+    privacy = commands.add_parser("privacy", help="plan, verify, show and audit privacy spend")
     sub = privacy.add_subparsers(dest="privacy_command", required=True)
     _register_plan(sub)
     _register_verify(sub)
     _register_show(sub)
-    # further subcommands of the group (e.g. ``audit``) register on ``sub`` here
+    register_audit(sub)  # the empirical audit (medfed/commands/privacy_audit.py)
 
 
 def _register_plan(sub: argparse._SubParsersAction) -> None:
