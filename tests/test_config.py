@@ -100,6 +100,10 @@ BAD_VALUES = [
     ("partition.alpha", 0.0, "must be greater than 0"),
     ("simulation.max-parallel", 0, "must be at least 1"),
     ("simulation.dropout", 1.0, "must be in [0, 1)"),
+    ("eval.target-sensitivity", 1.0, "must be in [0, 1)"),
+    ("eval.val-fraction", -0.1, "must be in [0, 1)"),
+    ("eval.min-group-size", 0, "must be at least 1"),
+    ("eval.flag-gap", 0.0, "must be in (0, 1]"),
     # rules across sections
     ("federation.min-sites", 4, "must be at most federation.num-sites (3)"),
     ("model.num-classes", 3, "must equal the number of data.class-names (2: normal, opacity)"),
