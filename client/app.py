@@ -23,7 +23,7 @@ from flwr.clientapp.typing import Mod
 from torch.utils.data import TensorDataset
 
 from client.budget import SitePrivacy
-from client.evaluate import evaluate_model
+from client.evaluate import evaluate_split
 from client.outbound import audit_outbound, contain_errors
 from client.policy import SitePolicy
 from client.secagg import SecAggRouter, SiteHandlers
@@ -36,6 +36,7 @@ from common.errors import ConfigError
 from common.metrics import to_wire
 from common.models import build_model
 from common.params import arrays_to_model, model_to_arrays
+from common.roc import counts_to_wire
 from common.round_settings import RoundSettings, decode_round_settings
 
 LOG = logging.getLogger("medfed.client")
@@ -208,7 +209,10 @@ def _train_metrics(
 def handle_evaluate(
     content: RecordDict, context: Context, sources: SiteSources | None = None
 ) -> RecordDict:
-    """Evaluate the received global model on this site's held-out split and reply.
+    """Evaluate the received global model on this site's val and test splits and reply.
+
+    The reply holds the test split's metrics and, per split, threshold-grid counts
+    (``common.roc``): counts only, never a per-image score.
 
     A run the site's privacy policy refuses is not evaluated either: before any data is read
     the handler raises ``ConfigError``, which ``contain_errors`` turns into a redacted error
@@ -223,6 +227,13 @@ def handle_evaluate(
     config = settings.config
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
-    result = evaluate_model(model, data.test_x, data.test_y, num_classes=config.model.num_classes)
-    metrics = MetricRecord({**to_wire(result), keys.SITE_INDEX: site_index})
+    num_classes = config.model.num_classes
+    result, test_counts, _ = evaluate_split(
+        model, data.test_x, data.test_y, num_classes=num_classes
+    )
+    wire = {**to_wire(result), **counts_to_wire("test", test_counts)}
+    if len(data.val_y):  # type: ignore[arg-type]
+        _, val_counts, _ = evaluate_split(model, data.val_x, data.val_y, num_classes=num_classes)  # type: ignore[arg-type]
+        wire.update(counts_to_wire("val", val_counts))
+    metrics = MetricRecord({**wire, keys.SITE_INDEX: site_index})
     return RecordDict({keys.METRICS: metrics})

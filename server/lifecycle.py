@@ -25,7 +25,7 @@ from flwr.serverapp import Grid
 from rich.console import Console
 from rich.table import Table
 
-from common.config import MedfedConfig, Scalar
+from common.config import MedfedConfig, Scalar, parse_class_names
 from common.errors import ConfigError
 from common.models import build_model
 from common.params import model_to_arrays
@@ -102,7 +102,11 @@ class RunLifecycle:
             self.run_dir.rewrite_metrics(self.checkpoint.metrics if self.checkpoint else [])
         self.summary = RunSummary(self.run_dir.path)
         self.history: list[dict[str, object]] = []
-        self.recorder = RoundRecorder(listener=self._on_round)
+        self.recorder = RoundRecorder(
+            listener=self._on_round,
+            evaluation=config.eval,
+            class_names=parse_class_names(config.data.class_names),
+        )
         self.strategy_state: StateSource = dict
         self._fingerprint = config_hash(config)
         self._progress: RoundProgress | None = None
@@ -177,7 +181,7 @@ class RunLifecycle:
             ),
         )
         self.run_dir.append_metrics(record.to_json())
-        self.run_dir.save_model(arrays, self.config, record.round)
+        self.run_dir.save_model(arrays, self.config, record.round, threshold=record.threshold)
         self.summary.rounds.append(record)
         if self._progress is not None:
             self._progress.on_round(record)

@@ -99,8 +99,17 @@ class RunDirectory:
             return []
         return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
 
-    def save_model(self, arrays: ArrayRecord, config: MedfedConfig, server_round: int) -> None:
-        """Atomically replace ``model.pt`` with the current global model."""
+    def save_model(
+        self,
+        arrays: ArrayRecord,
+        config: MedfedConfig,
+        server_round: int,
+        threshold: float | None = None,
+    ) -> None:
+        """Atomically replace ``model.pt`` with the current global model.
+
+        ``threshold``: the operating threshold chosen on validation (binary; None = arg-max).
+        """
         payload = {
             "state_dict": arrays.to_torch_state_dict(),
             "model": config.model.name,
@@ -108,6 +117,7 @@ class RunDirectory:
             "in_channels": config.data.channels,
             "image_size": config.data.image_size,
             "round": server_round,
+            "threshold": threshold,
         }
         tmp = self.path / f".{MODEL_FILE}.tmp"
         torch.save(payload, tmp)

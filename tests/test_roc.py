@@ -166,3 +166,57 @@ def test_curve_json_follows_the_contract() -> None:
     assert summary["tn"][100] == 1
     assert summary["auc"] == 1.0
     assert Curve.empty().to_json()["auc"] is None
+
+
+def _reply(site_index: int, labels: np.ndarray, scores: np.ndarray, val: tuple | None):
+    from flwr.app import MetricRecord, RecordDict
+
+    from common.metrics import classification_metrics, to_wire
+
+    wire = {
+        **to_wire(classification_metrics(labels, scores, loss=0.5)),
+        **counts_to_wire("test", split_counts(labels, scores)),
+        keys.SITE_INDEX: site_index,
+    }
+    if val is not None:
+        wire.update(counts_to_wire("val", split_counts(*val)))
+    return RecordDict({keys.METRICS: MetricRecord(wire)})
+
+
+def test_the_server_reports_exact_pooled_auc_and_test_metrics_at_the_val_threshold() -> None:
+    from flwr.app import ArrayRecord
+
+    from server.recorder import RoundRecorder
+
+    rng = np.random.default_rng(4)
+    tests, vals = _sites(rng, quantised=True), _sites(rng, quantised=True)
+    records = []
+    recorder = RoundRecorder(listener=lambda record, _: records.append(record))
+    replies = [_reply(i, *tests[i], vals[i]) for i in range(3)]
+
+    recorder.aggregate_evaluate(replies, keys.NUM_EXAMPLES)
+    recorder.end_round(1, ArrayRecord())
+
+    (record,) = records
+    labels = np.concatenate([t[0] for t in tests])
+    scores = np.concatenate([t[1][:, 1] for t in tests])
+    assert record.auc == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    val_curve = pool_counts([split_counts(*v) for v in vals]).positive  # type: ignore[union-attr]
+    expected = choose_threshold(val_curve)
+    assert record.threshold == pytest.approx(expected.threshold)
+    assert record.threshold_rule == "youden"
+    predicted = scores >= record.threshold
+    assert record.confusion == [
+        [int((~predicted & (labels == 0)).sum()), int((predicted & (labels == 0)).sum())],
+        [int((~predicted & (labels == 1)).sum()), int((predicted & (labels == 1)).sum())],
+    ]
+    assert record.sensitivity == pytest.approx(predicted[labels == 1].mean())
+    assert set(record.curves) == {"val", "test"}
+    assert record.curves["test"]["auc"] == pytest.approx(record.auc)
+    assert sum(record.calibration["count"]) == len(labels)
+    assert set(record.fairness["sites"]) == {"hospital-a", "hospital-b", "hospital-c"}
+    # the record survives metrics.jsonl
+    from server.recorder import RoundRecord
+
+    again = RoundRecord.from_json(record.to_json())
+    assert again.threshold == record.threshold and again.curves == record.to_json()["curves"]
