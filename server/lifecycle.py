@@ -28,6 +28,7 @@ from rich.table import Table
 from common.config import MedfedConfig, Scalar, parse_class_names
 from common.errors import ConfigError
 from common.models import build_model
+from common.numbers import number, ratio
 from common.params import model_to_arrays
 from common.round_settings import encode_round_settings
 from server.checkpoint import (
@@ -188,28 +189,42 @@ class RunLifecycle:
 
 
 def print_summary(summary: RunSummary, config: MedfedConfig, console: Console) -> None:
-    """Final AUC per site and pooled, epsilon per site, and where the run directory is."""
+    """Final AUC, sensitivity and specificity (at the operating threshold) per site and
+    pooled, epsilon per site, and where the run directory is."""
     final = summary.final
     if final is None:
         console.print(f"No round completed. Run directory: {summary.run_dir}")
         return
-    table = Table(title=f"Final round {final.round}")
+    title = f"Final round {final.round}"
+    if final.threshold is not None:
+        title += f" (threshold {final.threshold:.2f}, {final.threshold_rule} on validation)"
+    table = Table(title=title)
     table.add_column("site")
-    table.add_column("AUC", justify="right")
-    table.add_column("accuracy", justify="right")
-    table.add_column(f"ε (δ={config.privacy.delta:g})", justify="right")
+    for heading in ("AUC", "sensitivity", "specificity", "accuracy"):
+        table.add_column(heading, justify="right")
+    table.add_column(f"ε (δ={number(config.privacy.delta)})", justify="right")
     latest_epsilon: dict[str, float] = {}
     for record in summary.rounds:  # a site sampled out of the last round spent ε earlier
         latest_epsilon.update(record.epsilon)
     for site, auc in final.site_auc.items():
         eps = latest_epsilon.get(site)
+        metrics = final.site_metrics.get(site, {})
         table.add_row(
             site,
-            f"{auc:.3f}",
-            f"{final.site_accuracy[site]:.3f}",
-            "off" if eps is None else f"{eps:.2f}",
+            ratio(auc),
+            ratio(metrics.get("sensitivity")),  # type: ignore[arg-type]
+            ratio(metrics.get("specificity")),  # type: ignore[arg-type]
+            ratio(final.site_accuracy[site]),
+            "off" if eps is None else number(eps),
         )
-    eps_max = "off" if final.epsilon_max is None else f"{final.epsilon_max:.2f} (max)"
-    table.add_row("pooled", f"{final.auc:.3f}", f"{final.accuracy:.3f}", eps_max)
+    eps_max = "off" if final.epsilon_max is None else f"{number(final.epsilon_max)} (max)"
+    table.add_row(
+        "pooled",
+        ratio(final.auc),
+        ratio(final.sensitivity),
+        ratio(final.specificity),
+        ratio(final.accuracy),
+        eps_max,
+    )
     console.print(table)
     console.print(f"Run directory: {summary.run_dir}")
