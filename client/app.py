@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -36,7 +37,7 @@ from common.errors import ConfigError
 from common.metrics import to_wire
 from common.models import build_model
 from common.params import arrays_to_model, model_to_arrays
-from common.roc import counts_to_wire
+from common.roc import counts_to_wire, split_counts
 from common.round_settings import RoundSettings, decode_round_settings
 
 LOG = logging.getLogger("medfed.client")
@@ -206,13 +207,31 @@ def _train_metrics(
     return MetricRecord(metrics)
 
 
+def group_counts_to_wire(
+    data: SiteData, scores: np.ndarray, min_group_size: int
+) -> dict[str, int | float]:
+    """Test-split counts per patient group (``common.data.groups``) with at least
+    ``min_group_size`` images; smaller groups are not sent at all (nor their size)."""
+    wire: dict[str, int | float] = {}
+    if len(data.test_groups) != len(data.test_y) or not len(scores):
+        return wire
+    labels = data.test_y.numpy()
+    for group in keys.GROUPS:
+        members = np.array([group in groups for groups in data.test_groups])
+        if members.sum() >= min_group_size:
+            counts = split_counts(labels[members], scores[members])
+            wire.update(counts_to_wire(f"{keys.GROUP_SPLIT}.{group}", counts))
+    return wire
+
+
 def handle_evaluate(
     content: RecordDict, context: Context, sources: SiteSources | None = None
 ) -> RecordDict:
     """Evaluate the received global model on this site's val and test splits and reply.
 
-    The reply holds the test split's metrics and, per split, threshold-grid counts
-    (``common.roc``): counts only, never a per-image score.
+    The reply holds the test split's metrics and, per split and per patient group of the
+    test split (if large enough), threshold-grid counts (``common.roc``): counts only, never
+    a per-image score.
 
     A run the site's privacy policy refuses is not evaluated either: before any data is read
     the handler raises ``ConfigError``, which ``contain_errors`` turns into a redacted error
@@ -228,10 +247,11 @@ def handle_evaluate(
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
     num_classes = config.model.num_classes
-    result, test_counts, _ = evaluate_split(
+    result, test_counts, scores = evaluate_split(
         model, data.test_x, data.test_y, num_classes=num_classes
     )
     wire = {**to_wire(result), **counts_to_wire("test", test_counts)}
+    wire.update(group_counts_to_wire(data, scores, config.eval.min_group_size))
     if len(data.val_y):  # type: ignore[arg-type]
         _, val_counts, _ = evaluate_split(model, data.val_x, data.val_y, num_classes=num_classes)  # type: ignore[arg-type]
         wire.update(counts_to_wire("val", val_counts))

@@ -33,6 +33,8 @@ class SiteData:
     val_y: torch.Tensor | None = None
     samples: list[Sample] = field(default_factory=list)
     layout: str = ""
+    # per test image: its patient groups (``common.data.groups``; empty for ``.npz`` sources)
+    test_groups: list[tuple[str, ...]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.val_x is None:
