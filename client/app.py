@@ -210,17 +210,24 @@ def _train_metrics(
 def group_counts_to_wire(
     data: SiteData, scores: np.ndarray, min_group_size: int
 ) -> dict[str, int | float]:
-    """Test-split counts per patient group (``common.data.groups``) with at least
-    ``min_group_size`` images; smaller groups are not sent at all (nor their size)."""
-    wire: dict[str, int | float] = {}
-    if len(data.test_groups) != len(data.test_y) or not len(scores):
-        return wire
+    """Test-split counts per patient group (``common.data.groups``).
+
+    Every group's keys are sent (Flower pools only replies with the same keys); a group with
+    fewer than ``min_group_size`` images here, or without group tags, is sent as zeros, so
+    neither its counts nor its size leave the site.
+    """
     labels = data.test_y.numpy()
+    num_classes = scores.shape[1] if scores.ndim == 2 and scores.shape[1] else 2
+    tagged = len(data.test_groups) == len(labels)
+    wire: dict[str, int | float] = {}
     for group in keys.GROUPS:
-        members = np.array([group in groups for groups in data.test_groups])
-        if members.sum() >= min_group_size:
-            counts = split_counts(labels[members], scores[members])
-            wire.update(counts_to_wire(f"{keys.GROUP_SPLIT}.{group}", counts))
+        members = np.array(
+            [tagged and group in data.test_groups[i] for i in range(len(labels))], dtype=bool
+        )
+        if members.sum() < min_group_size:
+            members = np.zeros(len(labels), dtype=bool)
+        counts = split_counts(labels[members], scores.reshape(len(labels), num_classes)[members])
+        wire.update(counts_to_wire(f"{keys.GROUP_SPLIT}.{group}", counts))
     return wire
 
 
@@ -252,8 +259,8 @@ def handle_evaluate(
     )
     wire = {**to_wire(result), **counts_to_wire("test", test_counts)}
     wire.update(group_counts_to_wire(data, scores, config.eval.min_group_size))
-    if len(data.val_y):  # type: ignore[arg-type]
-        _, val_counts, _ = evaluate_split(model, data.val_x, data.val_y, num_classes=num_classes)  # type: ignore[arg-type]
-        wire.update(counts_to_wire("val", val_counts))
+    # every site sends the same keys (empty val: zero counts)
+    _, val_counts, _ = evaluate_split(model, data.val_x, data.val_y, num_classes=num_classes)  # type: ignore[arg-type]
+    wire.update(counts_to_wire("val", val_counts))
     metrics = MetricRecord({**wire, keys.SITE_INDEX: site_index})
     return RecordDict({keys.METRICS: metrics})

@@ -220,7 +220,9 @@ class SplitCounts:
 def split_counts(labels: np.ndarray, probabilities: np.ndarray) -> SplitCounts:
     """Counts of a split from integer ``labels`` and class probabilities (N, K)."""
     labels = np.asarray(labels)
-    probabilities = np.asarray(probabilities, dtype=np.float64).reshape(len(labels), -1)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2:
+        probabilities = probabilities.reshape(len(labels), -1)
     num_classes = probabilities.shape[1]
     if num_classes == 2:
         is_positive = labels == 1

@@ -85,7 +85,7 @@ def fairness(
     suppressed: list[str] = []
     for group in keys.GROUPS:
         counts = group_counts.get(group)
-        if counts is None:
+        if counts is None or not counts.num_examples:  # no site reported it
             continue
         if counts.num_examples < settings.min_group_size:
             suppressed.append(group)

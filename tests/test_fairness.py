@@ -56,10 +56,13 @@ def test_a_site_never_sends_a_group_smaller_than_the_minimum() -> None:
     wire = group_counts_to_wire(data, scores, min_group_size=10)
 
     assert set(wire) <= keys.EVAL_METRICS_ALLOWED
-    sent = {k.split("-c")[0] for k in wire}
-    assert sent == {"test.sex=F", "test.age=40-59"}  # sex=M has 9 images: not sent at all
-    female = counts_from_wire(wire, "test.sex=F", num_classes=2)
-    assert female is not None and female.num_examples == 12
+    # every group's keys are there (Flower pools only equal keys) ...
+    assert {k.split("-c")[0] for k in wire} == {f"test.{g}" for g in keys.GROUPS}
+    sizes = {g: counts_from_wire(wire, f"test.{g}", 2).num_examples for g in keys.GROUPS}  # type: ignore[union-attr]
+    # ... but only groups of at least 10 carry counts: sex=M (9 images) is all zeros
+    assert sizes == {g: 0 for g in keys.GROUPS} | {"sex=F": 12, "age=40-59": 17}
+    male = counts_from_wire(wire, "test.sex=M", num_classes=2)
+    assert male is not None and not male.positive.tp.any() and not male.positive.fp.any()
 
 
 def test_the_server_suppresses_pooled_groups_below_the_minimum_and_reports_gaps() -> None:
