@@ -220,3 +220,24 @@ def test_the_server_reports_exact_pooled_auc_and_test_metrics_at_the_val_thresho
 
     again = RoundRecord.from_json(record.to_json())
     assert again.threshold == record.threshold and again.curves == record.to_json()["curves"]
+
+
+def test_a_missing_val_split_is_carved_from_train_stratified_and_seeded() -> None:
+    import torch
+
+    from common.data.sitedata import SiteData, with_validation
+
+    labels = torch.tensor([0] * 70 + [1] * 30)
+    images = torch.arange(100, dtype=torch.float32).reshape(100, 1, 1, 1)
+    data = SiteData("hospital-a", images, labels, images[:0], labels[:0])
+
+    carved = with_validation(data, 0.2, seed=0)
+    again = with_validation(data, 0.2, seed=0)
+
+    assert carved.val_y.tolist().count(0) == 14 and carved.val_y.tolist().count(1) == 6
+    assert len(carved.train_y) == 80
+    held, kept = set(carved.val_x.flatten().tolist()), set(carved.train_x.flatten().tolist())
+    assert not held & kept and len(held | kept) == 100  # disjoint, nothing lost
+    assert torch.equal(again.val_x, carved.val_x)  # the same images every round
+    assert not torch.equal(with_validation(data, 0.2, seed=1).val_x, carved.val_x)
+    assert with_validation(carved, 0.2, seed=0) is carved  # a site with val keeps it
