@@ -241,3 +241,40 @@ def test_a_missing_val_split_is_carved_from_train_stratified_and_seeded() -> Non
     assert torch.equal(again.val_x, carved.val_x)  # the same images every round
     assert not torch.equal(with_validation(data, 0.2, seed=1).val_x, carved.val_x)
     assert with_validation(carved, 0.2, seed=0) is carved  # a site with val keeps it
+
+
+def test_multiclass_rounds_keep_arg_max_and_report_the_exact_macro_auc() -> None:
+    from flwr.app import ArrayRecord, MetricRecord, RecordDict
+
+    from common.metrics import classification_metrics, to_wire
+    from server.recorder import RoundRecorder
+
+    rng = np.random.default_rng(5)
+    replies, all_labels, all_probs = [], [], []
+    for site in range(2):
+        labels = rng.integers(0, 3, 90)
+        probs = np.round(rng.dirichlet(np.ones(3), 90) * 0.5 + 0.5 * np.eye(3)[labels], 2)
+        wire = {
+            **to_wire(classification_metrics(labels, probs, loss=0.7)),
+            **counts_to_wire("test", split_counts(labels, probs)),
+            **counts_to_wire("val", split_counts(labels, probs)),
+            keys.SITE_INDEX: site,
+        }
+        replies.append(RecordDict({keys.METRICS: MetricRecord(wire)}))
+        all_labels.append(labels)
+        all_probs.append(probs)
+    records = []
+    recorder = RoundRecorder(
+        listener=lambda record, _: records.append(record), class_names=("a", "b", "c")
+    )
+
+    recorder.aggregate_evaluate(replies, keys.NUM_EXAMPLES)
+    recorder.end_round(1, ArrayRecord())
+
+    (record,) = records
+    labels, probs = np.concatenate(all_labels), np.concatenate(all_probs)
+    macro = np.mean([roc_auc_score(labels == k, probs[:, k]) for k in range(3)])
+    assert record.auc == pytest.approx(macro, abs=1e-12)
+    assert record.threshold is None and record.threshold_rule == "arg-max"
+    assert set(record.curves["test"]["classes"]) == {"a", "b", "c"}
+    assert sum(map(sum, record.confusion)) == 180
