@@ -19,6 +19,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from logging import INFO
 
+import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -27,7 +28,7 @@ from flwr.common.logger import log as flwr_log
 from torch.utils.data import TensorDataset
 
 from client.budget import SitePrivacy
-from client.evaluate import evaluate_model
+from client.evaluate import evaluate_split
 from client.outbound import audit_outbound, contain_errors
 from client.policy import SitePolicy
 from client.secagg import SecAggRouter, SiteHandlers
@@ -43,6 +44,7 @@ from common.models import build_model
 from common.params import arrays_to_model, model_to_arrays
 from common.planning import RoundPlan, plan_round
 from common.privacy import HistoryEntry
+from common.roc import counts_to_wire, split_counts
 from common.round_settings import RoundSettings, decode_round_settings
 
 LOG = logging.getLogger("medfed.client")
@@ -235,10 +237,38 @@ def _train_metrics(
     return MetricRecord(metrics)
 
 
+def group_counts_to_wire(
+    data: SiteData, scores: np.ndarray, min_group_size: int
+) -> dict[str, int | float]:
+    """Test-split counts per patient group (``common.data.groups``).
+
+    Every group's keys are sent (Flower pools only replies with the same keys); a group with
+    fewer than ``min_group_size`` images here, or without group tags, is sent as zeros, so
+    neither its counts nor its size leave the site.
+    """
+    labels = data.test_y.numpy()
+    num_classes = scores.shape[1] if scores.ndim == 2 and scores.shape[1] else 2
+    tagged = len(data.test_groups) == len(labels)
+    wire: dict[str, int | float] = {}
+    for group in keys.GROUPS:
+        members = np.array(
+            [tagged and group in data.test_groups[i] for i in range(len(labels))], dtype=bool
+        )
+        if members.sum() < min_group_size:
+            members = np.zeros(len(labels), dtype=bool)
+        counts = split_counts(labels[members], scores.reshape(len(labels), num_classes)[members])
+        wire.update(counts_to_wire(f"{keys.GROUP_SPLIT}.{group}", counts))
+    return wire
+
+
 def handle_evaluate(
     content: RecordDict, context: Context, sources: SiteSources | None = None
 ) -> RecordDict:
-    """Evaluate the received global model on this site's held-out split and reply.
+    """Evaluate the received global model on this site's val and test splits and reply.
+
+    The reply holds the test split's metrics and, per split and per patient group of the
+    test split (if large enough), threshold-grid counts (``common.roc``): counts only, never
+    a per-image score.
 
     A run the site's privacy policy refuses is not evaluated either: before any data is read
     the handler raises ``ConfigError``, which ``contain_errors`` turns into a redacted error
@@ -253,6 +283,14 @@ def handle_evaluate(
     config = settings.config
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
-    result = evaluate_model(model, data.test_x, data.test_y, num_classes=config.model.num_classes)
-    metrics = MetricRecord({**to_wire(result), keys.SITE_INDEX: site_index})
+    num_classes = config.model.num_classes
+    result, test_counts, scores = evaluate_split(
+        model, data.test_x, data.test_y, num_classes=num_classes
+    )
+    wire = {**to_wire(result), **counts_to_wire("test", test_counts)}
+    wire.update(group_counts_to_wire(data, scores, config.eval.min_group_size))
+    # every site sends the same keys (empty val: zero counts)
+    _, val_counts, _ = evaluate_split(model, data.val_x, data.val_y, num_classes=num_classes)  # type: ignore[arg-type]
+    wire.update(counts_to_wire("val", val_counts))
+    metrics = MetricRecord({**wire, keys.SITE_INDEX: site_index})
     return RecordDict({keys.METRICS: metrics})

@@ -1,4 +1,7 @@
-"""Evaluate a model on a site's held-out split (scores never leave this function)."""
+"""Evaluate a model on a site's held-out splits (scores never leave this module).
+
+What leaves is the metrics of ``test`` and, per split, threshold-grid counts (``common.roc``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from torch import nn
 
 from common.data.preprocess import model_logits
 from common.metrics import ClassificationMetrics, classification_metrics
+from common.roc import SplitCounts, split_counts
 
 
 @torch.no_grad()
@@ -36,6 +40,24 @@ def evaluate_model(
     batch_size: int = 256,
 ) -> ClassificationMetrics:
     """Loss, confusion matrix, AUC (and all derived metrics) of ``model`` on a split."""
+    return evaluate_split(
+        model, images, labels, num_classes=num_classes, threshold=threshold, batch_size=batch_size
+    )[0]
+
+
+def evaluate_split(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    num_classes: int = 2,
+    threshold: float = 0.5,
+    batch_size: int = 256,
+) -> tuple[ClassificationMetrics, SplitCounts, np.ndarray]:
+    """Metrics, threshold-grid counts and the class probabilities (N, K) of a split.
+
+    The probabilities are for the site's own use (patient-group counts); never send them.
+    """
     scores, logits = predict_scores(model, images, batch_size)
     if len(labels) == 0:
         scores = np.empty((0, num_classes))
@@ -44,4 +66,5 @@ def evaluate_model(
         loss = float(
             nn.functional.cross_entropy(torch.from_numpy(logits), labels, reduction="mean")
         )
-    return classification_metrics(labels.numpy(), scores, loss, threshold)
+    metrics = classification_metrics(labels.numpy(), scores, loss, threshold)
+    return metrics, split_counts(labels.numpy(), scores.reshape(len(labels), num_classes)), scores

@@ -22,6 +22,7 @@ from typing import Protocol
 from client.node_values import node_bool, node_count
 from common import keys
 from common.config import DataConfig, MedfedConfig
+from common.data.sitedata import with_validation
 from common.data.sites import SiteData, SiteStore
 from common.data.synthetic import ensure_configured_site
 from common.errors import ConfigError
@@ -83,6 +84,10 @@ class SiteSources:
     store: SiteStore
     partitions: PartitionSource | None = None
     site_defaults: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    # the val split carved from each loaded site's data (by the data object's id)
+    carved: dict[int, tuple[SiteData, tuple[float, int], SiteData]] = dataclasses.field(
+        default_factory=dict
+    )
 
     @classmethod
     def create(
@@ -101,6 +106,9 @@ class SiteSources:
         store = SiteStore(progress=progress, on_load=on_load)
         return cls(store, partitions, dict(site_defaults or {}))
 
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "carved": {}}
+
     def node_config(self, node_config: Mapping[str, object]) -> dict[str, object]:
         """The node's config over the injected ``site_defaults`` (the node's own values win)."""
         return {**self.site_defaults, **node_config}
@@ -109,8 +117,28 @@ class SiteSources:
         """This node's site index and data: its own folder, a pool partition, or synthetic.
 
         A node with a ``data-path`` always reads its own folder; the pool is only for simulated
-        nodes (``partition-id`` without a data path).
+        nodes (``partition-id`` without a data path). A site without a val split gets one
+        carved from its training images (``common.data.sitedata.with_validation``).
         """
+        index, data = self._load(node_config, config)
+        return index, self._with_validation(data, config)
+
+    def _with_validation(self, data: SiteData, config: MedfedConfig) -> SiteData:
+        """The site's data with a val split (``eval.val-fraction``), carved once per load."""
+        key = (config.eval.val_fraction, config.run.seed)
+        carved = self.carved.get(id(data))
+        if carved is None or carved[0] is not data or carved[1] != key:
+            split = with_validation(data, config.eval.val_fraction, config.run.seed)
+            carved = (data, key, split)
+            self.carved.pop(id(data), None)
+            if len(self.carved) > self.store.capacity:
+                self.carved.pop(next(iter(self.carved)))
+            self.carved[id(data)] = carved
+        return carved[2]
+
+    def _load(
+        self, node_config: Mapping[str, object], config: MedfedConfig
+    ) -> tuple[int, SiteData]:
         if config.partition.pool and not node_config.get(keys.NODE_DATA_PATH):
             if keys.NODE_PARTITION_ID not in node_config:
                 raise ConfigError(

@@ -256,6 +256,26 @@ class SimulationConfig(_Section):
 
 
 @dataclass(frozen=True)
+class EvalConfig(_Section):
+    """How the global model is evaluated (``common.roc``, ``common.fairness``).
+
+    Sites evaluate on ``val`` (carved from their training images when they have none:
+    ``val-fraction``, stratified, seeded) and ``test``; the server picks the operating
+    threshold on the pooled ``val`` counts.
+    """
+
+    SECTION: ClassVar[str] = "eval"
+    # > 0: the highest threshold reaching this sensitivity on val; 0: Youden's J
+    target_sensitivity: float = checked(0.0, within(0, 1, open_high=True))
+    # share of a site's training images kept for validation when it names no val split
+    val_fraction: float = checked(0.2, within(0, 1, open_high=True))
+    # patient groups (sex, age band) smaller than this are never reported
+    min_group_size: int = checked(10, at_least(1))
+    # a gap in sensitivity/specificity between groups or sites above this is flagged
+    flag_gap: float = checked(0.1, within(0, 1, open_low=True))
+
+
+@dataclass(frozen=True)
 class MedfedConfig:
     """The whole configuration of one federated run.
 
@@ -275,6 +295,7 @@ class MedfedConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         federation = self.federation

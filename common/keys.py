@@ -7,6 +7,7 @@ The allow-lists are the complete set of scalar metrics a site may send back. Any
 
 from __future__ import annotations
 
+import functools
 import re
 
 ARRAYS = "arrays"
@@ -111,6 +112,57 @@ CONFUSION_KEYS = frozenset(
     confusion_key(i, j) for i in range(MAX_CLASSES) for j in range(MAX_CLASSES)
 )
 
+# Threshold-grid counts (``common.roc``): per scope (a split, or a patient group of the test
+# split) and class, TP and FP at each of the GRID cut-offs plus the class sizes; per scope the
+# calibration bins. Counts only: never a per-image score.
+EVAL_SPLITS = ("val", "test")
+GRID = 101
+CAL_BINS = 10
+# Patient groups a site may report (``common.fairness``), from DICOM tags read at the site.
+SEX_GROUPS = ("F", "M", "O")
+AGE_BANDS = ("0-17", "18-39", "40-59", "60-79", "80+")
+GROUPS = tuple(f"sex={s}" for s in SEX_GROUPS) + tuple(f"age={a}" for a in AGE_BANDS)
+GROUP_SPLIT = "test"  # groups are reported on the test split only
+SCOPES = EVAL_SPLITS + tuple(f"{GROUP_SPLIT}.{g}" for g in GROUPS)
+CURVE_STATS = ("tp", "fp")
+CLASS_SIZES = ("pos", "neg")
+CAL_STATS = ("n", "pos", "sum")
+
+
+def curve_key(scope: str, class_index: int, stat: str, cutoff: int | None = None) -> str:
+    """Wire name of a grid count (``val-c1-tp-37``) or class size (``val-c1-pos``)."""
+    key = f"{scope}-c{class_index}-{stat}"
+    return key if cutoff is None else f"{key}-{cutoff}"
+
+
+def calibration_key(scope: str, stat: str, bin_index: int) -> str:
+    """Wire name of a calibration bin count (``test-cal-n-3``)."""
+    return f"{scope}-cal-{stat}-{bin_index}"
+
+
+def _count_keys() -> frozenset[str]:
+    curves = [
+        curve_key(scope, k, stat, i)
+        for scope in SCOPES
+        for k in range(MAX_CLASSES)
+        for stat in CURVE_STATS
+        for i in range(GRID)
+    ]
+    sizes = [
+        curve_key(scope, k, size)
+        for scope in SCOPES
+        for k in range(MAX_CLASSES)
+        for size in CLASS_SIZES
+    ]
+    bins = [
+        calibration_key(split, stat, b)
+        for split in EVAL_SPLITS
+        for stat in CAL_STATS
+        for b in range(CAL_BINS)
+    ]
+    return frozenset(curves + sizes + bins)
+
+
 TRAIN_METRICS_ALLOWED = frozenset(
     {
         NUM_EXAMPLES,
@@ -123,7 +175,7 @@ TRAIN_METRICS_ALLOWED = frozenset(
         TRAIN_STATUS,
     }
 )
-EVAL_METRICS_ALLOWED = frozenset(
+_EVAL_SCALARS = frozenset(
     {
         NUM_EXAMPLES,
         SITE_INDEX,
@@ -137,6 +189,21 @@ EVAL_METRICS_ALLOWED = frozenset(
     }
     | CONFUSION_KEYS
 )
+
+
+@functools.cache
+def _lazy(name: str) -> frozenset[str]:
+    if name == "COUNT_KEYS":
+        return _count_keys()
+    return _EVAL_SCALARS | _lazy("COUNT_KEYS")
+
+
+def __getattr__(name: str) -> frozenset[str]:
+    """``COUNT_KEYS`` and ``EVAL_METRICS_ALLOWED`` (~33k names) are built on first use."""
+    if name in ("COUNT_KEYS", "EVAL_METRICS_ALLOWED"):
+        return _lazy(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Node-config keys a hospital sets on its SuperNode (``--node-config``).
 NODE_DATA_PATH = "data-path"

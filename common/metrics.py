@@ -16,14 +16,17 @@ left out of macro means; F1 is 0 when precision and recall are both 0.
 Pooling (the server never sees per-image scores):
 - confusion matrix: the sum of the sites' matrices, so every count-based metric is exact;
 - loss: example-weighted mean of site losses;
-- ROC-AUC: example-weighted mean of the sites' AUCs, over sites where AUC is defined (both
-  classes present). This approximates, and is not equal to, the AUC of the pooled scores:
-  it ignores how scores compare *across* sites. We accept that to keep per-image scores on
-  site; the MedMNIST benchmark reports the exact AUC on the central test split.
+- ROC-AUC: exact, from the sum of the sites' threshold-grid counts (``common.roc``): the AUC
+  of every site's scores pooled, at the grid's resolution (1/100), and the pooled ROC curve;
+  ``at_operating_point`` puts it, and the confusion matrix at the operating threshold chosen on
+  the pooled validation counts, into the pooled metrics. ``pool`` alone (replies without
+  counts, from an older site) falls back to the example-weighted mean of the sites' AUCs,
+  which ignores how scores compare *across* sites.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from common import keys
+from common.roc import SplitCounts
 
 Confusion = tuple[tuple[int, ...], ...]
 
@@ -192,6 +196,19 @@ def pool(sites: Sequence[ClassificationMetrics]) -> ClassificationMetrics:
         ),
         confusion=tuple(tuple(int(v) for v in row) for row in matrix),
     )
+
+
+def at_operating_point(
+    metrics: ClassificationMetrics, counts: SplitCounts | None, index: int | None
+) -> ClassificationMetrics:
+    """``metrics`` with the exact AUC of ``counts`` and, for a binary task, the confusion
+    matrix at grid cut-off ``index`` (``None``: the matrix as it is, e.g. arg-max)."""
+    if counts is None:
+        return metrics
+    confusion = metrics.confusion
+    if index is not None and len(counts.curves) == 1:
+        confusion = counts.positive.confusion(index)
+    return dataclasses.replace(metrics, auc=counts.auc, confusion=confusion)
 
 
 # -- on the wire: scalars only -----------------------------------------------------------

@@ -5,21 +5,31 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common.numbers import number, ratio
 from server.recorder import RoundRecord
 
 
+def operating_point(record: RoundRecord) -> str:
+    """``sens 0.800 spec 0.976 @0.10`` (binary: at the validation-chosen threshold)."""
+    text = f"sens {ratio(record.sensitivity)} spec {ratio(record.specificity)}"
+    if record.threshold is not None:
+        text += f" @{record.threshold:.2f}"
+    return text
+
+
 def round_line(record: RoundRecord, num_rounds: int) -> str:
-    """One line: round, loss, accuracy, ROC-AUC, max epsilon, participating sites.
+    """One line: round, loss, accuracy, ROC-AUC, sensitivity and specificity at the operating
+    threshold, max epsilon, participating sites.
 
     Sites that declined (privacy budget / site policy), failed, timed out or whose update was
     rejected are named after the ones that took part; a round with too few valid updates says
     that the global model was kept.
     """
-    eps = "off" if record.epsilon_max is None else f"{record.epsilon_max:.2f}"
+    eps = "off" if record.epsilon_max is None else number(record.epsilon_max)
     line = (
-        f"round {record.round}/{num_rounds}  loss {record.loss:.4f}  acc {record.accuracy:.3f}"
-        f"  auc {record.auc:.3f}  eps(max) {eps}  sites {len(record.train_sites)}"
-        f" [{', '.join(record.train_sites)}]"
+        f"round {record.round}/{num_rounds}  loss {number(record.loss, 4)}"
+        f"  acc {ratio(record.accuracy)}  auc {ratio(record.auc)}  {operating_point(record)}"
+        f"  eps(max) {eps}  sites {len(record.train_sites)} [{', '.join(record.train_sites)}]"
     )
     for why, sites in _declined_by_reason(record).items():
         line += f"  declined ({why}) [{', '.join(sites)}]"

@@ -25,9 +25,10 @@ from flwr.serverapp import Grid
 from rich.console import Console
 from rich.table import Table
 
-from common.config import MedfedConfig, Scalar
+from common.config import MedfedConfig, Scalar, parse_class_names
 from common.errors import ConfigError
 from common.models import build_model
+from common.numbers import number, ratio
 from common.params import model_to_arrays
 from common.round_settings import encode_round_settings
 from server.attestations import AttestationStore
@@ -104,7 +105,12 @@ class RunLifecycle:
         self.summary = RunSummary(self.run_dir.path)
         self.history: list[dict[str, object]] = []
         attestations = AttestationStore(self.run_dir.path)
-        self.recorder = RoundRecorder(listener=self._on_round, on_trained=attestations.keep)
+        self.recorder = RoundRecorder(
+            listener=self._on_round,
+            on_trained=attestations.keep,
+            evaluation=config.eval,
+            class_names=parse_class_names(config.data.class_names),
+        )
         self.strategy_state: StateSource = dict
         self._fingerprint = config_hash(config)
         self._progress: RoundProgress | None = None
@@ -174,35 +180,49 @@ class RunLifecycle:
             ),
         )
         self.run_dir.append_metrics(record.to_json())
-        self.run_dir.save_model(arrays, self.config, record.round)
+        self.run_dir.save_model(arrays, self.config, record.round, threshold=record.threshold)
         self.summary.rounds.append(record)
         if self._progress is not None:
             self._progress.on_round(record)
 
 
 def print_summary(summary: RunSummary, config: MedfedConfig, console: Console) -> None:
-    """Final AUC per site and pooled, epsilon per site, and where the run directory is."""
+    """Final AUC, sensitivity and specificity (at the operating threshold) per site and
+    pooled, epsilon per site, and where the run directory is."""
     final = summary.final
     if final is None:
         console.print(f"No round completed. Run directory: {summary.run_dir}")
         return
-    table = Table(title=f"Final round {final.round}")
+    title = f"Final round {final.round}"
+    if final.threshold is not None:
+        title += f" (threshold {final.threshold:.2f}, {final.threshold_rule} on validation)"
+    table = Table(title=title)
     table.add_column("site")
-    table.add_column("AUC", justify="right")
-    table.add_column("accuracy", justify="right")
-    table.add_column(f"ε (δ={config.privacy.delta:g})", justify="right")
+    for heading in ("AUC", "sensitivity", "specificity", "accuracy"):
+        table.add_column(heading, justify="right")
+    table.add_column(f"ε (δ={number(config.privacy.delta)})", justify="right")
     latest_epsilon: dict[str, float] = {}
     for record in summary.rounds:  # a site sampled out of the last round spent ε earlier
         latest_epsilon.update(record.epsilon)
     for site, auc in final.site_auc.items():
         eps = latest_epsilon.get(site)
+        metrics = final.site_metrics.get(site, {})
         table.add_row(
             site,
-            f"{auc:.3f}",
-            f"{final.site_accuracy[site]:.3f}",
-            "off" if eps is None else f"{eps:.2f}",
+            ratio(auc),
+            ratio(metrics.get("sensitivity")),  # type: ignore[arg-type]
+            ratio(metrics.get("specificity")),  # type: ignore[arg-type]
+            ratio(final.site_accuracy[site]),
+            "off" if eps is None else number(eps),
         )
-    eps_max = "off" if final.epsilon_max is None else f"{final.epsilon_max:.2f} (max)"
-    table.add_row("pooled", f"{final.auc:.3f}", f"{final.accuracy:.3f}", eps_max)
+    eps_max = "off" if final.epsilon_max is None else f"{number(final.epsilon_max)} (max)"
+    table.add_row(
+        "pooled",
+        ratio(final.auc),
+        ratio(final.sensitivity),
+        ratio(final.specificity),
+        ratio(final.accuracy),
+        eps_max,
+    )
     console.print(table)
     console.print(f"Run directory: {summary.run_dir}")

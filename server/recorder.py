@@ -3,9 +3,10 @@
 Flower's ``FedAvg`` accepts ``train_metrics_aggr_fn`` / ``evaluate_metrics_aggr_fn`` and calls
 ``evaluate_fn(round, arrays)`` once a round is complete. ``RoundRecorder`` provides all three:
 it keeps each site's reply metrics, aggregates them (epsilon as a *maximum*, never a weighted
-mean; count metrics from summed confusion matrices, AUC example-weighted: see
-``common.metrics``) and hands a finished ``RoundRecord`` to a listener (run directory,
-console) at the end of every round. ``GuardedStrategy`` also tells it which sites took part
+mean; the sites' threshold-grid counts summed into the exact pooled ROC, the operating
+threshold chosen on pooled val and the test metrics at it: ``server.evaluation``) and hands
+a finished ``RoundRecord`` to a listener (run directory, console) at the end of every round.
+``GuardedStrategy`` also tells it which sites took part
 (``record_participation``): accepted, rejected (with the reason) and failed or timed out, so
 the round's line names them even when a robust strategy (Krum) aggregates only some of the
 accepted updates, and which sites declined to train (``record_declined``) and why (privacy
@@ -24,9 +25,12 @@ from dataclasses import dataclass, field, fields
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
 from common import keys
-from common.metrics import ClassificationMetrics, from_wire, pool
+from common.config import EvalConfig
+from common.metrics import from_wire
 from common.naming import site_name
+from common.roc import counts_from_wire
 from server.declines import decline_reason
+from server.evaluation import PooledEvaluation, SiteEvaluation, pooled_evaluation
 from server.guarded import Participation
 
 
@@ -59,6 +63,13 @@ class RoundRecord:
     balanced_accuracy: float = math.nan
     confusion: list[list[int]] = field(default_factory=list)
     site_metrics: dict[str, dict[str, object]] = field(default_factory=dict)
+    # operating point chosen on pooled val (binary; None = arg-max) and the rule that chose it
+    threshold: float | None = None
+    threshold_rule: str = ""
+    # pooled curves per split, test calibration, fairness at the threshold (server.evaluation)
+    curves: dict[str, dict[str, object]] = field(default_factory=dict)
+    calibration: dict[str, object] = field(default_factory=dict)
+    fairness: dict[str, object] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         """JSON-safe dict (NaN becomes null)."""
@@ -99,6 +110,17 @@ def _metrics_of(reply: RecordDict) -> MetricRecord:
     return next(iter(reply.metric_records.values()))
 
 
+def _site_evaluation(metrics: MetricRecord) -> SiteEvaluation:
+    """A site's test metrics (site-computed AUC) and its counts per scope."""
+    result = from_wire(metrics)
+    counts = {
+        scope: found
+        for scope in keys.SCOPES
+        if (found := counts_from_wire(metrics, scope, result.num_classes)) is not None
+    }
+    return SiteEvaluation(result, counts)
+
+
 def _site_of(metrics: MetricRecord) -> str:
     return site_name(int(metrics[keys.SITE_INDEX]))  # type: ignore[arg-type]
 
@@ -109,10 +131,12 @@ class RoundRecorder:
 
     listener: RoundListener
     on_trained: AttestationListener | None = None
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    class_names: tuple[str, ...] = ()
     _train: dict[str, MetricRecord] = field(default_factory=dict)
     _declined: dict[str, MetricRecord] = field(default_factory=dict)
     _declined_why: dict[str, str] = field(default_factory=dict)
-    _eval: dict[str, ClassificationMetrics] = field(default_factory=dict)
+    _eval: dict[str, SiteEvaluation] = field(default_factory=dict)
     _started: float = field(default_factory=time.monotonic)
     _elapsed_before: float = 0.0
     _participation: Participation | None = None
@@ -154,8 +178,8 @@ class RoundRecorder:
 
     def aggregate_evaluate(self, replies: list[RecordDict], weight_key: str) -> MetricRecord:
         """Flower ``evaluate_metrics_aggr_fn``: pooled loss, accuracy and AUC."""
-        self._eval = {_site_of(m): from_wire(m) for m in map(_metrics_of, replies)}
-        pooled = pool(list(self._eval.values()))
+        self._eval = {_site_of(m): _site_evaluation(m) for m in map(_metrics_of, replies)}
+        pooled = self._pooled().pooled
         return MetricRecord(
             {
                 weight_key: pooled.num_examples,
@@ -170,7 +194,9 @@ class RoundRecorder:
         if server_round == 0:
             self.start_clock()
             return None
-        pooled = pool(list(self._eval.values()))
+        evaluation = self._pooled()
+        pooled = evaluation.pooled
+        sites = evaluation.sites
         epsilons = self._epsilons()
         participation = self._participation or Participation(server_round)
         record = RoundRecord(
@@ -186,8 +212,8 @@ class RoundRecorder:
             auc=pooled.auc,
             epsilon_max=max(epsilons.values()) if epsilons else None,
             epsilon=epsilons,
-            site_auc={site: m.auc for site, m in sorted(self._eval.items())},
-            site_accuracy={site: m.accuracy for site, m in sorted(self._eval.items())},
+            site_auc={site: m.auc for site, m in sorted(sites.items())},
+            site_accuracy={site: m.accuracy for site, m in sorted(sites.items())},
             elapsed_s=self._elapsed_before + time.monotonic() - self._started,
             rejected=dict(participation.rejected),
             failed=dict(participation.failed),
@@ -200,13 +226,21 @@ class RoundRecorder:
             f1=pooled.f1,
             balanced_accuracy=pooled.balanced_accuracy,
             confusion=[list(row) for row in pooled.confusion],
-            site_metrics={site: m.summary() for site, m in sorted(self._eval.items())},
+            site_metrics={site: m.summary() for site, m in sorted(sites.items())},
+            threshold=evaluation.threshold,
+            threshold_rule=evaluation.threshold_rule,
+            curves=evaluation.curves,
+            calibration=evaluation.calibration,
+            fairness=evaluation.fairness,
         )
         self.listener(record, arrays)
         self._train, self._declined, self._eval = {}, {}, {}
         self._declined_why = {}
         self._participation = None
         return None
+
+    def _pooled(self) -> PooledEvaluation:
+        return pooled_evaluation(self._eval, self.evaluation, self.class_names)
 
     def _epsilons(self) -> dict[str, float]:
         """Spent epsilon per site, trained or declined."""

@@ -107,7 +107,10 @@ class RunDirectory:
         threshold: float | None = None,
     ) -> None:
         """Atomically replace ``model.pt`` with the current global model, its preprocessing
-        settings and operating threshold (format: ``common.model_file``)."""
+        settings and operating threshold (format: ``common.model_file``).
+
+        ``threshold``: the operating threshold chosen on validation (binary; None = arg-max).
+        """
         payload = model_payload(arrays.to_torch_state_dict(), config, server_round, threshold)
         tmp = self.path / f".{MODEL_FILE}.tmp"
         torch.save(payload, tmp)

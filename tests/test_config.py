@@ -100,6 +100,10 @@ BAD_VALUES = [
     ("partition.alpha", 0.0, "must be greater than 0"),
     ("simulation.max-parallel", 0, "must be at least 1"),
     ("simulation.dropout", 1.0, "must be in [0, 1)"),
+    ("eval.target-sensitivity", 1.0, "must be in [0, 1)"),
+    ("eval.val-fraction", -0.1, "must be in [0, 1)"),
+    ("eval.min-group-size", 0, "must be at least 1"),
+    ("eval.flag-gap", 0.0, "must be in (0, 1]"),
     # rules across sections
     ("federation.min-sites", 4, "must be at most federation.num-sites (3)"),
     ("model.num-classes", 3, "must equal the number of data.class-names (2: normal, opacity)"),
@@ -210,13 +214,14 @@ def test_server_app_refuses_a_bad_run_config_before_using_the_grid(tmp_path) -> 
 
 
 # -- one source of defaults: the dataclasses ------------------------------------------------
-def test_demo_flags_default_to_the_config_and_show_it() -> None:
+def test_demo_flags_default_to_the_demo_scenario_and_show_it() -> None:
     from medfed.cli import build_parser
     from medfed.commands.demo import demo_config
+    from simulations.scenario import load_scenario
 
     parser = build_parser()
     args = parser.parse_args(["demo"])
-    defaults = MedfedConfig()
+    defaults = load_scenario("demo").config()
 
     assert (args.sites, args.rounds, args.epsilon, args.seed) == (
         defaults.federation.num_sites,
@@ -230,6 +235,6 @@ def test_demo_flags_default_to_the_config_and_show_it() -> None:
         defaults.data.synthetic_root,
     )
     demo = demo_config(args).replace(**{"data.synthetic-root": defaults.data.synthetic_root})
-    assert demo == defaults  # `medfed demo` without flags runs the defaults
+    assert demo == defaults  # `medfed demo` without flags runs the demo scenario
     demo_help = parser._subparsers._group_actions[0].choices["demo"].format_help()  # type: ignore[union-attr]
     assert f"(default {defaults.privacy.target_epsilon})" in demo_help

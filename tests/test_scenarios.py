@@ -101,5 +101,18 @@ def test_scenarios_do_not_restate_the_config_defaults() -> None:
     assert restated <= MEANINGFUL_RESTATEMENTS, f"drop these from the scenario files: {restated}"
 
 
-def test_the_demo_scenario_is_the_defaults() -> None:
-    assert load_scenario("demo").config() == MedfedConfig()
+def test_the_demo_scenario_is_the_defaults_plus_the_private_training_recipe() -> None:
+    demo, defaults = load_scenario("demo").config().to_flat(), MedfedConfig().to_flat()
+
+    changed = {key for key, value in defaults.items() if demo[key] != value}
+
+    # FedAvgM, one DP-SGD step per round at the same sample rate everywhere, more rounds
+    assert changed == {
+        "federation.num-rounds",
+        "strategy.name",
+        "strategy.server-lr",
+        "train.local-steps",
+        "train.batches-per-epoch",
+        "train.learning-rate",
+        "train.momentum",
+    }

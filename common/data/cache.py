@@ -30,7 +30,7 @@ import torch
 
 from common.data.dicom import DicomInfo
 
-PIPELINE_VERSION = 3  # bump when decoding or preprocessing code changes its output
+PIPELINE_VERSION = 4  # bump when decoding or preprocessing code changes its output
 FILES_INDEX = "files.json"
 INDEX = "index.json"
 PACK = "tensors.pt"

@@ -44,6 +44,7 @@ from pydicom.pixels import (
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from common.data.groups import patient_groups
 from common.data.phi import burned_in_annotation, identifying_tags
 
 LOW_PERCENTILE = 0.5
@@ -119,6 +120,8 @@ class DicomInfo:
     phi_tags: tuple[str, ...]
     burned_in: str
     sop_instance_uid: str = ""
+    # coarse patient groups (``common.data.groups``): stay at the site, for fairness counts
+    groups: tuple[str, ...] = ()
 
     @property
     def size(self) -> str:
@@ -129,11 +132,12 @@ class DicomInfo:
         return UID(self.transfer_syntax).name
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "phi_tags": list(self.phi_tags)}
+        return {**self.__dict__, "phi_tags": list(self.phi_tags), "groups": list(self.groups)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DicomInfo:
-        return cls(**{**data, "phi_tags": tuple(data["phi_tags"])})
+        groups = tuple(data.get("groups", ()))  # absent from entries cached before groups
+        return cls(**{**data, "phi_tags": tuple(data["phi_tags"]), "groups": groups})
 
 
 def open_dicom(path: Path) -> Dataset:
@@ -262,6 +266,7 @@ def describe(ds: Dataset) -> DicomInfo:
         phi_tags=identifying_tags(ds),
         burned_in=burned_in_annotation(ds),
         sop_instance_uid=str(ds.get("SOPInstanceUID", "") or ""),
+        groups=patient_groups(ds),
     )
 
 

@@ -43,6 +43,10 @@ class SiteIngest:
     layout: str
     images: dict[str, list[torch.Tensor]] = field(default_factory=lambda: {s: [] for s in SPLITS})
     labels: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    # per image: its patient groups (``common.data.groups``), never sent as such
+    groups: dict[str, list[tuple[str, ...]]] = field(
+        default_factory=lambda: {s: [] for s in SPLITS}
+    )
     samples: list[Sample] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -123,6 +127,7 @@ def ingest_site(
         result.samples.append(sample)
         result.images[sample.split].extend(found)
         result.labels[sample.split].extend([sample.label] * len(found))
+        result.groups[sample.split].extend([sample.info.groups] * len(found))
     result.from_cache = len(samples) - len(todo)
     problem = cache.flush()
     if problem is not None:

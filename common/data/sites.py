@@ -75,6 +75,7 @@ def site_data(ingest: SiteIngest) -> SiteData:
         skipped=ingest.skipped,
         samples=ingest.samples,
         layout=ingest.layout,
+        test_groups=list(ingest.groups["test"]),
     )
 
 
