@@ -10,7 +10,7 @@ SecAgg+ engine), ``strategies`` (registry: ``build_strategy``, Flower's strategi
 signed privacy records), ``checkpoint`` and ``rundir`` (resume, run directory), ``report``
 (the HTML run report: ``report_data`` derives what it shows from the run directory,
 ``report_plots`` draws it, ``report_format`` writes its numbers, the jinja2 template is
-``templates/report.html.j2``).
+``report_template``).
 
 ``server`` imports ``common`` only, never ``client``. The names below are imported on first
 use (they need torch and Flower).

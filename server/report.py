@@ -1,7 +1,7 @@
 """``report.html``: one self-contained page that tells what a run did and how good its model is.
 
 Rendered from the run directory's files (``config.json``, ``metrics.jsonl``) with the jinja2
-template ``server/templates/report.html.j2``; plots are matplotlib SVG inlined into the page,
+template ``server/report_template.py``; plots are matplotlib SVG inlined into the page,
 so it needs nothing from the network. Sections: settings and data per site; pooled and
 per-site AUC, sensitivity, specificity and F1 by round; the pooled ROC curve with the
 operating point; the confusion matrix at that point; calibration; ε per site against the
@@ -35,8 +35,9 @@ from server.report_data import (
     site_summaries,
     site_values,
 )
+from server.report_template import REPORT_TEMPLATE
 
-TEMPLATE = "report.html.j2"
+TEMPLATE = "report.html"
 # round-record fields the page reads; older runs may lack some (shown as a dash)
 ROUND_KEYS = (
     "round",
@@ -59,7 +60,7 @@ SITE_COLUMNS = ("auc", "sensitivity", "specificity", "precision", "f1", "balance
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("server", "templates"),
+        loader=jinja2.DictLoader({TEMPLATE: REPORT_TEMPLATE}),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

@@ -172,11 +172,15 @@ def _check_structure(message: Message, shapes: dict[str, tuple[int, ...]]) -> No
     assert not message.has_error(), message.error.reason
     assert kind in {"train", "evaluate"}
     content = message.content
-    expected = {keys.ARRAYS, keys.METRICS} if kind == "train" else {keys.METRICS}
+    # a trained DP round also carries the site's signed privacy-ledger record
+    expected = {keys.ARRAYS, keys.METRICS, keys.ATTESTATION} if kind == "train" else {keys.METRICS}
     assert set(content.keys()) == expected
     allowed = keys.TRAIN_METRICS_ALLOWED if kind == "train" else keys.EVAL_METRICS_ALLOWED
     for name, record in content.items():
-        assert not isinstance(record, ConfigRecord), name
+        if isinstance(record, ConfigRecord):
+            assert name == keys.ATTESTATION
+            assert {k: type(v) for k, v in record.items()} == keys.ATTESTATION_ALLOWED
+            continue
         if isinstance(record, ArrayRecord):
             assert name == keys.ARRAYS
             assert {k: tuple(a.shape) for k, a in record.items()} == shapes

@@ -49,7 +49,27 @@ def test_wheel_ships_the_scenarios_and_harnesses_but_no_tests_or_benchmarks(
     assert scenarios and set(scenarios) <= set(names), "scenario TOMLs missing from the wheel"
     assert {name.split("/")[0] for name in names} == {*PACKAGES, "medfed-0.1.0.dist-info"}
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "scripts/"))]
-    assert "server/templates/report.html.j2" in names, "the report template is package data"
+    assert "server/report_template.py" in names, "the report template ships with the code"
     assert "medfed/testing/federation.py" in names and "medfed/testing/faults.py" in names
     assert "deploy/local.py" not in names and "simulations/faults.py" not in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+
+
+def test_every_file_the_apps_packages_need_travels_in_a_flower_bundle() -> None:
+    """A FAB carries only Flower's built-in file types: a ``.j2`` template (or any other data
+    file) under the app's packages would be missing wherever the app runs from a FAB."""
+    from flwr.common.constant import FAB_INCLUDE_PATTERNS
+    from pathspec import PathSpec
+
+    carried = PathSpec.from_lines("gitwildmatch", FAB_INCLUDE_PATTERNS)
+    root = Path(__file__).parents[1]
+    missing = [
+        str(path.relative_to(root))
+        for package in ("common", "client", "server", "simulations")
+        for path in (root / package).rglob("*")
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and not carried.match_file(str(path.relative_to(root)))
+    ]
+
+    assert missing == []

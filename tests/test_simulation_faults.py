@@ -31,6 +31,8 @@ def _config(tmp_path: Path, **overrides) -> MedfedConfig:
         "train.batch-size": 32,
         "run.runs-dir": str(tmp_path / "runs"),
         "run.name": "faults",
+        # the simulated sites' privacy ledgers go here, never into the home directory
+        "data.synthetic-root": str(tmp_path / "synthetic"),
         "run.seed": 1,
         "privacy.accountant": "rdp",  # PRV's noise search costs seconds per site and round
     }

@@ -1,4 +1,12 @@
-<!doctype html>
+# ruff: noqa: E501, RUF001  (an HTML template: its lines and typography are the page's)
+"""The jinja2 template of ``report.html`` (one self-contained page: no external assets).
+
+Kept as a Python string because a Flower app bundle (FAB) carries only ``.py``, ``.toml``,
+``.md``, ``.json`` and ``.yaml`` files: a separate ``.j2`` file would be missing wherever the
+ServerApp runs from a FAB (``flwr run``, deployments), and the run would end without its report.
+"""
+
+REPORT_TEMPLATE = r"""<!doctype html>
 {# The medfed run report. Self-contained: inline CSS and SVG only, nothing fetched. #}
 <html lang="en">
 <head>
@@ -299,3 +307,4 @@
 </main>
 </body>
 </html>
+"""
