@@ -105,5 +105,8 @@ def test_one_of_four_sites_failing_in_round_two_does_not_stop_the_run(tmp_path: 
     assert "round 2/2" in text and "sites 3 [hospital-a, hospital-b, hospital-c]" in text
     assert "failed [hospital-d]" in text
     assert (run_dir / "checkpoints" / "round-0002.npz").is_file()
-    assert "<td>hospital-d</td>" in (run_dir / "report.html").read_text()
+    report = (run_dir / "report.html").read_text()
+    participation = report[report.index('id="participation"') :]
+    assert '<td class="text">hospital-d</td>' in participation
+    assert "simulated failure of site 3 in round 2" in participation
     assert (run_dir / "partition.csv").read_text().startswith("site,train,test,class 0,class 1")
