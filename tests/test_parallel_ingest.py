@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from pathlib import Path
 
 import pydicom
@@ -29,7 +30,8 @@ PARENT = os.getpid()
 
 
 def _site(root: Path, extra: int = 24) -> Path:
-    """The messy export plus ``extra`` real files with new UIDs (each its own sample)."""
+    """The messy export, ``extra`` real files with new UIDs (each its own sample, decoded
+    while its header is read) and one 3-slice CT series (grouped, then decoded)."""
     build_messy_site(root)
     rows = []
     for index in range(extra):
@@ -40,6 +42,11 @@ def _site(root: Path, extra: int = 24) -> Path:
         (root / "extra").mkdir(exist_ok=True)
         ds.save_as(root / relative)
         rows.append((relative, ("normal", "opacity")[index % 2], ("train", "test")[index % 3 == 0]))
+    series = root / "series"  # a row naming a folder: its 3 CT slices are one sample
+    series.mkdir()
+    for slice_file in dicom_file("ct_series_3slice/01.dcm").parent.glob("*.dcm"):
+        shutil.copy(slice_file, series / slice_file.name)
+    rows.append(("series", "opacity", "train"))
     with open(root / "labels.csv", "a", newline="") as handle:
         csv.writer(handle).writerows(rows)
     return root
@@ -64,7 +71,7 @@ def test_parallel_first_ingest_equals_single_process(tmp_path: Path) -> None:
         assert (images is None and other is None) or torch.equal(images, other), split
     assert serial[1] == parallel[1]
     assert serial[2] == parallel[2] and len(serial[2]) >= 10  # every bad file, same reason
-    assert serial[3] == parallel[3] == 24 + 4
+    assert serial[3] == parallel[3] == 24 + 4 + 1
 
 
 def _pid(_: int) -> int:

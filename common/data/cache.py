@@ -38,6 +38,12 @@ IN_SITE_DIR = ".medfed-cache"
 USER_CACHE = "~/.cache/medfed/tensors"
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's content (hex)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def config_key(settings: Mapping[str, Any]) -> str:
     """Hash of the preprocessing settings, the pipeline version and the decoder version."""
     payload = {**settings, "pipeline": PIPELINE_VERSION, "pydicom": pydicom.__version__}
@@ -79,17 +85,26 @@ class TensorCache:
     # -- file content hashes ------------------------------------------------------------
     def digest(self, path: Path) -> str:
         """sha256 of a file's content (from the stat index when the file looks unchanged)."""
+        known, fingerprint = self.known_digest(path)
+        if known is not None:
+            return known
+        digest = file_sha256(path)
+        self.remember_digest(path, fingerprint, digest)
+        return digest
+
+    def known_digest(self, path: Path) -> tuple[str | None, list[int]]:
+        """The indexed sha256 if the file looks unchanged (else None), and its fingerprint."""
         stat = path.stat()
         fingerprint = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
-        name = str(path.resolve())
-        known = self._stat.get(name)
+        known = self._stat.get(str(path.resolve()))
         if known is not None and known[:3] == fingerprint:
-            return str(known[3])
-        with open(path, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        self._stat[name] = [*fingerprint, digest]
+            return str(known[3]), fingerprint
+        return None, fingerprint
+
+    def remember_digest(self, path: Path, fingerprint: list[int], digest: str) -> None:
+        """Index a file's sha256 (computed elsewhere, e.g. in a decoding worker)."""
+        self._stat[str(path.resolve())] = [*fingerprint, digest]
         self._stat_changed = True
-        return digest
 
     # -- header facts per file ------------------------------------------------------------
     def file_info(self, digest: str) -> DicomInfo | str | None:

@@ -26,10 +26,17 @@ from rich.progress import (
 )
 
 from common.config import DataConfig, parse_class_names
-from common.data.cache import TensorCache, config_key, site_cache_dir
+from common.data.cache import TensorCache, config_key, file_sha256, site_cache_dir
 from common.data.dicom import DicomInfo, DicomReadError, describe, open_dicom, quiet_pydicom
 from common.data.manifest import SPLITS, LabelledFile, SkippedFile, read_manifest, shown
-from common.data.volumes import Geometry, Member, Sample, group_samples, sample_tensors
+from common.data.volumes import (
+    Geometry,
+    Member,
+    Sample,
+    group_samples,
+    joins_a_series,
+    sample_tensors,
+)
 from common.data.workers import DecodeWorkers, worker_count
 from common.errors import SiteDataError
 
@@ -96,24 +103,31 @@ def ingest_site(
     cache = open_cache(root, config, site_id)
     with quiet_pydicom(), DecodeWorkers(worker_count(config.workers)) as workers:
         # pydicom's warnings can quote tag values: keep PHI out of logs
-        opened, members = _read_headers(manifest.entries, cache, skip, workers)
-        members = _resolve_duplicates(members, root, class_names(config), skip)
+        headers = _read_headers(manifest.entries, cache, skip, workers, shape, console, site_id)
+        members = _resolve_duplicates(headers.members, root, class_names(config), skip)
         samples, series_problems = group_samples(members, root, config.test_fraction, config.frames)
         for problem in series_problems:
             skip(problem.path, problem.reason)
         todo = [sample for sample in samples if not cache.has_sample(sample.key)]
-        if workers.parallel(len(todo)):
+        ready = {s.key: headers.decoded[s.key] for s in todo if s.key in headers.decoded}
+        rest = [sample for sample in todo if sample.key not in ready]
+        opened = headers.opened
+        if workers.parallel(len(rest)):
             opened.clear()  # workers open their own files; free the headers read here
-            jobs = [DecodeJob(sample, shape) for sample in todo]
+            jobs = [DecodeJob(sample, shape) for sample in rest]
             decoded: Iterator[list[torch.Tensor] | str] = workers.map(decode_job, jobs)
         else:
-            decoded = (_decode(sample, shape, opened) for sample in todo)
-        with _progress_bar(console, site_id, sum(len(s.members) for s in todo)) as advance:
-            for sample, tensors in zip(todo, decoded, strict=True):
-                cache.put_sample(sample.key, tensors)
+            decoded = (_decode(sample, shape, opened) for sample in rest)
+        with _progress_bar(
+            console, f"decode {site_id}", sum(len(s.members) for s in rest)
+        ) as advance:
+            for sample in todo:
+                from_worker = sample.key in ready
+                cache.put_sample(sample.key, ready[sample.key] if from_worker else next(decoded))
                 for member in sample.members:
                     opened.pop(member.digest, None)
-                    advance()
+                    if not from_worker:
+                        advance()
                     if on_file is not None:
                         on_file()
         result.warnings.extend(workers.warnings)
@@ -135,37 +149,76 @@ def ingest_site(
     return result
 
 
+@dataclass
+class _Headers:
+    members: list[Member]
+    opened: dict[str, Dataset]  # datasets parsed in this process, kept for decoding
+    decoded: dict[str, list[torch.Tensor] | str]  # digest -> a standalone file's sample
+
+
 def _read_headers(
     entries: list[LabelledFile],
     cache: TensorCache,
     skip: Callable[[Path, str], None],
     workers: DecodeWorkers,
-) -> tuple[dict[str, Dataset], list[Member]]:
-    """Every readable entry as a ``Member``; headers not in the cache are parsed (in workers
-    for a large first ingest; here otherwise, keeping the opened datasets for decoding)."""
-    digests: list[tuple[LabelledFile, str]] = []
+    shape: Geometry,
+    console: Console | None,
+    site_id: str,
+) -> _Headers:
+    """Every readable entry as a ``Member``, in manifest order. Files the cache does not
+    know are hashed and parsed here (the datasets kept for decoding) or, for a large first
+    ingest, in worker processes, which also decode each file that is a sample on its own:
+    one read of each file, from the first moment."""
+    slots: list[tuple[LabelledFile, str | None]] = []
+    fingerprints: dict[Path, list[int]] = {}
     for entry in entries:
         try:
-            digests.append((entry, cache.digest(entry.path)))
+            digest, fingerprints[entry.path] = cache.known_digest(entry.path)
         except OSError as exc:
             skip(entry.path, f"cannot read file ({exc.strerror or type(exc).__name__})")
-    unknown = {digest: entry.path for entry, digest in digests if cache.file_info(digest) is None}
-    opened: dict[str, Dataset] = {}
-    paths = list(unknown.values())
-    if workers.parallel(len(paths)):
-        infos: Iterator[DicomInfo | str] = workers.map(read_info, paths)
+            continue
+        slots.append((entry, digest))
+    needs = [
+        index
+        for index, (_, digest) in enumerate(slots)
+        if digest is None or cache.file_info(digest) is None
+    ]
+    headers = _Headers([], {}, {})
+    if workers.parallel(len(needs)):
+        results = workers.map(read_job, [ReadJob(slots[i][0], shape) for i in needs])
+        with _progress_bar(console, f"read {site_id}", len(needs)) as advance:
+            for index, (digest, info, tensors) in zip(needs, results, strict=True):
+                entry = slots[index][0]
+                if digest is not None:
+                    cache.remember_digest(entry.path, fingerprints[entry.path], digest)
+                    cache.put_file_info(digest, info)
+                    if tensors is not None:
+                        headers.decoded[digest] = tensors
+                else:
+                    skip(entry.path, str(info))
+                slots[index] = (entry, digest)
+                advance()
     else:
-        infos = (_open_and_describe(path, digest, opened) for digest, path in unknown.items())
-    for digest, info in zip(unknown, infos, strict=True):
-        cache.put_file_info(digest, info)
-    members: list[Member] = []
-    for entry, digest in digests:
-        info = cache.file_info(digest)
+        for index in needs:
+            entry, digest = slots[index]
+            try:
+                digest = digest or cache.digest(entry.path)
+            except OSError as exc:
+                skip(entry.path, f"cannot read file ({exc.strerror or type(exc).__name__})")
+                slots[index] = (entry, None)
+                continue
+            slots[index] = (entry, digest)
+            if cache.file_info(digest) is None:
+                cache.put_file_info(digest, _open_and_describe(entry.path, digest, headers.opened))
+    for entry, found in slots:
+        if found is None:
+            continue  # unreadable: skipped above
+        info = cache.file_info(found)
         if isinstance(info, str) or info is None:
             skip(entry.path, info or "unreadable DICOM header")
             continue
-        members.append(Member(entry, digest, info))
-    return opened, members
+        headers.members.append(Member(entry, found, info))
+    return headers
 
 
 def _open_and_describe(path: Path, digest: str, opened: dict[str, Dataset]) -> DicomInfo | str:
@@ -180,9 +233,32 @@ def _open_and_describe(path: Path, digest: str, opened: dict[str, Dataset]) -> D
     return info
 
 
-def read_info(path: Path) -> DicomInfo | str:
-    """A file's header summary, or the reason it is unusable (a worker job; never raises)."""
-    return _open_and_describe(path, "", {})
+@dataclass(frozen=True)
+class ReadJob:
+    """One file for a worker: hash it, parse its header and, if it is a sample on its own,
+    decode it."""
+
+    entry: LabelledFile
+    shape: Geometry
+
+
+def read_job(
+    job: ReadJob,
+) -> tuple[str | None, DicomInfo | str, list[torch.Tensor] | str | None]:
+    """A worker job: the file's sha256 (None if it cannot be read), its header summary or
+    why it is unusable, and, for a file that is its own sample (not a slice grouped with its
+    series), that sample decoded."""
+    try:
+        digest = file_sha256(job.entry.path)
+    except OSError as exc:
+        return None, f"cannot read file ({exc.strerror or type(exc).__name__})", None
+    opened: dict[str, Dataset] = {}
+    info = _open_and_describe(job.entry.path, digest, opened)
+    if isinstance(info, str) or joins_a_series(job.entry, info, job.shape.frames):
+        return digest, info, None
+    member = Member(job.entry, digest, info)
+    sample = Sample(digest, (member,), job.entry.label, "")
+    return digest, info, _decode(sample, job.shape, opened)
 
 
 @dataclass(frozen=True)
@@ -278,15 +354,13 @@ def _decode(
 
 
 @contextmanager
-def _progress_bar(
-    console: Console | None, site_id: str, total: int
-) -> Iterator[Callable[[], None]]:
-    """A rich progress bar for decoding, or a no-op when there is no console or no work."""
+def _progress_bar(console: Console | None, label: str, total: int) -> Iterator[Callable[[], None]]:
+    """A rich progress bar for reading files, or a no-op when there is no console or no work."""
     if console is None or total == 0:
         yield lambda: None
         return
     columns = (
-        TextColumn(f"ingest {site_id}", style="bold", markup=False),
+        TextColumn(label, style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),

@@ -75,6 +75,12 @@ class Geometry:
     resize: str = "stretch"
 
 
+def joins_a_series(entry: LabelledFile, info: DicomInfo, frames: str) -> bool:
+    """Whether a file is grouped with the other slices of its series (else its own sample)."""
+    in_series = info.frames == 1 and bool(info.series_uid) and info.slice_position is not None
+    return in_series and (frames == "stack" or not entry.named)
+
+
 def group_samples(
     members: list[Member], root: Path, test_fraction: float, frames: str = "middle"
 ) -> tuple[list[Sample], list[SkippedFile]]:
@@ -82,10 +88,8 @@ def group_samples(
     singles: list[Member] = []
     series: dict[str, list[Member]] = defaultdict(list)
     for member in members:
-        info = member.info
-        in_series = info.frames == 1 and bool(info.series_uid) and info.slice_position is not None
-        if in_series and (frames == "stack" or not member.entry.named):
-            series[info.series_uid].append(member)
+        if joins_a_series(member.entry, member.info, frames):
+            series[member.info.series_uid].append(member)
         else:
             singles.append(member)
     samples: list[Sample] = []
