@@ -85,13 +85,14 @@ def copy_real(folder: Path, files: int, source: str, dicom_dir: Path) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     originals = [pydicom.dcmread(dicom_dir / name) for name in REAL_SOURCES[source]]
+    if source == "ct-nowindow":  # percentile windowing instead of the file's window
+        for original in originals:
+            del original.WindowCenter, original.WindowWidth
     rows = []
     for index in range(files):
         ds = originals[index % len(originals)].copy()
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.SeriesInstanceUID = generate_uid()
-        if source == "ct-nowindow":
-            del ds.WindowCenter, ds.WindowWidth
         name = f"img_{index:05d}.dcm"
         ds.save_as(folder / name)
         rows.append((name, "opacity" if index % 3 == 0 else "normal"))

@@ -174,8 +174,9 @@ def repair_decimals(ds: Dataset) -> None:
     dropped, or, in an attribute decoding depends on, makes the file unusable (the reason
     names the attribute, never its value). Raw values of valid DS characters are not parsed.
     """
-    for element in list(ds.elements()):  # raw elements: nothing is converted just to look
-        tag = element.tag
+    for tag in list(ds.keys()):
+        # raw, and a deferred value (the pixel data) stays on disk: nothing is read to look
+        element = ds.get_item(tag, keep_deferred=True)
         vr = element.VR or _dictionary_vr(tag)
         if vr == "SQ":
             for item in ds[tag].value or []:
