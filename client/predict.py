@@ -19,14 +19,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from pydicom.dataset import Dataset
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from client.evaluate import predict_scores
 from common.data.dicom import (
@@ -43,6 +41,7 @@ from common.data.manifest import LabelledFile, shown, walk_folder
 from common.data.volumes import Member, Sample, group_samples, sample_tensors
 from common.errors import ConfigError
 from common.model_file import SavedModel
+from common.progress import file_progress
 
 DEFAULT_THRESHOLD = 0.5
 BATCH = 64  # images scored at once (decoded images wait at most this many)
@@ -131,7 +130,7 @@ def predict(
         PredictionRow(shown(p.path, root), error=p.reason, side_file=not p.fatal) for p in side
     )
     model = saved.build()
-    with quiet_pydicom(), _progress(console, len(files)) as advance:
+    with quiet_pydicom(), file_progress(console, "predict", len(files)) as advance:
         opened, members = _read_headers(files, root, result.rows, advance)
         result.warnings.extend(_mismatches(saved, [m.info for m in members]))
         batch: list[_Pending] = []
@@ -352,20 +351,3 @@ def _mismatches(saved: SavedModel, infos: list[DicomInfo]) -> list[str]:
 
 def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{value} x{count}" for value, count in sorted(counter.items()))
-
-
-@contextmanager
-def _progress(console: Console | None, total: int) -> Iterator[Callable[[], None]]:
-    """A rich progress bar over the input files, or a no-op without a console."""
-    if console is None or total == 0:
-        yield lambda: None
-        return
-    columns = (
-        TextColumn("predict", style="bold", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=console.is_terminal) as progress:
-        task = progress.add_task("files", total=total)
-        yield lambda: progress.advance(task)

@@ -9,21 +9,12 @@ Decoding shows a rich progress bar on the given console (nothing is drawn for ca
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from pydicom.dataset import Dataset
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
 from common.config import DataConfig, parse_class_names
 from common.data.cache import TensorCache, config_key, file_sha256, site_cache_dir
@@ -39,6 +30,7 @@ from common.data.volumes import (
 )
 from common.data.workers import DecodeWorkers, worker_count
 from common.errors import SiteDataError
+from common.progress import file_progress
 
 
 @dataclass
@@ -118,7 +110,7 @@ def ingest_site(
             decoded: Iterator[list[torch.Tensor] | str] = workers.map(decode_job, jobs)
         else:
             decoded = (_decode(sample, shape, opened) for sample in rest)
-        with _progress_bar(
+        with file_progress(
             console, f"decode {site_id}", sum(len(s.members) for s in rest)
         ) as advance:
             for sample in todo:
@@ -186,7 +178,7 @@ def _read_headers(
     headers = _Headers([], {}, {})
     if workers.parallel(len(needs)):
         results = workers.map(read_job, [ReadJob(slots[i][0], shape) for i in needs])
-        with _progress_bar(console, f"read {site_id}", len(needs)) as advance:
+        with file_progress(console, f"read {site_id}", len(needs)) as advance:
             for index, (digest, info, tensors) in zip(needs, results, strict=True):
                 entry = slots[index][0]
                 if digest is not None:
@@ -351,21 +343,3 @@ def _decode(
         return str(problem)
     except Exception as exc:  # never a traceback (its text could quote tag values)
         return f"cannot decode ({type(exc).__name__})"
-
-
-@contextmanager
-def _progress_bar(console: Console | None, label: str, total: int) -> Iterator[Callable[[], None]]:
-    """A rich progress bar for reading files, or a no-op when there is no console or no work."""
-    if console is None or total == 0:
-        yield lambda: None
-        return
-    columns = (
-        TextColumn(label, style="bold", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=console.is_terminal) as progress:
-        task = progress.add_task("files", total=total)
-        yield lambda: progress.advance(task)
