@@ -1,8 +1,10 @@
 """One rich progress bar over files, for long work at a site (ingest, predict).
 
-Drawn on the given console (stderr in the CLI), transient on a terminal, and a no-op
-without a console or without work, so library callers and tests draw nothing. The label is
-printed as text, never as rich markup (a site or folder name may contain brackets).
+Drawn on the given console (stderr in the CLI) when it is a terminal, and removed when done.
+A no-op without a console, without work, or when the output goes to a file or pipe (a log,
+CI, a SuperNode's output): a bar is for a person watching, and a log keeps one line per event
+(so a one-line error stays one line). The label is printed as text, never as rich markup (a
+site or folder name may contain brackets).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from rich.progress import (
 @contextmanager
 def file_progress(console: Console | None, label: str, total: int) -> Iterator[Callable[[], None]]:
     """Yield ``advance()``: one call per file done."""
-    if console is None or total == 0:
+    if console is None or total == 0 or not console.is_terminal:
         yield lambda: None
         return
     columns = (
@@ -34,6 +36,6 @@ def file_progress(console: Console | None, label: str, total: int) -> Iterator[C
         TaskProgressColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=console.is_terminal) as progress:
+    with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("files", total=total)
         yield lambda: progress.advance(task)
