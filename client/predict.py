@@ -2,9 +2,10 @@
 
 This runs where the images are (a hospital, next to its PACS export), so it lives on the
 site side and reads images exactly as a site's training and evaluation do: files are listed
-by ``manifest.walk_folder``, opened and checked by ``dicom.open_dicom``/``describe``,
-grouped into samples (series, multi-frame objects) by ``volumes.group_samples`` and decoded
-into model tensors by ``volumes.sample_tensors`` with the saved ``data.*`` settings
+by ``manifest.walk_folder``, opened and checked by ``ingest.read_header`` (with the sites'
+skip reasons), grouped into samples (series, multi-frame objects) by
+``volumes.group_samples`` and decoded into model tensors by ``ingest.decode_sample`` with
+the saved ``data.*`` settings
 (``model_file.SavedModel.data``); probabilities come from ``evaluate.predict_scores``. So a
 new study meets the same windowing, resize, channels and normalisation the model was
 trained with.
@@ -30,15 +31,12 @@ from client.evaluate import predict_scores
 from common.data.dicom import (
     COLOUR,
     DicomInfo,
-    DicomReadError,
-    describe,
     frame_order,
-    open_dicom,
     quiet_pydicom,
 )
-from common.data.ingest import geometry
+from common.data.ingest import decode_sample, geometry, read_header
 from common.data.manifest import LabelledFile, shown, walk_folder
-from common.data.volumes import Member, Sample, group_samples, sample_tensors
+from common.data.volumes import Member, Sample, group_samples
 from common.errors import ConfigError
 from common.model_file import SavedModel
 from common.progress import file_progress
@@ -158,25 +156,12 @@ def _read_headers(
     opened: dict[str, Dataset] = {}
     members: list[Member] = []
     for path in files:
-        try:
-            dataset = open_dicom(path)
-            info = describe(dataset)
-        except DicomReadError as problem:
-            rows.append(PredictionRow(shown(path, root), error=str(problem)))
-            advance()
-            continue
-        except OSError as exc:
-            reason = f"cannot read file ({exc.strerror or type(exc).__name__})"
-            rows.append(PredictionRow(shown(path, root), error=reason))
-            advance()
-            continue
-        except Exception as exc:  # never a traceback (its text could quote tag values)
-            reason = f"unreadable DICOM header ({type(exc).__name__})"
-            rows.append(PredictionRow(shown(path, root), error=reason))
-            advance()
-            continue
         key = str(path)
-        opened[key] = dataset
+        info = read_header(path, key, opened)  # the sites' own reading and reasons
+        if isinstance(info, str):
+            rows.append(PredictionRow(shown(path, root), error=info))
+            advance()
+            continue
         members.append(Member(LabelledFile(path, 0, "test"), key, info))
     return opened, members
 
@@ -197,18 +182,12 @@ def _decode(
         advance()
     for sample in samples:
         templates = [_row(member, root, len(sample.members)) for member in sample.members]
-        try:
-            datasets = [
-                opened.pop(m.digest, None) or open_dicom(m.entry.path) for m in sample.members
-            ]
-            images = sample_tensors(sample, datasets, shape)
-        except DicomReadError as problem:
-            rows.extend(replace(row, error=str(problem)) for row in templates)
-        except Exception as exc:  # never a traceback (its text could quote tag values)
-            reason = f"cannot decode ({type(exc).__name__})"
-            rows.extend(replace(row, error=reason) for row in templates)
+        images = decode_sample(sample, shape, opened)  # the sites' own decoding and reasons
+        datasets = [opened.pop(m.digest, None) for m in sample.members]
+        if isinstance(images, str):
+            rows.extend(replace(row, error=images) for row in templates)
         else:
-            yield from _pair(sample, datasets, images, templates)
+            yield from _pair(sample, datasets, images, templates)  # type: ignore[arg-type]
         for _member in sample.members:
             advance()
 

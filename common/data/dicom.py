@@ -156,6 +156,8 @@ def open_dicom(path: Path) -> Dataset:
         ds = _open_without_preamble(path)
     except DicomReadError:
         raise
+    except OSError as exc:  # the file itself (permissions, vanished, I/O error)
+        raise DicomReadError(f"cannot read file ({exc.strerror or type(exc).__name__})") from None
     except Exception as exc:  # pydicom raises many types for damaged headers
         raise DicomReadError(f"corrupt or truncated DICOM header ({type(exc).__name__})") from None
     if "TransferSyntaxUID" not in ds.file_meta:

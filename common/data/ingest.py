@@ -109,7 +109,7 @@ def ingest_site(
             jobs = [DecodeJob(sample, shape) for sample in rest]
             decoded: Iterator[list[torch.Tensor] | str] = workers.map(decode_job, jobs)
         else:
-            decoded = (_decode(sample, shape, opened) for sample in rest)
+            decoded = (decode_sample(sample, shape, opened) for sample in rest)
         with file_progress(
             console, f"decode {site_id}", sum(len(s.members) for s in rest)
         ) as advance:
@@ -201,7 +201,7 @@ def _read_headers(
                 continue
             slots[index] = (entry, digest)
             if cache.file_info(digest) is None:
-                cache.put_file_info(digest, _open_and_describe(entry.path, digest, headers.opened))
+                cache.put_file_info(digest, read_header(entry.path, digest, headers.opened))
     for entry, found in slots:
         if found is None:
             continue  # unreadable: skipped above
@@ -213,7 +213,9 @@ def _read_headers(
     return headers
 
 
-def _open_and_describe(path: Path, digest: str, opened: dict[str, Dataset]) -> DicomInfo | str:
+def read_header(path: Path, key: str, opened: dict[str, Dataset]) -> DicomInfo | str:
+    """A file's header summary, or the short reason it is unusable (never raises); the
+    parsed dataset is kept in ``opened[key]`` for decoding."""
     try:
         dataset = open_dicom(path)
         info = describe(dataset)
@@ -221,7 +223,7 @@ def _open_and_describe(path: Path, digest: str, opened: dict[str, Dataset]) -> D
         return str(problem)
     except Exception as exc:  # never a traceback (its text could quote tag values)
         return f"unreadable DICOM header ({type(exc).__name__})"
-    opened[digest] = dataset
+    opened[key] = dataset
     return info
 
 
@@ -245,12 +247,12 @@ def read_job(
     except OSError as exc:
         return None, f"cannot read file ({exc.strerror or type(exc).__name__})", None
     opened: dict[str, Dataset] = {}
-    info = _open_and_describe(job.entry.path, digest, opened)
+    info = read_header(job.entry.path, digest, opened)
     if isinstance(info, str) or joins_a_series(job.entry, info, job.shape.frames):
         return digest, info, None
     member = Member(job.entry, digest, info)
     sample = Sample(digest, (member,), job.entry.label, "")
-    return digest, info, _decode(sample, job.shape, opened)
+    return digest, info, decode_sample(sample, job.shape, opened)
 
 
 @dataclass(frozen=True)
@@ -263,7 +265,7 @@ class DecodeJob:
 
 def decode_job(job: DecodeJob) -> list[torch.Tensor] | str:
     """A worker job: the sample's tensors, or the reason it cannot be decoded."""
-    return _decode(job.sample, job.shape, {})
+    return decode_sample(job.sample, job.shape, {})
 
 
 def _resolve_duplicates(
@@ -330,15 +332,19 @@ def _name(label: int, names: tuple[str, ...]) -> str:
     return names[label] if 0 <= label < len(names) else str(label)
 
 
-def _decode(
+def decode_sample(
     sample: Sample, shape: Geometry, opened: dict[str, Dataset]
 ) -> list[torch.Tensor] | str:
+    """A sample's model tensors, or the short reason it cannot be decoded (never raises).
+
+    Members already parsed are taken from ``opened`` (keyed by member digest); the others
+    are opened and added to it, so a caller that needs the datasets afterwards has them.
+    """
     try:
-        datasets = [
-            opened[m.digest] if m.digest in opened else open_dicom(m.entry.path)
-            for m in sample.members
-        ]
-        return sample_tensors(sample, datasets, shape)
+        for member in sample.members:
+            if member.digest not in opened:
+                opened[member.digest] = open_dicom(member.entry.path)
+        return sample_tensors(sample, [opened[m.digest] for m in sample.members], shape)
     except DicomReadError as problem:
         return str(problem)
     except Exception as exc:  # never a traceback (its text could quote tag values)
