@@ -15,6 +15,7 @@ and the signed record travels with the reply (``attestation``, ``common.keys``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from logging import INFO
@@ -27,6 +28,7 @@ from flwr.clientapp.typing import Mod
 from flwr.common.logger import log as flwr_log
 from torch.utils.data import TensorDataset
 
+from client.augment import SiteAugmenter, augmented_dataset, generator_prior
 from client.budget import SitePrivacy
 from client.evaluate import evaluate_split
 from client.outbound import audit_outbound, contain_errors
@@ -163,17 +165,20 @@ def handle_train(
     dataset = TensorDataset(data.train_x, data.train_y)  # [0, 1]; normalised by the model step
     run_key = settings.run_key or str(context.run_id)
     privacy = SitePrivacy.open(context.node_config, config, data.site_id, run_key)
+    # on-site augmentation (client.augment): its generator's spend is planned and checked too
+    augmenter = SiteAugmenter.open(config, privacy, site_index, data.train_x, data.train_y)
     plan = plan_round(
-        len(dataset),
+        augmenter.augmented_size() if augmenter else len(dataset),
         config.train,
         config.privacy,
         planned_rounds=config.federation.num_rounds,
         calibrate=privacy.calibrate,
+        prior=generator_prior(augmenter),
     )
     refusal = policy.check(
         config, server_round=settings.server_round, noise_multiplier=plan.noise_multiplier
     )
-    verdict = privacy.check(plan)
+    verdict = privacy.check(plan, pending=augmenter.pending() if augmenter else ())
     if refusal is not None or not verdict.allowed:
         status = keys.STATUS_DECLINED_POLICY if refusal else keys.STATUS_DECLINED_BUDGET
         why = f"its privacy policy: {refusal}" if refusal else verdict.reason
@@ -182,15 +187,18 @@ def handle_train(
         return RecordDict({keys.ARRAYS: content[keys.ARRAYS], keys.METRICS: metrics})
     model = build_model(config.model, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
+    # the first time: trains the generator and books its spend before it is used
+    train_set = augmented_dataset(augmenter, dataset, settings.server_round)
     result = train_locally(
         model,
-        dataset,
+        train_set,
         config.train,
         config.privacy,
         plan=plan,
         history=privacy.history(),
         proximal_mu=settings.proximal_mu,
     )
+    result = dataclasses.replace(result, num_examples=len(dataset))  # real images only
     update = model_to_arrays(model)
     reply = RecordDict({keys.ARRAYS: update})
     epsilon = None

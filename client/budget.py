@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from client.privacy_state import (
@@ -72,9 +72,12 @@ class SitePrivacy:
         sample_rate: float,
         steps: int,
         accountant: str,
+        prior: Sequence[HistoryEntry] = (),
     ) -> float:
         """``noise_multiplier_for``, remembered for this run beside the ledger."""
         key = f"{accountant}:eps={target_epsilon!r}:delta={delta!r}:q={sample_rate!r}:T={steps}"
+        if prior:
+            key += f":prior={[tuple(entry) for entry in prior]!r}"
         known = self.store.calibrations(self.run_key)
         if key in known:
             return known[key]
@@ -84,6 +87,7 @@ class SitePrivacy:
             sample_rate=sample_rate,
             steps=steps,
             accountant=accountant,
+            prior=prior,
         )
         self.store.remember_calibration(self.run_key, key, noise)
         return noise
@@ -94,8 +98,9 @@ class SitePrivacy:
             self.history(), delta=self.privacy.delta, accountant=self.privacy.accountant
         )
 
-    def check(self, plan: RoundPlan) -> BudgetCheck:
-        """May the site take the planned round?"""
+    def check(self, plan: RoundPlan, pending: Sequence[HistoryEntry] = ()) -> BudgetCheck:
+        """May the site take the planned round (after ``pending`` spend not yet in the
+        ledger: an on-site generator trained just before it, ``client.augment``)?"""
         if not self.privacy.enabled:
             if self.site_budget is None:
                 return BudgetCheck(True, 0.0, math.nan)
@@ -107,7 +112,7 @@ class SitePrivacy:
                 f"({self.site_budget:g})",
             )
         return check_budget(
-            run_history=self.history(),
+            run_history=merge_history(self.history(), pending),
             other_runs=self.store.other_runs(self.run_key),
             next_round=plan.history_entry(),
             delta=self.privacy.delta,

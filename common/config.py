@@ -46,6 +46,7 @@ StrategyName = Literal[
     "multikrum",
 ]
 PartitionKind = Literal["iid", "dirichlet", "quantity"]
+GeneratorName = Literal["none", "cvae"]
 
 ACCOUNTANTS: tuple[str, ...] = get_args(Accountant)
 GRAD_SAMPLE_MODES: tuple[str, ...] = get_args(GradSampleMode)
@@ -54,6 +55,7 @@ RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 PARTITION_KINDS: tuple[str, ...] = get_args(PartitionKind)
+GENERATOR_NAMES: tuple[str, ...] = get_args(GeneratorName)
 MIN_IMAGE_SIZE = 8  # the models halve the image three times before pooling
 
 
@@ -276,6 +278,27 @@ class EvalConfig(_Section):
 
 
 @dataclass(frozen=True)
+class AugmentConfig(_Section):
+    """On-site generative augmentation of a site's smaller classes (``client.augment``).
+
+    ``generator`` = ``cvae``: each site trains a small conditional VAE on its own training
+    split (once per run; under DP with Opacus DP-SGD, its spend booked in the site's ledger)
+    and tops every class up to ``minority-ratio`` x the largest class with generated images.
+    The generator and its images never leave the site.
+    """
+
+    SECTION: ClassVar[str] = "augment"
+    generator: GeneratorName = checked("none", one_of(GENERATOR_NAMES))
+    # each smaller class is topped up to this share of the largest class
+    minority_ratio: float = checked(1.0, within(0, 1, open_low=True))
+    epochs: int = checked(30, at_least(1))  # passes over the training split
+    batch_size: int = checked(32, at_least(1))
+    learning_rate: float = checked(1e-3, above(0))
+    # under DP: share of privacy.target-epsilon given to the generator (calibrated noise only)
+    epsilon_share: float = checked(0.25, within(0, 1, open_low=True, open_high=True))
+
+
+@dataclass(frozen=True)
 class MedfedConfig:
     """The whole configuration of one federated run.
 
@@ -296,6 +319,7 @@ class MedfedConfig:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         federation = self.federation
@@ -315,6 +339,7 @@ class MedfedConfig:
         if self.run.resume and not self.run.run_dir:
             raise refuse("run.resume", True, "needs run.run-dir, the run directory to continue")
         _check_secagg(self)
+        _check_augment(self)
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> MedfedConfig:
@@ -369,6 +394,30 @@ def _check_secagg(config: MedfedConfig) -> None:
             True,
             "with secagg.enabled=true single updates cannot be validated (the server sees "
             "only their sum); set validation.enabled=false",
+        )
+
+
+# Accountants that compose different (noise, sample rate) entries: Opacus' GDP accountant
+# accounts only its last entry, so it cannot add the generator's spend to the classifier's.
+AUGMENT_ACCOUNTANTS = ("prv", "rdp")
+
+
+def _check_augment(config: MedfedConfig) -> None:
+    """Refuse augmentation settings the generator or its accounting cannot honour."""
+    if config.augment.generator == "none":
+        return
+    if config.data.frames == "stack":
+        raise refuse(
+            "augment.generator",
+            config.augment.generator,
+            "generates single 2D images; not with data.frames = stack",
+        )
+    if config.privacy.enabled and config.privacy.accountant not in AUGMENT_ACCOUNTANTS:
+        raise refuse(
+            "privacy.accountant",
+            config.privacy.accountant,
+            f"with augment.generator = {config.augment.generator} the generator's and the "
+            f"classifier's spend are composed: use {' or '.join(AUGMENT_ACCOUNTANTS)}",
         )
 
 

@@ -8,7 +8,10 @@ Ed25519 signature (``common.signing``) over the record's canonical form (sorted-
 JSON of every field but the signature). A record's hash is the SHA-256 of that same form.
 
 Round 0 marks a record migrated from a pre-ledger ``privacy-state.json`` (one per history
-entry; no update digest: ``NO_UPDATE``).
+entry; no update digest: ``NO_UPDATE``). Round -1 (``GENERATOR_ROUND``) marks the DP-SGD
+training of a site's on-site generator (``client.augment``): its spend composes with the
+run's rounds like any other entry; its digest is that of the generator's weights, which never
+leave the site (so the coordinator never holds a copy of this record).
 
 ``check_chain`` names what was done to a ledger: an *edited* record (its signature no longer
 matches), a *removed* one (a record points to a predecessor that is not there), an
@@ -40,6 +43,7 @@ LEDGER_FILE = "privacy-ledger.jsonl"
 GENESIS = "0" * 64
 NO_UPDATE = "0" * 64
 MIGRATED_ROUND = 0
+GENERATOR_ROUND = -1  # an on-site generator's training (client.augment), not a round
 VERSION = 1
 LEDGER_MODE = 0o600  # like the site's other state: readable by the site's account only
 EPSILON_REL_TOL = 1e-6
@@ -368,6 +372,6 @@ def run_spends(records: Iterable[LedgerRecord | None]) -> dict[str, RunSpend]:
             before,
             history=merge_history(before.history, [record.history_entry()]),
             epsilon=record.epsilon,
-            rounds=before.rounds + (record.round != MIGRATED_ROUND),
+            rounds=before.rounds + (record.round > MIGRATED_ROUND),
         )
     return runs

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from common.config import PrivacyConfig, TrainConfig
@@ -43,11 +43,14 @@ def plan_round(
     *,
     planned_rounds: int,
     calibrate: Calibrate = noise_multiplier_for,
+    prior: Sequence[HistoryEntry] = (),
 ) -> RoundPlan:
     """Batch, sample rate, steps and noise of one round at a site with ``num_examples``.
 
     ``calibrate`` finds the noise for the target (Opacus' search takes seconds: the client
     passes one that remembers its answer for the run in the site's state directory).
+    ``prior`` is the run's spend besides its rounds (an on-site generator's training,
+    ``client.augment``): the calibrated noise leaves room for it.
     """
     if num_examples < 1:
         raise ConfigError("a site needs at least one training example")
@@ -68,6 +71,7 @@ def plan_round(
                 sample_rate=sample_rate,
                 steps=planned_rounds * steps,
                 accountant=privacy.accountant,
+                **({"prior": list(prior)} if prior else {}),
             )
     return RoundPlan(batch_size, sample_rate, steps, noise)
 

@@ -29,13 +29,28 @@ def noise_multiplier_for(
     sample_rate: float,
     steps: int,
     accountant: str,
+    prior: Sequence[HistoryEntry] = (),
 ) -> float:
     """Noise multiplier that spends at most ``target_epsilon`` over ``steps`` at this rate.
 
     Opacus' search returns a multiplier whose epsilon is below the target, computed the way
     :func:`epsilon_of` computes it, so a run that takes exactly the planned steps stays
     within its target (its last round is not declined).
+
+    ``prior``: spend the run makes besides these steps (an on-site generator's DP-SGD,
+    ``client.augment``); the multiplier is then the one at which ``prior`` composed with
+    these steps stays within ``target_epsilon`` (the same bisection as Opacus'
+    ``get_noise_multiplier``, over Opacus' accountant with the whole history).
     """
+    if prior:
+        return _noise_after(
+            prior,
+            target_epsilon=target_epsilon,
+            delta=delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant=accountant,
+        )
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_RDP_ALPHA_WARNING)
@@ -53,6 +68,44 @@ def noise_multiplier_for(
             f"cannot reach epsilon {target_epsilon} in {steps} steps at sample rate "
             f"{sample_rate:.3g}: {problem}"
         ) from None
+
+
+_MAX_SIGMA = 2000.0  # Opacus' get_noise_multiplier gives up at the same bound
+_EPSILON_TOLERANCE = 0.01  # Opacus' default
+
+
+def _noise_after(
+    prior: Sequence[HistoryEntry],
+    *,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str,
+) -> float:
+    """Smallest noise (to Opacus' tolerance) at which ``prior`` + these steps fit the target."""
+
+    def spend(sigma: float) -> float:
+        return epsilon_of([*prior, (sigma, sample_rate, steps)], delta=delta, accountant=accountant)
+
+    already = epsilon_of(prior, delta=delta, accountant=accountant)
+    low, high, eps_high = 0.0, 10.0, math.inf
+    while eps_high > target_epsilon:
+        high *= 2
+        eps_high = spend(high)
+        if high > _MAX_SIGMA:
+            raise ConfigError(
+                f"cannot reach epsilon {target_epsilon} in {steps} steps at sample rate "
+                f"{sample_rate:.3g} after a prior spend of epsilon {already:.3g}"
+            )
+    while target_epsilon - eps_high > _EPSILON_TOLERANCE:
+        sigma = (low + high) / 2
+        eps = spend(sigma)
+        if eps < target_epsilon:
+            high, eps_high = sigma, eps
+        else:
+            low = sigma
+    return high
 
 
 def epsilon_of(history: Sequence[HistoryEntry], *, delta: float, accountant: str) -> float:

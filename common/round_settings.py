@@ -3,7 +3,8 @@
 The coordinator decides the run; a hospital decides where its data, cache and privacy state
 live. So the server sends each site only the settings that shape local work
 (``SITE_SECTIONS``: data, model, local training, privacy, the federation's size and plan,
-a simulated partition, evaluation (validation split, smallest reported patient group); plus
+a simulated partition, evaluation (validation split, smallest reported patient group),
+on-site augmentation; plus
 the seed and SecAgg+'s weight cap) and the run key under which
 the site books its privacy spend. Whole sections travel, so the config the site rebuilds
 passes the same cross-field checks as the coordinator's. Site-local keys
@@ -26,7 +27,16 @@ from common.config import MedfedConfig, Scalar
 
 LOG = logging.getLogger("medfed.client")
 
-SITE_SECTIONS = ("data", "model", "train", "privacy", "federation", "partition", "eval")
+SITE_SECTIONS = (
+    "data",
+    "model",
+    "train",
+    "privacy",
+    "federation",
+    "partition",
+    "eval",
+    "augment",
+)
 SITE_KEYS = ("run.seed", "secagg.max-weight")
 # Decided by the site itself (its node config, or the simulation runner that plays the site).
 SITE_LOCAL_KEYS = frozenset({"data.cache", "data.cache-dir", "data.workers"})
