@@ -86,7 +86,10 @@ def _noise_after(
     """Smallest noise (to Opacus' tolerance) at which ``prior`` + these steps fit the target."""
 
     def spend(sigma: float) -> float:
-        return epsilon_of([*prior, (sigma, sample_rate, steps)], delta=delta, accountant=accountant)
+        with warnings.catch_warnings():  # Opacus' PRV at sample rate 1: log(0), harmless
+            warnings.filterwarnings("ignore", message="divide by zero", category=RuntimeWarning)
+            history = [*prior, (sigma, sample_rate, steps)]
+            return epsilon_of(history, delta=delta, accountant=accountant)
 
     already = epsilon_of(prior, delta=delta, accountant=accountant)
     low, high, eps_high = 0.0, 10.0, math.inf

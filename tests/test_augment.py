@@ -200,3 +200,18 @@ def test_a_lost_generator_is_not_retrained_under_dp(
     assert reply.content[keys.METRICS][keys.TRAIN_STATUS] == keys.STATUS_TRAINED
     assert len(spy) == 1  # no second spend
     assert [r.round for r in _ledger(harness)].count(GENERATOR_ROUND) == 1
+
+
+def test_the_augment_scenario_has_a_small_imbalanced_site() -> None:
+    from simulations.scenario import load_scenario
+    from simulations.sites import site_splits
+    from tests._fed_helpers import DATA_ROOT
+
+    config = load_scenario("augment-imbalanced", DATA_ROOT).config()
+    labels, splits = site_splits(config)
+    smallest = min(splits, key=lambda split: len(split.train))
+    counts = torch.bincount(torch.from_numpy(labels[smallest.train]), minlength=2)
+
+    assert config.augment.generator == "cvae" and config.privacy.enabled
+    assert len(smallest.train) < 200
+    assert int(counts.min()) / int(counts.sum()) < 0.25
