@@ -18,7 +18,7 @@ ledger records it (generator included), with the generator's own share.
 
 Usage (the figures in BENCHMARKS.md):
     PYTHONPATH=. .venv/bin/python benchmarks/augment.py --seeds 0 1 2 --out augment.json
-Options: --rounds N  --no-dp (also run without DP)  --threads 1
+Options: --rounds N  --dp on|off|both  --set KEY=VALUE  --threads 1
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def run_condition(
         site_test_specificity=site_spec,
         official_test_sensitivity=off_sens,
         official_test_specificity=off_spec,
-        official_test_auc=official_curve.auc(),
+        official_test_auc=official_curve.auc,
         threshold=point.threshold,
         epsilon=epsilon,
         generator_epsilon=generator_epsilon,
@@ -205,8 +205,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=0, help="0: the scenario's")
-    parser.add_argument("--no-dp", action="store_true", help="also run without DP")
+    parser.add_argument(
+        "--dp", choices=("on", "off", "both"), default="on", help="runs with / without DP"
+    )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -215,11 +220,14 @@ def main() -> None:
     overrides: dict[str, object] = {"train.threads": args.threads}
     if args.rounds:
         overrides["federation.num-rounds"] = args.rounds
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = value
     base = load_scenario(SCENARIO).config(overrides)
     site, minority = _smallest_site(base)
     print(f"site {site}, minority class {minority}, {base.federation.num_rounds} rounds")
     outcomes = []
-    for dp in [True, False] if args.no_dp else [True]:
+    for dp in {"on": [True], "off": [False], "both": [True, False]}[args.dp]:
         for augment in (False, True):
             for seed in args.seeds:
                 outcome = run_condition(base, site, minority, augment=augment, dp=dp, seed=seed)
