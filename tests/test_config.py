@@ -104,6 +104,12 @@ BAD_VALUES = [
     ("eval.val-fraction", -0.1, "must be in [0, 1)"),
     ("eval.min-group-size", 0, "must be at least 1"),
     ("eval.flag-gap", 0.0, "must be in (0, 1]"),
+    ("augment.generator", "gan", "expected one of none, cvae"),
+    ("augment.minority-ratio", 0.0, "must be in (0, 1]"),
+    ("augment.epochs", 0, "must be at least 1"),
+    ("augment.batch-size", 0, "must be at least 1"),
+    ("augment.learning-rate", 0.0, "must be greater than 0"),
+    ("augment.epsilon-share", 1.0, "must be in (0, 1)"),
     # rules across sections
     ("federation.min-sites", 4, "must be at most federation.num-sites (3)"),
     ("model.num-classes", 3, "must equal the number of data.class-names (2: normal, opacity)"),
