@@ -16,8 +16,10 @@ split and, because that split holds only ~10 minority images, also on PneumoniaM
 official test split (624 images). Epsilon is the run's total at the site as its signed
 ledger records it (generator included), with the generator's own share.
 
-Usage (the figures in BENCHMARKS.md):
-    PYTHONPATH=. .venv/bin/python benchmarks/augment.py --seeds 0 1 2 --out augment.json
+Usage (the figures in BENCHMARKS.md; RDP instead of the default PRV accountant only because
+its calibration is much faster on the shared 2-core machine):
+    PYTHONPATH=. .venv/bin/python benchmarks/augment.py --seeds 0 1 2 --rounds 30 --dp both \
+        --set privacy.accountant=rdp --out augment.json
 Options: --rounds N  --dp on|off|both  --set KEY=VALUE  --threads 1
 """
 
