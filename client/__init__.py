@@ -6,7 +6,8 @@ Flower loads the ClientApp object as ``client.app:app`` (pyproject
 ``site`` (which data a node reads), ``train`` (DP-SGD with Opacus), ``budget`` and
 ``privacy_state`` (the site's ε budget: its signed privacy ledger, on its own disk),
 ``policy`` (the site's privacy policy from its node config: the runs it agrees to train),
-``evaluate``, ``proximal`` (FedProx term), ``secagg`` (SecAgg+ client), ``outbound`` (error
+``evaluate``, ``augment`` (on-site generative augmentation: the site's own DP-trained
+generator), ``proximal`` (FedProx term), ``secagg`` (SecAgg+ client), ``outbound`` (error
 redaction, outbound audit),
 ``review`` (what a Flower app bundle contains, read before a site approves it),
 ``approvals`` (the apps a site approved), ``gate`` (the site's SuperExec: runs only approved
