@@ -157,6 +157,9 @@ class FederationConfig(_Section):
     round_timeout: float = checked(600.0, above(0))
     # connected sites to wait for before sampling (0 = min-sites)
     min_available: int = checked(0, at_least(0))
+    # seconds sampling waits for min-available sites; then it goes on with those online
+    # (training needs min-sites of them, else the run stops with a resumable checkpoint)
+    wait_timeout: float = checked(300.0, above(0))
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,8 @@ class RunConfig(_Section):
     run_dir: str = ""
     seed: int = checked(0, at_least(0))
     resume: bool = False  # continue ``run_dir`` from its last checkpoint
+    # round checkpoints kept in the run directory (0 = every round's; the newest is always kept)
+    keep_checkpoints: int = checked(0, at_least(0))
 
 
 @dataclass(frozen=True)
