@@ -144,6 +144,9 @@ def test_killed_run_resumes_to_the_same_final_parameters(tmp_path: Path) -> None
         np.testing.assert_array_equal(resumed.strategy_state[key], value, err_msg=key)
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [line["round"] for line in lines] == [1, 2, 3, 4]
+    # The run's clock goes on from the last checkpointed round: it does not restart at 0
+    elapsed = [line["elapsed_s"] for line in lines]
+    assert elapsed == sorted(elapsed) and elapsed[killed_at.round] > elapsed[killed_at.round - 1]
     assert [m["loss"] for m in lines] == [m["loss"] for m in reference.metrics]
     # The sites' privacy state continues across the resume: epsilon is not restarted.
     assert [m["epsilon"] for m in lines] == [m["epsilon"] for m in reference.metrics]
