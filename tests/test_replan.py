@@ -7,6 +7,7 @@ is left of the run's epsilon; an uninterrupted run keeps the plan's noise.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,12 @@ def _config(**overrides: object) -> MedfedConfig:
     return MedfedConfig().replace(**settings)
 
 
+# Opacus' search takes a second or more: each distinct calibration once per session
+_calibrate = functools.cache(noise_multiplier_for)
+
+
 def _planned() -> float:
-    return noise_multiplier_for(
+    return _calibrate(
         target_epsilon=TARGET,
         delta=DELTA,
         sample_rate=RATE,
@@ -65,6 +70,7 @@ def _plan(server_round: int, history: list) -> float:
         config.train,
         config.privacy,
         planned_rounds=ROUNDS,
+        calibrate=_calibrate,
         server_round=server_round,
         history=history,
     )
