@@ -9,8 +9,9 @@ keyed by the run key the server sends (the run directory's name), so epsilon acc
 across rounds, SuperNode restarts and resumed runs; a site whose ledger is not the plan's
 (a round redone after a resume, rounds missed while down) re-plans the remaining rounds'
 noise to what is left of the run's epsilon (``common.planning``); a round that would exceed
-the budget is declined (``client.budget``), and so is a run that breaks the site's own privacy policy
-(node config ``require-dp``, ``max-epsilon``, …: ``client.policy``), before any data is read.
+the budget is declined (``client.budget``), and so is a run that breaks the site's own
+privacy policy (node config ``require-dp``, ``max-epsilon``, …: ``client.policy``), before
+any data is read.
 A trained DP round is appended to the site's signed privacy ledger before the reply leaves,
 and the signed record travels with the reply (``attestation``, ``common.keys``).
 """

@@ -88,9 +88,12 @@ def noise_multiplier_after(
 
     if epsilon_of(history, delta=delta, accountant=accountant) >= target_epsilon:
         return None
-    if candidate is not None and candidate > 0:
-        if target_epsilon - epsilon_tolerance <= spent(candidate) <= target_epsilon:
-            return float(candidate)
+    if (
+        candidate is not None
+        and candidate > 0
+        and target_epsilon - epsilon_tolerance <= spent(candidate) <= target_epsilon
+    ):
+        return float(candidate)
     low, high, high_spent = 0.0, 10.0, math.inf
     while high_spent > target_epsilon:
         high *= 2
