@@ -26,6 +26,7 @@ from common.privacy import (
     noise_multiplier_for,
 )
 from common.signing import load_public_key, public_key_path
+from medfed.cli import main
 from medfed.privacy_views import print_spend
 from tests.clientapp_harness import CapturingHarness
 
@@ -167,4 +168,8 @@ def test_a_site_redoing_a_round_after_a_resume_trains_every_planned_round(
     assert PrivacyLedgerStore(state).run("1").redone == [2]
     print_spend(state)
     shown = " ".join(capsys.readouterr().out.split())
-    assert "round 2 redone" in shown
+    assert "round 2 redone after a resume (trained 2 times" in shown
+    public_key = public_key_path(state / "ledger-key.pem")
+    assert main(["privacy", "verify", str(ledger), "--public-key", str(public_key)]) == 0
+    verdict = " ".join(capsys.readouterr().out.split())
+    assert "VALID" in verdict and "round 2 redone after a resume" in verdict
