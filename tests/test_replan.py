@@ -173,3 +173,19 @@ def test_a_site_redoing_a_round_after_a_resume_trains_every_planned_round(
     assert main(["privacy", "verify", str(ledger), "--public-key", str(public_key)]) == 0
     verdict = " ".join(capsys.readouterr().out.split())
     assert "VALID" in verdict and "round 2 redone after a resume" in verdict
+
+
+def test_a_site_back_from_being_down_re_plans_and_spends_its_whole_target(
+    small_site: Path, small_config: MedfedConfig, tmp_path: Path
+) -> None:
+    # Prepare: 4 planned rounds; the site is down for rounds 2 and 3
+    config = small_config.replace(
+        **{"privacy.accountant": "rdp", "federation.num-rounds": 4, "privacy.target-epsilon": 8.0}
+    )
+    site = CapturingHarness(small_site, config, state_dir=tmp_path / "state")
+    # Execute
+    first, last = _metrics(site.train(1)), _metrics(site.train(4))
+    # Assert: the last round takes the budget the missed rounds left, within the target
+    assert last[keys.TRAIN_STATUS] == keys.STATUS_TRAINED
+    assert last[keys.NOISE_MULTIPLIER] < first[keys.NOISE_MULTIPLIER]
+    assert 8.0 - EPSILON_TOLERANCE <= last[keys.EPSILON] <= 8.0
