@@ -6,9 +6,12 @@ Each instruction carries only the round settings (``common.round_settings``); wh
 site's data, cache and privacy state live comes from its node config. The site's privacy
 accountant history lives in its signed ledger in the state directory (``client.privacy_state``),
 keyed by the run key the server sends (the run directory's name), so epsilon accumulates
-across rounds, SuperNode restarts and resumed runs; a round that would exceed the budget is
-declined (``client.budget``), and so is a run that breaks the site's own privacy policy
-(node config ``require-dp``, ``max-epsilon``, …: ``client.policy``), before any data is read.
+across rounds, SuperNode restarts and resumed runs; a site whose ledger is not the plan's
+(a round redone after a resume, rounds missed while down) re-plans the remaining rounds'
+noise to what is left of the run's epsilon (``common.planning``); a round that would exceed
+the budget is declined (``client.budget``), and so is a run that breaks the site's own
+privacy policy (node config ``require-dp``, ``max-epsilon``, …: ``client.policy``), before
+any data is read.
 A trained DP round is appended to the site's signed privacy ledger before the reply leaves,
 and the signed record travels with the reply (``attestation``, ``common.keys``).
 """
@@ -169,7 +172,19 @@ def handle_train(
         config.privacy,
         planned_rounds=config.federation.num_rounds,
         calibrate=privacy.calibrate,
+        server_round=settings.server_round,
+        history=privacy.history() if config.privacy.enabled else (),
+        replan=privacy.replan,
     )
+    if plan.replanned:
+        LOG.info(
+            "site '%s' re-plans round %d: its ledger holds other rounds than the plan's "
+            "(a redone or missed round), noise multiplier %.4f -> %.4f for the rest of the run",
+            data.site_id,
+            settings.server_round,
+            plan.planned_noise,
+            plan.noise_multiplier,
+        )
     refusal = policy.check(
         config, server_round=settings.server_round, noise_multiplier=plan.noise_multiplier
     )

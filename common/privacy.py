@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
+from opacus.accountants.utils import MAX_SIGMA, get_noise_multiplier
 
 from common.errors import ConfigError
 
 HistoryEntry = tuple[float, float, int]
+# Opacus' get_noise_multiplier stops its search within this much epsilon below the target.
+EPSILON_TOLERANCE = 0.01
 # RDP's search hit its largest order: the bound is valid, only looser than it could be.
 _RDP_ALPHA_WARNING = ".*Optimal order is the largest alpha"
 
@@ -53,6 +55,59 @@ def noise_multiplier_for(
             f"cannot reach epsilon {target_epsilon} in {steps} steps at sample rate "
             f"{sample_rate:.3g}: {problem}"
         ) from None
+
+
+def noise_multiplier_after(
+    history: Sequence[HistoryEntry],
+    *,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str,
+    candidate: float | None = None,
+    epsilon_tolerance: float = EPSILON_TOLERANCE,
+) -> float | None:
+    """Noise multiplier for ``steps`` more steps at ``sample_rate`` after ``history``.
+
+    Composing the recorded ``history`` with the new steps (folded as the ledger folds them,
+    accounted by Opacus' accountant exactly as :func:`epsilon_of` does) spends at most
+    ``target_epsilon``, and less than ``epsilon_tolerance`` below it: Opacus'
+    ``get_noise_multiplier`` search (doubling, then bisection), over a history instead of
+    a single entry. ``candidate`` (e.g. the noise of the last round) is kept when it
+    already lands in that window, so a re-planned run keeps its noise round after round.
+    None: nothing is left (the history alone spends the target).
+    """
+    acc = create_accountant(mechanism=accountant)
+
+    def spent(noise: float) -> float:
+        acc.history = merge_history(history, [(float(noise), float(sample_rate), int(steps))])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_RDP_ALPHA_WARNING)
+            return float(acc.get_epsilon(delta=delta))
+
+    if epsilon_of(history, delta=delta, accountant=accountant) >= target_epsilon:
+        return None
+    if (
+        candidate is not None
+        and candidate > 0
+        and target_epsilon - epsilon_tolerance <= spent(candidate) <= target_epsilon
+    ):
+        return float(candidate)
+    low, high, high_spent = 0.0, 10.0, math.inf
+    while high_spent > target_epsilon:
+        high *= 2
+        if high > MAX_SIGMA:
+            return None
+        high_spent = spent(high)
+    while target_epsilon - high_spent > epsilon_tolerance:
+        middle = (low + high) / 2
+        middle_spent = spent(middle)
+        if middle_spent < target_epsilon:
+            high, high_spent = middle, middle_spent
+        else:
+            low = middle
+    return high
 
 
 def epsilon_of(history: Sequence[HistoryEntry], *, delta: float, accountant: str) -> float:
