@@ -137,7 +137,7 @@ class GuardedStrategy(Strategy):
             self._short_round = true_round
         if len(online) < self.min_replies:
             raise RunStopped(
-                f"round {true_round}: {len(online)} site(s) online after waiting "
+                f"{len(online)} site(s) online after waiting "
                 f"{self.availability.timeout:g} s (federation.wait-timeout), "
                 f"{self.min_replies} needed (federation.min-sites)"
             )

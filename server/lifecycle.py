@@ -171,7 +171,9 @@ class RunLifecycle:
                     engine.run(grid, context, self)
                 except RunStopped as stop:
                     self.summary.stopped = self._stopped(str(stop))
-                    done = self.summary.rounds[-1].round if self.summary.rounds else 0
+                    done = (
+                        self.summary.rounds[-1].round if self.summary.rounds else self.start_round
+                    )
                     self.run_dir.append_event(done, "stopped", str(stop))
             self._progress = None
         if self.summary.stopped:
@@ -186,9 +188,10 @@ class RunLifecycle:
 
     def _stopped(self, why: str) -> str:
         """The one line an operator reads when too few sites were online to go on."""
-        done = self.summary.rounds[-1].round if self.summary.rounds else 0
+        done = self.summary.rounds[-1].round if self.summary.rounds else self.start_round
         return (
-            f"run stopped: {why}. {done} of {self.config.federation.num_rounds} rounds done; "
+            f"run stopped before round {done + 1}: {why}. "
+            f"{done} of {self.config.federation.num_rounds} rounds done; "
             f"resume when enough sites are online: run.resume=true "
             f'run.run-dir="{self.run_dir.path}"'
         )

@@ -183,6 +183,10 @@ def render_report(
         "privacy": _privacy(rounds, config),
         "fairness": fairness_of(final),
         "events": participation_events(rounds, run_events),
+        # the run's last event, when it is a stop not followed by a resume
+        "stopped": run_events[-1]
+        if run_events and run_events[-1].get("kind") == "stopped"
+        else None,
     }
     return _environment().get_template(TEMPLATE).render(context)
 

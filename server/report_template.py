@@ -77,10 +77,14 @@ REPORT_TEMPLATE = r"""<!doctype html>
 <nav>
   <a href="#overview">Overview</a><a href="#settings">Settings &amp; data</a><a href="#metrics">Metrics by round</a>
   <a href="#roc">ROC</a><a href="#confusion">Confusion matrix</a><a href="#calibration">Calibration</a>
-  <a href="#privacy">Privacy</a><a href="#fairness">Fairness</a><a href="#participation">Participation</a>
+  <a href="#privacy">Privacy</a><a href="#fairness">Fairness</a><a href="#participation">Rounds</a>
 </nav>
 
 <section id="overview">
+{% if stopped %}
+  <p class="flag">Run stopped before round {{ stopped.after_round + 1 }}: {{ stopped.detail }}. It can be resumed from
+    its last checkpoint (<code>run.resume=true</code> with this run directory) once enough sites are online.</p>
+{% endif %}
 {% if final %}
   <h2>Final round {{ final.round }}: pooled test metrics</h2>
   <div class="cards">

@@ -116,7 +116,7 @@ class SecAggFedAvg(FedAvg):
             self._evaluate_now = true_round
         if len(online) < self._availability.needed:
             raise RunStopped(
-                f"round {true_round}: {len(online)} site(s) online after waiting "
+                f"{len(online)} site(s) online after waiting "
                 f"{self._availability.timeout:g} s (federation.wait-timeout), "
                 f"{self._availability.needed} needed (federation.min-sites)"
             )

@@ -179,7 +179,7 @@ def test_training_with_too_few_sites_online_stops_the_run_after_a_bounded_wait(
     strategy, recorded = _guarded(wanted=2, needed=2)
     grid = ScriptedGrid([11], deaths={})
 
-    with pytest.raises(RunStopped, match=r"round 1: 1 site\(s\) online .* 2 needed"):
+    with pytest.raises(RunStopped, match=r"^1 site\(s\) online .* 2 needed"):
         _bounded(_start, strategy, grid, rounds=2)
     assert recorded == []
 
@@ -204,11 +204,14 @@ def test_a_run_with_too_few_sites_ends_cleanly_resumable_and_says_so(
 
     # Assert: a clear line naming the settings and how to resume; the event is on disk and
     # in the report
-    assert "run stopped: round 1: 1 site(s) online" in summary.stopped
+    assert "run stopped before round 1: 1 site(s) online" in summary.stopped
     assert "federation.min-sites" in summary.stopped and "run.resume=true" in summary.stopped
     event = (tmp_path / "run" / EVENTS_FILE).read_text()
     assert '"kind": "stopped"' in event and '"after_round": 0' in event
-    assert "stopped" in (tmp_path / "run" / "report.html").read_text()
+    assert (
+        "Run stopped before round 1: 1 site(s) online"
+        in (tmp_path / "run" / "report.html").read_text()
+    )
 
 
 def test_build_strategy_waits_as_the_federation_settings_say() -> None:
