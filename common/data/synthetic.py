@@ -237,7 +237,7 @@ def generate_site(
 
 def _clinical_facts(rng: np.random.Generator) -> tuple[bool, float, str, str, str]:
     """One clinical patient: lesion, age (years), how the age is written, smoker, bmi."""
-    lesion = bool(rng.random() < 0.5)
+    lesion = bool(rng.random() < 0.7)
     age = float(rng.uniform(30, 90))
     how = str(rng.choice(["tag", "tag", "tag", "tag", "tag", "tag", "birth", "birth", "none"]))
     smoker = str(rng.choice([*_SMOKER, ""]))
