@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -124,7 +125,7 @@ def test_the_columns_setting_is_parsed_and_checked() -> None:
         ("label", "labels.csv column"),
         ("a b", "not a column name"),
     ]:
-        with pytest.raises(ConfigError, match=f"'data.clinical-columns'.*{why}"):
+        with pytest.raises(ConfigError, match=rf"'data\.clinical-columns'.*{re.escape(why)}"):
             MedfedConfig.from_flat({"data.clinical-columns": bad, "model.name": "fusion-cnn"})
 
 
