@@ -49,16 +49,15 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(rows, indent=2))
-    print("\n| training | seed | image-only AUC | fusion AUC | fusion − image-only |")
+    print("\n| training | seed | image-only AUC | fusion AUC | fusion - image-only |")
     print("|---|---|---|---|---|")
     for dp in settings:
         chosen = [r for r in rows if r["dp"] == dp]
         label = "DP-SGD ε=8" if dp else "no DP"
         for r in chosen:
             gain = r["fusion"] - r["image-only"]
-            print(
-                f"| {label} | {r['seed']} | {r['image-only']:.3f} | {r['fusion']:.3f} | {gain:+.3f} |"
-            )
+            aucs = f"{r['image-only']:.3f} | {r['fusion']:.3f}"
+            print(f"| {label} | {r['seed']} | {aucs} | {gain:+.3f} |")
         image = statistics.mean(r["image-only"] for r in chosen)
         fusion = statistics.mean(r["fusion"] for r in chosen)
         print(f"| {label} | mean | {image:.3f} | {fusion:.3f} | {fusion - image:+.3f} |")
