@@ -28,6 +28,7 @@ from common.errors import ConfigError
 from common.model_file import load_saved_model
 from common.models import build_run_model
 from medfed.cli import main
+from simulations.scenario import load_scenario
 from tests.clientapp_harness import CapturingHarness
 
 COLUMNS = "age, sex, smoker=never|former|current, bmi"
@@ -284,3 +285,22 @@ def test_fusion_beats_image_only_on_the_synthetic_clinical_task(tmp_path: Path) 
     # image-only cannot tell a young patient's lesion from an old one's (ceiling ~0.73)
     assert auc["fusion"] > 0.85
     assert auc["fusion"] > auc["image-only"] + 0.08
+
+
+def test_the_synthetic_clinical_task_needs_age_and_ships_as_a_scenario(
+    clinical_site: Path,
+) -> None:
+    config = MedfedConfig().replace(**{"data.image-size": 16, "data.cache": False}).data
+    data = load_site(clinical_site, config, "site")
+    records = data.train_clinical + data.test_clinical
+    labels = torch.cat([data.train_y, data.test_y]).tolist()
+    young = [
+        y for r, y in zip(records, labels, strict=True) if r.get("age") and float(r["age"]) < 60
+    ]
+    assert young and sum(young) <= 2  # only label noise makes a young patient positive
+    assert any(labels)
+
+    scenario = load_scenario("fusion").config()
+
+    assert scenario.model.name == "fusion-cnn" and scenario.data.synthetic_clinical
+    assert parse_clinical_columns(scenario.data.clinical_columns).width == 12
