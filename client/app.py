@@ -31,6 +31,7 @@ from flwr.common.logger import log as flwr_log
 from torch.utils.data import TensorDataset
 
 from client.budget import SitePrivacy
+from client.clinical_inputs import clinical_features
 from client.evaluate import evaluate_split
 from client.outbound import audit_outbound, contain_errors
 from client.policy import SitePolicy
@@ -43,7 +44,7 @@ from common.data.sites import SiteData
 from common.errors import ConfigError
 from common.ledger import record_to_wire, update_digest
 from common.metrics import to_wire
-from common.models import build_model
+from common.models import build_run_model
 from common.params import arrays_to_model, model_to_arrays
 from common.planning import RoundPlan, plan_round
 from common.privacy import HistoryEntry
@@ -163,7 +164,10 @@ def handle_train(
         return _declined_by_policy(content, context, refusal)
     site_index, data = _load(settings, context, sources)
     config = settings.config
-    dataset = TensorDataset(data.train_x, data.train_y)  # [0, 1]; normalised by the model step
+    clinical = clinical_features(data, config)  # fusion runs: encoded at the site, fitted on train
+    tabular = () if clinical is None else (clinical.train,)
+    # images in [0, 1] (normalised by the model step), [clinical features,] labels
+    dataset = TensorDataset(data.train_x, *tabular, data.train_y)
     run_key = settings.run_key or str(context.run_id)
     privacy = SitePrivacy.open(context.node_config, config, data.site_id, run_key)
     plan = plan_round(
@@ -195,7 +199,7 @@ def handle_train(
         LOG.warning("site '%s' declines to train: %s", data.site_id, why)
         metrics = _train_metrics(config, site_index, plan, None, privacy.spent(), status)
         return RecordDict({keys.ARRAYS: content[keys.ARRAYS], keys.METRICS: metrics})
-    model = build_model(config.model, data.in_channels)
+    model = build_run_model(config, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
     result = train_locally(
         model,
@@ -296,16 +300,27 @@ def handle_evaluate(
         raise ConfigError(f"this site's privacy policy refuses the run: {refusal}")
     site_index, data = _load(settings, context, sources)
     config = settings.config
-    model = build_model(config.model, data.in_channels)
+    model = build_run_model(config, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
     num_classes = config.model.num_classes
+    clinical = clinical_features(data, config)
     result, test_counts, scores = evaluate_split(
-        model, data.test_x, data.test_y, num_classes=num_classes
+        model,
+        data.test_x,
+        data.test_y,
+        num_classes=num_classes,
+        tabular=None if clinical is None else clinical.test,
     )
     wire = {**to_wire(result), **counts_to_wire("test", test_counts)}
     wire.update(group_counts_to_wire(data, scores, config.eval.min_group_size))
     # every site sends the same keys (empty val: zero counts)
-    _, val_counts, _ = evaluate_split(model, data.val_x, data.val_y, num_classes=num_classes)  # type: ignore[arg-type]
+    _, val_counts, _ = evaluate_split(
+        model,
+        data.val_x,  # type: ignore[arg-type]
+        data.val_y,  # type: ignore[arg-type]
+        num_classes=num_classes,
+        tabular=None if clinical is None else clinical.val,
+    )
     wire.update(counts_to_wire("val", val_counts))
     metrics = MetricRecord({**wire, keys.SITE_INDEX: site_index})
     return RecordDict({keys.METRICS: metrics})

@@ -29,7 +29,7 @@ from rich.table import Table
 
 from common.config import MedfedConfig, Scalar, parse_class_names
 from common.errors import ConfigError
-from common.models import build_model
+from common.models import build_run_model
 from common.numbers import number, ratio
 from common.params import model_to_arrays
 from common.round_settings import encode_round_settings
@@ -138,7 +138,7 @@ class RunLifecycle:
         if self.checkpoint is not None:
             return self.checkpoint.array_record()
         torch.manual_seed(self.config.run.seed)
-        return model_to_arrays(build_model(self.config.model, self.config.data.channels))
+        return model_to_arrays(build_run_model(self.config, self.config.data.channels))
 
     def saved_strategy_state(self) -> dict[str, np.ndarray]:
         """The server optimiser state stored with the checkpoint (empty for a new run)."""
