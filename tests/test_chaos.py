@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pytest
 
-from common import keys
 from common.data.synthetic import generate_site
 from medfed.testing.federation import Hospital, LocalFederation, Started, online_nodes, wait_until
 from medfed.testing.timing import scaled
@@ -66,7 +65,6 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFedera
             generate_site(
                 root / "data" / site, index, seed=0, num_images=IMAGES_PER_SITE, image_size=64
             ),
-            {keys.NODE_AUDIT_DIR: str(root / "audit" / site)},
         )
         for index, site in enumerate(SITES)
     ]
