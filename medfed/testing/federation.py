@@ -105,31 +105,60 @@ class Processes:
     def stop(self, entry: Started, timeout: float | None = None) -> None:
         """SIGTERM the process group, then SIGKILL whatever of it is left.
 
-        The leader is left unreaped (a zombie) until its group has been killed, so its
-        process id, which is the group id, cannot be reused by an unrelated process.
+        Flower starts some children in sessions of their own (the SuperLink's SuperExec and
+        its ServerApp process): their groups, found below the leader before it is signalled,
+        get the SIGKILL too. The leader is left unreaped (a zombie) until its group has been
+        killed, so its process id, which is the group id, cannot be reused meanwhile.
         """
         timeout = scaled(15) if timeout is None else timeout
         group = entry.process.pid
         if entry.process.returncode is None:
+            below = _groups_below(group)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and not _exited(group):
                 time.sleep(0.1)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(group, signal.SIGKILL)
+            _kill_groups([group, *below])
         entry.process.wait(timeout=timeout)
 
     def kill(self, entry: Started) -> None:
-        """SIGKILL the process group at once, as a power cut or an OOM kill would."""
+        """SIGKILL the process group (and its children's own groups) at once, as a power cut
+        or an OOM kill would."""
         if entry.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(entry.process.pid, signal.SIGKILL)
+            _kill_groups([entry.process.pid, *_groups_below(entry.process.pid)])
         entry.process.wait(timeout=scaled(15))
 
     def stop_all(self) -> None:
         for entry in reversed(self.started):
             self.stop(entry)
+
+
+def _kill_groups(groups: Sequence[int]) -> None:
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+
+
+def _groups_below(pid: int) -> list[int]:
+    """Process group ids of every live descendant of ``pid`` other than its own (Linux)."""
+    children: dict[int, list[int]] = {}
+    for proc_stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(proc_stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(proc_stat.parent.name))
+    groups: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            todo.append(child)
+            with contextlib.suppress(ProcessLookupError):
+                group = os.getpgid(child)
+                if group != pid and group not in groups:
+                    groups.append(group)
+    return groups
 
 
 def _exited(pid: int) -> bool:
