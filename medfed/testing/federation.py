@@ -52,6 +52,7 @@ from medfed.testing.timing import scaled
 
 HOST = "127.0.0.1"
 CONNECTION = "medfed"
+ACTIVATED = "SuperNode ID:"  # what flower-supernode logs once the SuperLink activated it
 
 
 def flwr_env(flwr_home: Path) -> dict[str, str]:
@@ -366,9 +367,30 @@ class LocalFederation:
             self.processes.kill(entry)
 
     def start_supernode_again(self, name: str) -> Started:
-        """Start a stopped or killed hospital again with the same settings (key, state)."""
+        """Start a killed hospital again with the same settings, as a service manager would.
+
+        After a ``kill -9`` the SuperLink still counts the dead node as online until it misses
+        its heartbeats (flwr 1.42: 2 intervals of 30 s), and refuses the restarted one
+        (``[code: 2004] Failed to activate SuperNode``, exit 305). Like ``Restart=always`` in
+        systemd, the node (and its gate) is then stopped and started again, until it is
+        activated or ``start_timeout`` has passed.
+        """
         spec, _ = self.nodes[name]
-        return self.start_supernode(name, spec)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            node = self.start_supernode(name, spec)
+            offset = len(node.output())
+
+            def settled(node: Started = node, offset: int = offset) -> bool:
+                return node.process.poll() is not None or ACTIVATED in node.output()[offset:]
+
+            wait_until(settled, max(1.0, deadline - time.monotonic()), f"{name} to activate")
+            if node.process.poll() is None:
+                return node
+            self.stop_supernode(name)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} was not activated again:\n{node.tail()}")
+            time.sleep(2.0)  # a service manager's restart delay
 
     def start_gateway(self, port: int) -> Started:
         """nginx forwarding only the SuperNode's Fleet routes to the loopback SuperLink."""
