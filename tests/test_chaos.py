@@ -197,19 +197,22 @@ def chaos_run(federation: LocalFederation) -> dict[str, object]:
         REPO_ROOT,
         {**config, "run.resume": True, "run.run-dir": str(run_dir)},
     )
-    _wait_for_task(
-        federation, ("hospital-b",), "evaluate", offsets, "round 3's evaluation", resumed
-    )
-    federation.kill_supernode("hospital-b")
-    sent = site_b.output()[offsets["hospital-b"] :]
-    killed_b_in_time = "Sending: evaluate message" not in sent
+    try:
+        _wait_for_task(
+            federation, ("hospital-b",), "evaluate", offsets, "round 3's evaluation", resumed
+        )
+        federation.kill_supernode("hospital-b")
+        sent = site_b.output()[offsets["hospital-b"] :]
+        killed_b = "" if "Sending: evaluate message" not in sent else "it replied before the kill"
+    except TimeoutError as error:  # let the run end; the tests then say what went wrong
+        killed_b = f"not killed: {error}"
     resumed_output = _finish(resumed, "the resumed run")
     return {
         "run_dir": run_dir,
         "first": first_output,
         "resumed": resumed_output,
         "killed_a_in_time": killed_a_in_time,
-        "killed_b_in_time": killed_b_in_time,
+        "killed_b": killed_b,
         "wall_s": time.monotonic() - started_at,
     }
 
@@ -228,7 +231,6 @@ def test_the_run_finishes_all_its_rounds(chaos_run: dict[str, object]) -> None:
     print(f"chaos run: {chaos_run['wall_s']:.0f} s, timeouts x{timeout_scale():.2f}")
 
     assert chaos_run["killed_a_in_time"], "hospital-a replied before the kill landed"
-    assert chaos_run["killed_b_in_time"], "hospital-b replied before the kill landed"
     assert [r["round"] for r in rounds] == list(range(1, ROUNDS + 1)), lines
     assert "Resuming" in str(chaos_run["resumed"])
     elapsed = [float(r["elapsed_s"]) for r in rounds]  # type: ignore[arg-type]
@@ -249,6 +251,7 @@ def test_a_site_killed_while_training_is_named_once_and_rejoins(
 
 def test_a_site_killed_while_evaluating_is_named(chaos_run: dict[str, object]) -> None:
     rounds, lines = _rounds(chaos_run)
+    assert not chaos_run["killed_b"], chaos_run["killed_b"]
     assert "hospital-b" not in rounds[2]["eval_sites"], lines[3]  # type: ignore[operator]
     assert "hospital-b" in lines[3], lines[3]  # the evaluation it missed
     assert "hospital-b" not in rounds[3]["train_sites"], lines[4]  # type: ignore[operator]
