@@ -37,8 +37,8 @@ from tests.deploy_support import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-SUPERLINK_PORT = 19130
-NODE_PORTS = (19131, 19132, 19133)
+SUPERLINK_PORT = 19140
+NODE_PORTS = (19141, 19142, 19143)
 SITES = ("hospital-a", "hospital-b", "hospital-c")
 IMAGES_PER_SITE = 24
 ROUNDS = 4
