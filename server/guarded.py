@@ -63,6 +63,7 @@ class Participation:
 ParticipationListener = Callable[[Participation], None]
 # (round, site -> why it missed the round's evaluation)
 EvaluationMissListener = Callable[[int, dict[str, str]], None]
+OFFLINE = "offline (not connected when the round began)"
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 
 
@@ -102,6 +103,7 @@ class GuardedStrategy(Strategy):
         on_declined: DeclineListener | None = None,
         availability: Availability | None = None,
         on_evaluation_missed: EvaluationMissListener | None = None,
+        node_sites: dict[int, str] | None = None,
     ) -> None:
         self.inner = inner
         self.availability = availability or Availability(
@@ -118,7 +120,9 @@ class GuardedStrategy(Strategy):
         self._sent: list[Message] = []
         self._sent_evaluate: list[Message] = []
         self._short_round = -1  # a round whose training already waited out the deadline
-        self._node_sites: dict[int, str] = {}
+        # node id -> site name, learned from replies (the lifecycle keeps it across a resume)
+        self._node_sites: dict[int, str] = node_sites if node_sites is not None else {}
+        self._online: set[int] = set()
 
     # -- Flower Strategy interface ---------------------------------------------------------
     def summary(self) -> None:
@@ -146,6 +150,7 @@ class GuardedStrategy(Strategy):
                 self.inner.configure_train(true_round, arrays, config, FixedNodes(grid, online))
             )
         self._sampled = {message.metadata.dst_node_id for message in messages}
+        self._online = set(online)
         self._sent = messages  # the grid gives each its message id when it sends it
         return messages
 
@@ -177,6 +182,9 @@ class GuardedStrategy(Strategy):
         for node in sorted(self._sampled - replied):
             participation.failed[self._site_of_node(node)] = "no reply before the round timeout"
         failed_nodes = {self._site_of_node(node): node for node in self._sampled}
+        named = {*participation.failed, *participation.trained}
+        named.update(site_name(i) for m in declined if (i := _site_index(m)) is not None)
+        participation.failed.update(self._offline(named))
 
         verdict = validate_round([c for c, _ in good], self._reference, self.validation)
         accepted_ids = {id(c) for c in verdict.accepted}
@@ -318,6 +326,16 @@ class GuardedStrategy(Strategy):
                 for name, array in arrays.items()
             }
         )
+
+    def _offline(self, named: set[str]) -> dict[str, str]:
+        """Sites seen in earlier rounds that were not connected when this round began (and
+        gave no reply under another node id). Unknown when an unnamed node was online but
+        not sampled: it may be one of them, reconnected under a new id."""
+        if any(n not in self._node_sites and n not in self._sampled for n in self._online):
+            return {}
+        online_sites = {self._node_sites[n] for n in self._online if n in self._node_sites}
+        known = set(self._node_sites.values())
+        return {site: OFFLINE for site in sorted(known - online_sites - named)}
 
     def _site_of_node(self, node: int) -> str:
         return self._node_sites.get(node, f"node {node}")

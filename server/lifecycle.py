@@ -117,6 +117,8 @@ class RunLifecycle:
             class_names=parse_class_names(config.data.class_names),
         )
         self.strategy_state: StateSource = dict
+        # node id -> site name, as learned by the round engine (named failures after a resume)
+        self.node_sites: dict[int, str] = self.run_dir.read_node_sites()
         self._fingerprint = config_hash(config)
         self._progress: RoundProgress | None = None
         if self.checkpoint is not None:
@@ -211,6 +213,7 @@ class RunLifecycle:
             keep=self.config.run.keep_checkpoints,
         )
         self.run_dir.append_metrics(record.to_json())
+        self.run_dir.write_node_sites(self.node_sites)
         self.run_dir.save_model(arrays, self.config, record.round, threshold=record.threshold)
         self.summary.rounds.append(record)
         if self._progress is not None:

@@ -86,8 +86,11 @@ STRATEGY_DESCRIPTIONS: dict[str, str] = {
 }
 
 
-def build_strategy(config: MedfedConfig, recorder: RoundRecorder) -> GuardedStrategy:
-    """The configured Flower strategy with medfed's hooks, wrapped in ``GuardedStrategy``."""
+def build_strategy(
+    config: MedfedConfig, recorder: RoundRecorder, node_sites: dict[int, str] | None = None
+) -> GuardedStrategy:
+    """The configured Flower strategy with medfed's hooks, wrapped in ``GuardedStrategy``
+    (``node_sites``: the run's node id -> site name map, kept across a resume)."""
     name = config.strategy.name  # checked by StrategyConfig (common.config.STRATEGY_NAMES)
     builder = STRATEGY_REGISTRY[name]
     federation = config.federation
@@ -110,6 +113,7 @@ def build_strategy(config: MedfedConfig, recorder: RoundRecorder) -> GuardedStra
         on_declined=recorder.record_declined,
         availability=availability_of(config),
         on_evaluation_missed=recorder.record_evaluation_missed,
+        node_sites=node_sites,
     )
 
 

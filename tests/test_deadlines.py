@@ -29,6 +29,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from common import keys
 from common.config import MedfedConfig
 from server.availability import Availability, RunStopped
+from server.guarded import OFFLINE
 from server.lifecycle import RunLifecycle
 from server.rounds import StrategyEngine
 from server.rundir import EVENTS_FILE
@@ -164,10 +165,13 @@ def test_sites_lost_in_training_and_evaluation_are_named_once_and_rounds_go_on(
     first, second, third = recorded
     assert first.train_sites == ["hospital-a", "hospital-b", "hospital-c"]
     assert first.eval_missed == {"hospital-c": "lost contact with the site (no heartbeat)"}
-    assert second.failed == {"hospital-b": "lost contact with the site (no heartbeat)"}
+    assert second.failed == {
+        "hospital-b": "lost contact with the site (no heartbeat)",
+        "hospital-c": OFFLINE,  # gone since round 1: named, though it could not be sampled
+    }
     assert not second.aggregated  # 1 valid update, 2 needed: global model kept
     assert third.train_sites == ["hospital-a", "hospital-b"]  # back by itself
-    assert third.aggregated and not third.failed and not third.eval_missed
+    assert third.aggregated and third.failed == {"hospital-c": OFFLINE} and not third.eval_missed
     for record in recorded:
         named = {*record.failed, *record.eval_missed, *record.train_sites}
         assert not any(name.startswith("node ") for name in named)
@@ -222,3 +226,19 @@ def test_build_strategy_waits_as_the_federation_settings_say() -> None:
 
     strategy = build_strategy(config, RoundRecorder(listener=lambda record, arrays: None))
     assert strategy.availability == Availability(wanted=5, needed=2, timeout=42.0)
+
+
+def test_a_resumed_run_still_names_the_sites_by_their_node_ids(tmp_path: Path) -> None:
+    # Arrange: a run that learned two sites' node ids, then a resume of it
+    settings = {"run.run-dir": str(tmp_path / "run"), "privacy.enabled": False}
+    first = RunLifecycle(MedfedConfig.from_flat(settings))
+    first.node_sites.update({11: "hospital-a", 12: "hospital-b"})
+    first.run_dir.write_node_sites(first.node_sites)
+
+    # Act
+    resumed = RunLifecycle(MedfedConfig.from_flat({**settings, "run.resume": True}))
+    strategy = build_strategy(resumed.config, resumed.recorder, resumed.node_sites)
+
+    # Assert: the new ServerApp process names a site lost before it replies to it
+    assert resumed.node_sites == {11: "hospital-a", 12: "hospital-b"}
+    assert strategy._site_of_node(12) == "hospital-b"
