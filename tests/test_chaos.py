@@ -172,6 +172,8 @@ def chaos_run(federation: LocalFederation) -> dict[str, object]:
     offsets = _offsets(federation)
     _wait_for_task(federation, ("hospital-a",), "train", offsets, "round 2 at hospital-a", first)
     federation.kill_supernode("hospital-a")
+    # the round whose training it missed: the one after those recorded (under load, maybe 3)
+    killed_a_round = len(_metrics(_recorded(runs_dir, 1))) + 1  # type: ignore[arg-type]
     killed_a_in_time = "Sending: train message" not in site_a.output()[offsets["hospital-a"] :]
     federation.start_supernode_again("hospital-a")
 
@@ -202,17 +204,20 @@ def chaos_run(federation: LocalFederation) -> dict[str, object]:
             federation, ("hospital-b",), "evaluate", offsets, "round 3's evaluation", resumed
         )
         federation.kill_supernode("hospital-b")
+        killed_b_round = len(_metrics(run_dir)) + 1  # evaluation comes before its record
         sent = site_b.output()[offsets["hospital-b"] :]
         killed_b = "" if "Sending: evaluate message" not in sent else "it replied before the kill"
     except TimeoutError as error:  # let the run end; the tests then say what went wrong
-        killed_b = f"not killed: {error}"
+        killed_b, killed_b_round = f"not killed: {error}", 0
     resumed_output = _finish(resumed, "the resumed run")
     return {
         "run_dir": run_dir,
         "first": first_output,
         "resumed": resumed_output,
         "killed_a_in_time": killed_a_in_time,
+        "killed_a_round": killed_a_round,
         "killed_b": killed_b,
+        "killed_b_round": killed_b_round,
         "wall_s": time.monotonic() - started_at,
     }
 
@@ -246,29 +251,33 @@ def test_a_site_killed_while_training_is_named_once_and_rejoins(
     chaos_run: dict[str, object],
 ) -> None:
     rounds, lines = _rounds(chaos_run)
-    assert "hospital-a" not in rounds[1]["train_sites"], lines[2]  # type: ignore[operator]
-    assert "hospital-a" in rounds[1]["failed"], lines[2]  # type: ignore[operator]
-    assert _named_as_missing("hospital-a", lines[2]), lines[2]
-    assert rounds[1]["aggregated"], lines[2]  # 2 of 3 replies >= min-sites
-    assert "node " not in lines[2], lines[2]  # by site name only, once
+    k = int(chaos_run["killed_a_round"])  # type: ignore[call-overload]
+    assert "hospital-a" not in rounds[k - 1]["train_sites"], lines[k]  # type: ignore[operator]
+    assert "hospital-a" in rounds[k - 1]["failed"], lines[k]  # type: ignore[operator]
+    assert _named_as_missing("hospital-a", lines[k]), lines[k]
+    assert rounds[k - 1]["aggregated"], lines[k]  # 2 of 3 replies >= min-sites
+    assert "node " not in lines[k], lines[k]  # by site name only, once
     # it came back by itself and trained again
-    assert any("hospital-a" in r["train_sites"] for r in rounds[2:]), lines  # type: ignore[operator]
+    assert any("hospital-a" in r["train_sites"] for r in rounds[k:]), lines  # type: ignore[operator]
 
 
 def test_a_site_killed_while_evaluating_is_named(chaos_run: dict[str, object]) -> None:
     rounds, lines = _rounds(chaos_run)
     assert not chaos_run["killed_b"], chaos_run["killed_b"]
-    assert "hospital-b" not in rounds[2]["eval_sites"], lines[3]  # type: ignore[operator]
-    assert _named_as_missing("hospital-b", lines[3]), lines[3]  # the evaluation it missed
-    assert "hospital-b" not in rounds[3]["train_sites"], lines[4]  # type: ignore[operator]
-    assert _named_as_missing("hospital-b", lines[4]), lines[4]  # still down
-    for number in (3, 4):
+    k = int(chaos_run["killed_b_round"])  # type: ignore[call-overload]
+    assert "hospital-b" not in rounds[k - 1]["eval_sites"], lines[k]  # type: ignore[operator]
+    assert _named_as_missing("hospital-b", lines[k]), lines[k]  # the evaluation it missed
+    for number in range(k + 1, ROUNDS + 1):  # still down: named as offline
+        assert "hospital-b" not in rounds[number - 1]["train_sites"], lines[number]  # type: ignore[operator]
+        assert _named_as_missing("hospital-b", lines[number]), lines[number]
+    for number in range(k, ROUNDS + 1):
         assert "node " not in lines[number], lines[number]
 
 
 def test_the_rounds_after_the_resume_still_aggregate(chaos_run: dict[str, object]) -> None:
     rounds, lines = _rounds(chaos_run)
-    for number in (3, 4):
+    resumed_after = int(str(chaos_run["resumed"]).split(" after round ", 1)[1].split("/", 1)[0])
+    for number in range(resumed_after + 1, ROUNDS + 1):
         assert rounds[number - 1]["aggregated"], lines[number]
         assert len(rounds[number - 1]["train_sites"]) >= 2, lines[number]  # type: ignore[arg-type]
 
@@ -281,11 +290,15 @@ def test_the_report_says_what_happened_in_each_round(chaos_run: dict[str, object
     events = {
         (int(number), site): kind
         for number, site, kind in re.findall(
-            r'<tr><td>(\d+)</td><td class="text">([^<]+)</td><td class="text kind-(\w+)">',
+            r'<tr><td>(\d+)</td><td class="text">([^<]+)</td><td class="text kind-([\w-]+)">',
             report,
         )
     }
-    assert events.get((2, "hospital-a")) == "failed", events
-    assert (3, "hospital-b") in events, events
-    assert (4, "hospital-b") in events, events
+    killed_a, killed_b = chaos_run["killed_a_round"], chaos_run["killed_b_round"]
+    assert events.get((killed_a, "hospital-a")) == "failed", events
+    assert events.get((killed_b, "hospital-b")) == "not-evaluated", events
+    for number in range(int(killed_b) + 1, ROUNDS + 1):  # type: ignore[call-overload]
+        assert events.get((number, "hospital-b")) == "failed", events  # offline
+    resumed = [number for (number, site), kind in events.items() if kind == "resumed"]
+    assert len(resumed) == 1, events
     assert not [site for _, site in events if site.startswith("node ")], events
