@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint clean gateway-deps
+.PHONY: demo test test-under-load install lint clean gateway-deps
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,20 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/medfed demo
 
+TEST_COMMAND := $(VENV)/bin/python -m pytest -q
+
 test: $(STAMP) gateway-deps
-	$(VENV)/bin/python -m pytest -q
+	$(TEST_COMMAND)
+
+# The same tests next to two CPU-bound processes (a busy, shared machine): every timeout in
+# the tests scales with the speed measured at the start (tests/conftest.py). Exactly the two
+# busy processes started here are stopped again, whatever the tests' outcome.
+test-under-load: $(STAMP) gateway-deps
+	@$(VENV)/bin/python -c 'while True: pass' & hog1=$$!; \
+	$(VENV)/bin/python -c 'while True: pass' & hog2=$$!; \
+	trap 'kill $$hog1 $$hog2 2>/dev/null' EXIT INT TERM; \
+	echo "two CPU-bound processes running: $$hog1 $$hog2"; \
+	$(TEST_COMMAND)
 
 # nginx (Debian nginx-light) is the Fleet-only gateway exercised by tests/test_gateway.py.
 gateway-deps:

@@ -6,9 +6,12 @@ Each instruction carries only the round settings (``common.round_settings``); wh
 site's data, cache and privacy state live comes from its node config. The site's privacy
 accountant history lives in its signed ledger in the state directory (``client.privacy_state``),
 keyed by the run key the server sends (the run directory's name), so epsilon accumulates
-across rounds, SuperNode restarts and resumed runs; a round that would exceed the budget is
-declined (``client.budget``), and so is a run that breaks the site's own privacy policy
-(node config ``require-dp``, ``max-epsilon``, …: ``client.policy``), before any data is read.
+across rounds, SuperNode restarts and resumed runs; a site whose ledger is not the plan's
+(a round redone after a resume, rounds missed while down) re-plans the remaining rounds'
+noise to what is left of the run's epsilon (``common.planning``); a round that would exceed
+the budget is declined (``client.budget``), and so is a run that breaks the site's own
+privacy policy (node config ``require-dp``, ``max-epsilon``, …: ``client.policy``), before
+any data is read.
 A trained DP round is appended to the site's signed privacy ledger before the reply leaves,
 and the signed record travels with the reply (``attestation``, ``common.keys``).
 """
@@ -30,6 +33,7 @@ from torch.utils.data import TensorDataset
 
 from client.augment import SiteAugmenter, augmented_dataset, generator_prior
 from client.budget import SitePrivacy
+from client.clinical_inputs import clinical_features
 from client.evaluate import evaluate_split
 from client.outbound import audit_outbound, contain_errors
 from client.policy import SitePolicy
@@ -42,7 +46,7 @@ from common.data.sites import SiteData
 from common.errors import ConfigError
 from common.ledger import record_to_wire, update_digest
 from common.metrics import to_wire
-from common.models import build_model
+from common.models import build_run_model
 from common.params import arrays_to_model, model_to_arrays
 from common.planning import RoundPlan, plan_round
 from common.privacy import HistoryEntry
@@ -162,30 +166,46 @@ def handle_train(
         return _declined_by_policy(content, context, refusal)
     site_index, data = _load(settings, context, sources)
     config = settings.config
-    dataset = TensorDataset(data.train_x, data.train_y)  # [0, 1]; normalised by the model step
+    clinical = clinical_features(data, config)  # fusion runs: encoded at the site, fitted on train
+    tabular = () if clinical is None else (clinical.train,)
+    # images in [0, 1] (normalised by the model step), [clinical features,] labels
+    dataset = TensorDataset(data.train_x, *tabular, data.train_y)
     run_key = settings.run_key or str(context.run_id)
     privacy = SitePrivacy.open(context.node_config, config, data.site_id, run_key)
     # on-site augmentation (client.augment): its generator's spend is planned and checked too
     augmenter = SiteAugmenter.open(config, privacy, site_index, data.train_x, data.train_y)
+    pending = augmenter.pending() if augmenter else []  # the generator, before it is booked
     plan = plan_round(
         augmenter.augmented_size() if augmenter else len(dataset),
         config.train,
         config.privacy,
         planned_rounds=config.federation.num_rounds,
         calibrate=privacy.calibrate,
+        server_round=settings.server_round,
+        history=[*privacy.history(), *pending] if config.privacy.enabled else (),
+        replan=privacy.replan,
         prior=generator_prior(augmenter),
     )
+    if plan.replanned:
+        LOG.info(
+            "site '%s' re-plans round %d: its ledger holds other rounds than the plan's "
+            "(a redone or missed round), noise multiplier %.4f -> %.4f for the rest of the run",
+            data.site_id,
+            settings.server_round,
+            plan.planned_noise,
+            plan.noise_multiplier,
+        )
     refusal = policy.check(
         config, server_round=settings.server_round, noise_multiplier=plan.noise_multiplier
     )
-    verdict = privacy.check(plan, pending=augmenter.pending() if augmenter else ())
+    verdict = privacy.check(plan, pending=pending)
     if refusal is not None or not verdict.allowed:
         status = keys.STATUS_DECLINED_POLICY if refusal else keys.STATUS_DECLINED_BUDGET
         why = f"its privacy policy: {refusal}" if refusal else verdict.reason
         LOG.warning("site '%s' declines to train: %s", data.site_id, why)
         metrics = _train_metrics(config, site_index, plan, None, privacy.spent(), status)
         return RecordDict({keys.ARRAYS: content[keys.ARRAYS], keys.METRICS: metrics})
-    model = build_model(config.model, data.in_channels)
+    model = build_run_model(config, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
     # the first time: trains the generator and books its spend before it is used
     train_set = augmented_dataset(augmenter, dataset, settings.server_round)
@@ -289,16 +309,27 @@ def handle_evaluate(
         raise ConfigError(f"this site's privacy policy refuses the run: {refusal}")
     site_index, data = _load(settings, context, sources)
     config = settings.config
-    model = build_model(config.model, data.in_channels)
+    model = build_run_model(config, data.in_channels)
     arrays_to_model(content[keys.ARRAYS], model)
     num_classes = config.model.num_classes
+    clinical = clinical_features(data, config)
     result, test_counts, scores = evaluate_split(
-        model, data.test_x, data.test_y, num_classes=num_classes
+        model,
+        data.test_x,
+        data.test_y,
+        num_classes=num_classes,
+        tabular=None if clinical is None else clinical.test,
     )
     wire = {**to_wire(result), **counts_to_wire("test", test_counts)}
     wire.update(group_counts_to_wire(data, scores, config.eval.min_group_size))
     # every site sends the same keys (empty val: zero counts)
-    _, val_counts, _ = evaluate_split(model, data.val_x, data.val_y, num_classes=num_classes)  # type: ignore[arg-type]
+    _, val_counts, _ = evaluate_split(
+        model,
+        data.val_x,  # type: ignore[arg-type]
+        data.val_y,  # type: ignore[arg-type]
+        num_classes=num_classes,
+        tabular=None if clinical is None else clinical.val,
+    )
     wire.update(counts_to_wire("val", val_counts))
     metrics = MetricRecord({**wire, keys.SITE_INDEX: site_index})
     return RecordDict({keys.METRICS: metrics})

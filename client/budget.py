@@ -2,7 +2,9 @@
 
 Two caps, both checked against the spend *after* the planned round (``RoundPlan``):
 - the run's ``privacy.target-epsilon`` (the noise is calibrated to reach it exactly at the
-  last planned round, so a run that asks for extra rounds is refused them);
+  last planned round, so a run that asks for extra rounds is refused them; a site whose
+  history is not the plan's - a round redone after a resume, rounds missed while down -
+  re-plans the remaining rounds' noise from its ledger, ``common.planning``);
 - the site's own lifetime budget, node-config ``epsilon-budget``, over every run recorded
   in its state directory (a server cannot raise it). A site with such a budget also refuses
   a run with DP switched off.
@@ -12,6 +14,8 @@ A refused round is a *decline*, not an error: the site replies with ``train-stat
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -32,6 +36,7 @@ from common.privacy import (
     check_budget,
     epsilon_of,
     merge_history,
+    noise_multiplier_after,
     noise_multiplier_for,
 )
 
@@ -90,6 +95,40 @@ class SitePrivacy:
             prior=prior,
         )
         self.store.remember_calibration(self.run_key, key, noise)
+        return noise
+
+    def replan(
+        self,
+        *,
+        history: Sequence[HistoryEntry],
+        target_epsilon: float,
+        delta: float,
+        sample_rate: float,
+        steps: int,
+        accountant: str,
+        candidate: float | None = None,
+    ) -> float | None:
+        """``noise_multiplier_after`` (the remaining rounds' noise given the run's history),
+        remembered for this run beside the ledger, keyed by everything it depends on."""
+        recorded = json.dumps([[float(n), float(q), int(s)] for n, q, s in history])
+        key = (
+            f"replan:{accountant}:eps={target_epsilon!r}:delta={delta!r}:q={sample_rate!r}"
+            f":T={steps}:from={candidate!r}:H={hashlib.sha256(recorded.encode()).hexdigest()}"
+        )
+        known = self.store.calibrations(self.run_key)
+        if key in known:
+            return known[key]
+        noise = noise_multiplier_after(
+            history,
+            target_epsilon=target_epsilon,
+            delta=delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant=accountant,
+            candidate=candidate,
+        )
+        if noise is not None:  # nothing left is not cached: the check is cheap and declines
+            self.store.remember_calibration(self.run_key, key, noise)
         return noise
 
     def spent(self) -> float:

@@ -16,12 +16,21 @@ from common.roc import SplitCounts, split_counts
 
 @torch.no_grad()
 def predict_scores(
-    model: nn.Module, images: torch.Tensor, batch_size: int = 256
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 256,
+    tabular: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (N, K) and logits of ``model`` on images in [0, 1]."""
+    """Class probabilities (N, K) and logits of ``model`` on images in [0, 1] (and, for a
+    fusion model, the images' encoded clinical features ``tabular``)."""
     model.eval()
+    extra = () if tabular is None else (tabular,)
     logits = [
-        model_logits(model, images[start : start + batch_size])
+        model_logits(
+            model,
+            images[start : start + batch_size],
+            *(t[start : start + batch_size] for t in extra),
+        )
         for start in range(0, len(images), batch_size)
     ]
     if not logits:
@@ -38,10 +47,17 @@ def evaluate_model(
     num_classes: int = 2,
     threshold: float = 0.5,
     batch_size: int = 256,
+    tabular: torch.Tensor | None = None,
 ) -> ClassificationMetrics:
     """Loss, confusion matrix, AUC (and all derived metrics) of ``model`` on a split."""
     return evaluate_split(
-        model, images, labels, num_classes=num_classes, threshold=threshold, batch_size=batch_size
+        model,
+        images,
+        labels,
+        num_classes=num_classes,
+        threshold=threshold,
+        batch_size=batch_size,
+        tabular=tabular,
     )[0]
 
 
@@ -53,12 +69,14 @@ def evaluate_split(
     num_classes: int = 2,
     threshold: float = 0.5,
     batch_size: int = 256,
+    tabular: torch.Tensor | None = None,
 ) -> tuple[ClassificationMetrics, SplitCounts, np.ndarray]:
-    """Metrics, threshold-grid counts and the class probabilities (N, K) of a split.
+    """Metrics, threshold-grid counts and the class probabilities (N, K) of a split
+    (``tabular``: the split's encoded clinical features, for a fusion model).
 
     The probabilities are for the site's own use (patient-group counts); never send them.
     """
-    scores, logits = predict_scores(model, images, batch_size)
+    scores, logits = predict_scores(model, images, batch_size, tabular)
     if len(labels) == 0:
         scores = np.empty((0, num_classes))
         loss = float("nan")

@@ -26,6 +26,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,52 +57,110 @@ LOG = logging.getLogger("medfed.gate")
 WARM_WORKER = Path(__file__).with_name("warm_worker.py")
 PROC_EXE = "/proc/self/exe"
 TASK_POLL_INTERVAL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"  # read by run_superexec
+TASK_DONE = "task-done"  # what a warm process writes to its stdout after each task
+
+
+@dataclass
+class WarmWorker:
+    """One warm ClientApp process and how many of the tasks handed to it are unfinished."""
+
+    process: subprocess.Popen[str]
+    pending: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def follow(self) -> None:
+        """Count the tasks the process reports finished (a thread; ends with the process)."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.strip() == TASK_DONE:
+                with self.lock:
+                    self.pending -= 1
+
+    @property
+    def idle(self) -> bool:
+        with self.lock:
+            return self.pending == 0
 
 
 @dataclass
 class WarmPool:
-    """One warm ClientApp process per approved FAB hash (``client.warm_worker``)."""
+    """Warm ClientApp processes per approved FAB hash (``client.warm_worker``).
 
-    workers: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    A task goes to an idle warm process of its app. When every one is still busy (a round of
+    another run, or a task of a run whose SuperLink died while the task's inputs were on their
+    way: Flower keeps pulling those for up to 2 hours), another warm process is started for
+    it instead of queueing the task behind the busy one; once more than one is idle again,
+    the extra ones are ended.
+    """
+
+    workers: dict[str, list[WarmWorker]] = field(default_factory=dict)
 
     def submit(self, spec: ExecutionSpec) -> None:
-        """Queue one task with the app's warm process (started, or restarted, as needed)."""
+        """Hand one task to an idle warm process of its app (started as needed)."""
         assert spec.fab_hash is not None
-        worker = self.workers.get(spec.fab_hash)
-        if worker is None or worker.poll() is not None:
-            # -P: no script folder on sys.path, so only the FAB's own packages get imported.
-            # The gate's own interpreter, through /proc/self/exe where there is one: the same
-            # binary, and it starts even when an unprivileged site user may not search the
-            # folder Python is installed in (the gate itself was started by a privileged one).
-            interpreter = PROC_EXE if Path(PROC_EXE).exists() else sys.executable
-            worker = subprocess.Popen(
-                [sys.executable, "-P", str(WARM_WORKER), spec.fab_hash],
-                executable=interpreter,
-                stdin=subprocess.PIPE,
-                text=True,
-            )
-            self.workers[spec.fab_hash] = worker
-            LOG.info("started a warm ClientApp process for app %s", spec.fab_hash[:12])
+        alive = [w for w in self.workers.get(spec.fab_hash, []) if w.process.poll() is None]
+        idle = [w for w in alive if w.idle]
+        for extra in idle[1:]:
+            self._end(extra)
+            alive.remove(extra)
+        if idle:
+            worker = idle[0]
+        else:
+            worker = self._start(spec.fab_hash, busy=len(alive))
+            alive.append(worker)
+        self.workers[spec.fab_hash] = alive
         task = {
             "runtime_api_address": spec.runtime_api_address,
             "token": spec.token,
             "insecure": spec.insecure,
             "root_certificates_path": spec.root_certificates_path,
         }
-        assert worker.stdin is not None
-        worker.stdin.write(json.dumps(task) + "\n")
-        worker.stdin.flush()
+        with worker.lock:
+            worker.pending += 1
+        assert worker.process.stdin is not None
+        worker.process.stdin.write(json.dumps(task) + "\n")
+        worker.process.stdin.flush()
+
+    def _start(self, fab_hash: str, busy: int) -> WarmWorker:
+        # -P: no script folder on sys.path, so only the FAB's own packages get imported.
+        # The gate's own interpreter, through /proc/self/exe where there is one: the same
+        # binary, and it starts even when an unprivileged site user may not search the
+        # folder Python is installed in (the gate itself was started by a privileged one).
+        interpreter = PROC_EXE if Path(PROC_EXE).exists() else sys.executable
+        process = subprocess.Popen(
+            [sys.executable, "-P", str(WARM_WORKER), fab_hash],
+            executable=interpreter,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        worker = WarmWorker(process)
+        threading.Thread(target=worker.follow, daemon=True).start()
+        if busy:
+            LOG.warning(
+                "started another warm ClientApp process for app %s: %d busy with earlier tasks",
+                fab_hash[:12],
+                busy,
+            )
+        else:
+            LOG.info("started a warm ClientApp process for app %s", fab_hash[:12])
+        return worker
+
+    @staticmethod
+    def _end(worker: WarmWorker) -> None:
+        if worker.process.stdin is not None:
+            worker.process.stdin.close()  # it exits when its input closes
 
     def close(self) -> None:
         """End every warm process (they exit when their input closes)."""
-        for worker in self.workers.values():
-            if worker.stdin is not None:
-                worker.stdin.close()
-        for worker in self.workers.values():
+        workers = [w for group in self.workers.values() for w in group]
+        for worker in workers:
+            self._end(worker)
+        for worker in workers:
             try:
-                worker.wait(timeout=10)
+                worker.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                worker.kill()
+                worker.process.kill()
 
 
 class ApprovingExecutor(SubprocessExecutor):

@@ -27,7 +27,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from common import keys
 from common.config import MedfedConfig
 from common.errors import ConfigError
-from common.models import build_model
+from common.models import build_run_model
 from common.params import named_arrays
 from common.round_settings import decode_round_settings
 
@@ -55,7 +55,7 @@ def is_secagg_message(content: RecordDict) -> bool:
 
 def parameter_names(config: MedfedConfig) -> list[str]:
     """The model's state-dict keys, in the order the legacy path lists its arrays."""
-    return list(build_model(config.model, config.data.channels).state_dict())
+    return list(build_run_model(config, config.data.channels).state_dict())
 
 
 class SiteClient(NumPyClient):

@@ -157,9 +157,10 @@ def run_steps(
     taken, total_loss, total_seen = 0, 0.0, 0
     if steps < 1:
         return 0.0
-    for images, labels in _batches(prepared, max_physical_batch):
+    for *inputs, labels in _batches(prepared, max_physical_batch):
         prepared.optimizer.zero_grad(set_to_none=True)
-        loss = prepared.criterion(model_logits(prepared.model, images), labels)
+        # inputs: (images,) or, for a fusion model, (images, clinical features)
+        loss = prepared.criterion(model_logits(prepared.model, *inputs), labels)
         if proximal is not None and engine is None:
             (loss + proximal.penalty()).backward()
         else:
@@ -194,7 +195,8 @@ def train_locally(
 ) -> LocalTrainingResult:
     """One round of local training; returns loss, cumulative epsilon and updated history.
 
-    ``dataset`` holds images in [0, 1]; each batch is normalised on its way into the model
+    ``dataset`` holds (images in [0, 1], labels), or (images, clinical features, labels)
+    for a fusion model; each batch is normalised on its way into the model
     (``common.data.preprocess.model_logits``, shared with evaluation).
     ``proximal_mu`` > 0 adds FedProx's proximal term anchored at ``model``'s weights as
     received (call this right after loading the global model).

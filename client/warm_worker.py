@@ -6,7 +6,8 @@ imports, the FAB installed again, the site's data read again). The site's gate
 launch details (one JSON line on stdin). For every task this process makes the same calls
 ``flwr-clientapp`` makes (pull the task input from the SuperNode's Runtime API, call the
 ClientApp, push the reply and the task's outcome), but it installs and loads the app once
-and keeps the ClientApp object, so the site's data stays loaded between rounds.
+and keeps the ClientApp object, so the site's data stays loaded between rounds. After each
+task it writes one line to stdout, which the gate reads to know the process is idle again.
 
 It is started as a script with ``python -P`` and imports nothing of medfed itself: the only
 ``client`` / ``common`` package it ever imports is the approved FAB's own, loaded by Flower
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from flwr.supernode.runtime.run_clientapp import (
 )
 
 LOG = logging.getLogger("medfed.gate.warm")
+TASK_DONE = "task-done"  # = client.gate.TASK_DONE (this script imports nothing of medfed)
 
 
 class WarmApp:
@@ -103,10 +106,19 @@ def main() -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.getLogger("medfed").addHandler(handler)
+    # stdout tells the gate when a task is finished (one line each); everything else the app
+    # or Flower prints goes to stderr
+    done = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     warm = WarmApp(sys.argv[1])
     for line in sys.stdin:
         if line.strip():
-            warm.run_task(json.loads(line))
+            try:
+                warm.run_task(json.loads(line))
+            except Exception as problem:  # e.g. the reply could not be delivered: keep serving
+                LOG.error("task ended without a delivered reply: %s", problem)
+            finally:
+                done.write(TASK_DONE + "\n")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@
 keys used on the wire), ``models`` (registry: ``build_model``), ``params`` (model <->
 ``ArrayRecord``), ``privacy`` (accountants, noise calibration), ``planning`` (a round's
 batch, steps and noise, shared by the sites and ``medfed privacy plan``), ``ledger`` and
-``signing`` (the sites' signed, hash-chained privacy ledger), ``metrics``, ``generative`` (the on-site generator's model), ``model_file``
-(the ``model.pt`` format: weights, preprocessing, threshold), ``gradcam`` (explanations), and
+``signing`` (the sites' signed, hash-chained privacy ledger), ``metrics``, ``generative``
+(the on-site generator's model), ``model_file`` (the ``model.pt`` format: weights,
+preprocessing, threshold), ``gradcam`` (explanations), and
 ``data`` (site data: DICOM / MedMNIST folders -> tensors).
 
 The names below are imported on first use, so ``import common`` (which every module does)

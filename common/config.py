@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar, get_args
 
+from common.clinical_columns import clinical_columns_rule, parse_clinical_columns
 from common.errors import ConfigError
 from common.keys import MAX_CLASSES
 from common.rules import above, at_least, check_fields, checked, not_empty, one_of, refuse, within
@@ -33,7 +34,10 @@ Accountant = Literal["prv", "rdp", "gdp"]
 GradSampleMode = Literal["hooks", "ghost", "ew", "functorch"]
 FrameMode = Literal["middle", "all", "stack"]
 ResizeMode = Literal["stretch", "pad"]
-ModelName = Literal["small-cnn", "cnn-medium", "resnet18-gn"]
+ModelName = Literal["small-cnn", "cnn-medium", "resnet18-gn", "fusion-cnn"]
+# models that take the encoded clinical variables (``data.clinical-columns``) with the image
+FUSION_MODELS = ("fusion-cnn",)
+ClinicalImpute = Literal["median", "mean"]
 StrategyName = Literal[
     "fedavg",
     "fedprox",
@@ -56,6 +60,7 @@ MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 PARTITION_KINDS: tuple[str, ...] = get_args(PartitionKind)
 GENERATOR_NAMES: tuple[str, ...] = get_args(GeneratorName)
+CLINICAL_IMPUTE: tuple[str, ...] = get_args(ClinicalImpute)
 MIN_IMAGE_SIZE = 8  # the models halve the image three times before pooling
 
 
@@ -100,6 +105,12 @@ class DataConfig(_Section):
     synthetic_root: str = checked("~/.cache/medfed/synthetic", not_empty)
     synthetic_images_per_site: int = checked(320, at_least(1))
     synthetic_image_size: int = checked(128, at_least(MIN_IMAGE_SIZE))
+    # clinical variables for fusion models (``common.clinical_columns``); empty: none
+    clinical_columns: str = checked("", clinical_columns_rule)
+    # how a missing numeric clinical value is filled (fitted on the site's training split)
+    clinical_impute: ClinicalImpute = checked("median", one_of(CLINICAL_IMPUTE))
+    # synthetic hospitals whose label depends on the image and the patient's age
+    synthetic_clinical: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +170,9 @@ class FederationConfig(_Section):
     round_timeout: float = checked(600.0, above(0))
     # connected sites to wait for before sampling (0 = min-sites)
     min_available: int = checked(0, at_least(0))
+    # seconds sampling waits for min-available sites; then it goes on with those online
+    # (training needs min-sites of them, else the run stops with a resumable checkpoint)
+    wait_timeout: float = checked(300.0, above(0))
 
 
 @dataclass(frozen=True)
@@ -189,6 +203,8 @@ class RunConfig(_Section):
     run_dir: str = ""
     seed: int = checked(0, at_least(0))
     resume: bool = False  # continue ``run_dir`` from its last checkpoint
+    # round checkpoints kept in the run directory (0 = every round's; the newest is always kept)
+    keep_checkpoints: int = checked(0, at_least(0))
 
 
 @dataclass(frozen=True)
@@ -339,6 +355,7 @@ class MedfedConfig:
         if self.run.resume and not self.run.run_dir:
             raise refuse("run.resume", True, "needs run.run-dir, the run directory to continue")
         _check_secagg(self)
+        _check_clinical(self)
         _check_augment(self)
 
     @classmethod
@@ -412,6 +429,12 @@ def _check_augment(config: MedfedConfig) -> None:
             config.augment.generator,
             "generates single 2D images; not with data.frames = stack",
         )
+    if config.model.name in FUSION_MODELS:
+        raise refuse(
+            "augment.generator",
+            config.augment.generator,
+            f"generates images without clinical variables; not with {config.model.name}",
+        )
     if config.privacy.enabled and config.privacy.accountant not in AUGMENT_ACCOUNTANTS:
         raise refuse(
             "privacy.accountant",
@@ -419,6 +442,27 @@ def _check_augment(config: MedfedConfig) -> None:
             f"with augment.generator = {config.augment.generator} the generator's and the "
             f"classifier's spend are composed: use {' or '.join(AUGMENT_ACCOUNTANTS)}",
         )
+
+
+def _check_clinical(config: MedfedConfig) -> None:
+    """A fusion model needs clinical columns, an image-only model must not be given any
+    (they would be silently unused), and fusion models take single 2D images."""
+    fusion = config.model.name in FUSION_MODELS
+    columns = parse_clinical_columns(config.data.clinical_columns).columns
+    if fusion and not columns:
+        raise refuse(
+            "model.name",
+            config.model.name,
+            'needs data.clinical-columns (e.g. "age,sex"): the clinical variables it fuses',
+        )
+    if columns and not fusion:
+        raise refuse(
+            "data.clinical-columns",
+            config.data.clinical_columns,
+            f"only fusion models read clinical variables ({', '.join(FUSION_MODELS)})",
+        )
+    if fusion and config.data.frames == "stack":
+        raise refuse("data.frames", "stack", f"{config.model.name} takes 2D images (middle or all)")
 
 
 T = TypeVar("T")

@@ -8,10 +8,13 @@ Ed25519 signature (``common.signing``) over the record's canonical form (sorted-
 JSON of every field but the signature). A record's hash is the SHA-256 of that same form.
 
 Round 0 marks a record migrated from a pre-ledger ``privacy-state.json`` (one per history
-entry; no update digest: ``NO_UPDATE``). Round -1 (``GENERATOR_ROUND``) marks the DP-SGD
-training of a site's on-site generator (``client.augment``): its spend composes with the
-run's rounds like any other entry; its digest is that of the generator's weights, which never
-leave the site (so the coordinator never holds a copy of this record).
+entry; no update digest: ``NO_UPDATE``). A round number may appear more than once for a
+run: a round redone after the run resumed from an earlier checkpoint is booked again
+(``RunSpend.redone`` names it; every record's spend counts). Round -1 (``GENERATOR_ROUND``)
+marks the DP-SGD training of a site's on-site generator (``client.augment``): its spend
+composes with the run's rounds like any other entry, but it is not a round; its digest is
+that of the generator's weights, which never leave the site (so the coordinator never holds a
+copy of this record).
 
 ``check_chain`` names what was done to a ledger: an *edited* record (its signature no longer
 matches), a *removed* one (a record points to a predecessor that is not there), an
@@ -215,7 +218,8 @@ class RunSpend:
     delta: float
     history: list[HistoryEntry] = field(default_factory=list)
     epsilon: float = 0.0  # as recorded by the run's last record
-    rounds: int = 0
+    rounds: int = 0  # rounds trained, a redone round counted each time
+    redone: list[int] = field(default_factory=list)  # rounds recorded more than once
 
 
 def _label(records: Sequence[LedgerRecord | None], index: int) -> str:
@@ -360,18 +364,29 @@ def check_against(
 
 
 def run_spends(records: Iterable[LedgerRecord | None]) -> dict[str, RunSpend]:
-    """Each run's folded history, in ledger order (unreadable lines skipped)."""
+    """Each run's folded history, in ledger order (unreadable lines skipped).
+
+    A round number recorded again for a run is a *redone* round, not tampering: the run was
+    resumed from a checkpoint older than a round the site had already trained and sent
+    (the coordinator lost it). Both spends are real and both count in the run's epsilon.
+    """
     runs: dict[str, RunSpend] = {}
+    seen: dict[str, set[int]] = {}
     for record in records:
         if record is None:
             continue
         before = runs.get(record.run_key) or RunSpend(
             record.run_key, record.accountant, record.delta
         )
+        counted = record.round > MIGRATED_ROUND  # not migrated, not a generator
+        again = counted and record.round in seen.setdefault(record.run_key, set())
+        if counted:
+            seen[record.run_key].add(record.round)
         runs[record.run_key] = replace(
             before,
             history=merge_history(before.history, [record.history_entry()]),
             epsilon=record.epsilon,
-            rounds=before.rounds + (record.round > MIGRATED_ROUND),
+            rounds=before.rounds + counted,
+            redone=[*before.redone, record.round] if again else before.redone,
         )
     return runs

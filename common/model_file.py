@@ -32,7 +32,7 @@ from torch import nn
 
 from common.config import DataConfig, MedfedConfig, Scalar, parse_class_names
 from common.errors import ConfigError
-from common.models import MODEL_REGISTRY
+from common.models import FUSION_REGISTRY, MODEL_REGISTRY
 
 MODEL_FILE = "model.pt"
 FACT_KEYS = ("modalities", "photometric", "sizes")  # what the training images were, if known
@@ -124,6 +124,11 @@ def load_saved_model(model_or_run: Path | str) -> SavedModel:
     if not isinstance(payload, dict) or any(key not in payload for key in _REQUIRED):
         raise ConfigError(f"{path}: not a medfed model file (missing {', '.join(_REQUIRED)})")
     name = str(payload["model"])
+    if name in FUSION_REGISTRY:
+        raise ConfigError(
+            f"{path}: '{name}' also needs the patient's clinical variables; predict and "
+            "grad-cam take image-only models"
+        )
     if name not in MODEL_REGISTRY:
         raise ConfigError(f"{path}: unknown model '{name}' (known: {', '.join(MODEL_REGISTRY)})")
     num_classes = int(payload["num_classes"])

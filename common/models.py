@@ -11,6 +11,10 @@ with cross-entropy; the positive-class score is the softmax of logit 1).
   or larger inputs (4x the parameters, 2-3x the CPU time of ``small-cnn``).
 - ``resnet18-gn``: ResNet-18 as in the MedMNIST benchmark's 28x28 variant (3x3 stem,
   stride 1, no max-pool) with GroupNorm instead of BatchNorm; 11.2M parameters, slow on CPU.
+- ``fusion-cnn``: image + clinical variables. The ``small-cnn`` trunk's 64-d image embedding
+  is concatenated with a small MLP's embedding of the encoded clinical features
+  (``common.data.clinical``; their count, identical at every site, comes from
+  ``data.clinical-columns``), then a two-layer classifier. ``forward(images, tabular)``.
 
 All of them pass Opacus' ``ModuleValidator`` (``tests/test_models.py``).
 """
@@ -22,7 +26,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from common.config import ModelConfig
+from common.clinical_columns import parse_clinical_columns
+from common.config import MedfedConfig, ModelConfig
 
 
 def _conv_block(in_ch: int, out_ch: int, groups: int) -> list[nn.Module]:
@@ -55,6 +60,26 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+class FusionCNN(nn.Module):
+    """``SmallCNN`` image embedding ++ MLP(tabular features) -> MLP classifier."""
+
+    def __init__(
+        self, in_channels: int, num_classes: int, tabular_features: int, width: int = 16
+    ) -> None:
+        super().__init__()
+        if tabular_features < 1:
+            raise ValueError("fusion-cnn needs at least one tabular feature")
+        self.image = SmallCNN(in_channels, num_classes, width).features
+        self.tabular = nn.Sequential(nn.Linear(tabular_features, 16), nn.ReLU())
+        self.classifier = nn.Sequential(
+            nn.Linear(4 * width + 16, 32), nn.ReLU(), nn.Linear(32, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
+        joint = torch.cat([self.image(x), self.tabular(tabular)], dim=1)
+        return self.classifier(joint)
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -114,8 +139,25 @@ MODEL_REGISTRY: dict[str, ModelBuilder] = {
     "cnn-medium": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=32),
     "resnet18-gn": lambda in_ch, n_cls: ResNet18GN(in_ch, n_cls),
 }
+# models that also take the encoded clinical features: (in_ch, n_cls, n_features) -> model
+FUSION_REGISTRY: dict[str, Callable[[int, int, int], nn.Module]] = {
+    "fusion-cnn": lambda in_ch, n_cls, n_tab: FusionCNN(in_ch, n_cls, n_tab),
+}
 
 
-def build_model(config: ModelConfig, in_channels: int) -> nn.Module:
-    """Instantiate the registered model named in ``config``."""
+def build_model(config: ModelConfig, in_channels: int, tabular_features: int = 0) -> nn.Module:
+    """Instantiate the registered model named in ``config``.
+
+    ``tabular_features``: the encoded clinical width for fusion models
+    (``common.clinical_columns.ClinicalColumns.width``), ignored by image-only models.
+    """
+    if config.name in FUSION_REGISTRY:
+        return FUSION_REGISTRY[config.name](in_channels, config.num_classes, tabular_features)
     return MODEL_REGISTRY[config.name](in_channels, config.num_classes)  # names: MODEL_NAMES
+
+
+def build_run_model(config: MedfedConfig, in_channels: int) -> nn.Module:
+    """The run's model: ``build_model`` with the clinical width of ``data.clinical-columns``
+    (the same at the server and at every site, whatever each site's data holds)."""
+    width = parse_clinical_columns(config.data.clinical_columns).width
+    return build_model(config.model, in_channels, width)

@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
+from opacus.accountants.utils import MAX_SIGMA, get_noise_multiplier
 
 from common.errors import ConfigError
 
 HistoryEntry = tuple[float, float, int]
+# Opacus' get_noise_multiplier stops its search within this much epsilon below the target.
+EPSILON_TOLERANCE = 0.01
 # RDP's search hit its largest order: the bound is valid, only looser than it could be.
 _RDP_ALPHA_WARNING = ".*Optimal order is the largest alpha"
 
@@ -43,14 +45,22 @@ def noise_multiplier_for(
     ``get_noise_multiplier``, over Opacus' accountant with the whole history).
     """
     if prior:
-        return _noise_after(
-            prior,
-            target_epsilon=target_epsilon,
-            delta=delta,
-            sample_rate=sample_rate,
-            steps=steps,
-            accountant=accountant,
-        )
+        with warnings.catch_warnings():  # Opacus' PRV at sample rate 1: log(0), harmless
+            warnings.filterwarnings("ignore", message="divide by zero", category=RuntimeWarning)
+            noise = noise_multiplier_after(
+                prior,
+                target_epsilon=target_epsilon,
+                delta=delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=accountant,
+            )
+        if noise is None:
+            raise ConfigError(
+                f"cannot reach epsilon {target_epsilon} in {steps} steps at sample rate "
+                f"{sample_rate:.3g} after the run's other spend (an on-site generator)"
+            )
+        return noise
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_RDP_ALPHA_WARNING)
@@ -70,44 +80,56 @@ def noise_multiplier_for(
         ) from None
 
 
-_MAX_SIGMA = 2000.0  # Opacus' get_noise_multiplier gives up at the same bound
-_EPSILON_TOLERANCE = 0.01  # Opacus' default
-
-
-def _noise_after(
-    prior: Sequence[HistoryEntry],
+def noise_multiplier_after(
+    history: Sequence[HistoryEntry],
     *,
     target_epsilon: float,
     delta: float,
     sample_rate: float,
     steps: int,
     accountant: str,
-) -> float:
-    """Smallest noise (to Opacus' tolerance) at which ``prior`` + these steps fit the target."""
+    candidate: float | None = None,
+    epsilon_tolerance: float = EPSILON_TOLERANCE,
+) -> float | None:
+    """Noise multiplier for ``steps`` more steps at ``sample_rate`` after ``history``.
 
-    def spend(sigma: float) -> float:
-        with warnings.catch_warnings():  # Opacus' PRV at sample rate 1: log(0), harmless
-            warnings.filterwarnings("ignore", message="divide by zero", category=RuntimeWarning)
-            history = [*prior, (sigma, sample_rate, steps)]
-            return epsilon_of(history, delta=delta, accountant=accountant)
+    Composing the recorded ``history`` with the new steps (folded as the ledger folds them,
+    accounted by Opacus' accountant exactly as :func:`epsilon_of` does) spends at most
+    ``target_epsilon``, and less than ``epsilon_tolerance`` below it: Opacus'
+    ``get_noise_multiplier`` search (doubling, then bisection), over a history instead of
+    a single entry. ``candidate`` (e.g. the noise of the last round) is kept when it
+    already lands in that window, so a re-planned run keeps its noise round after round.
+    None: nothing is left (the history alone spends the target).
+    """
+    acc = create_accountant(mechanism=accountant)
 
-    already = epsilon_of(prior, delta=delta, accountant=accountant)
-    low, high, eps_high = 0.0, 10.0, math.inf
-    while eps_high > target_epsilon:
+    def spent(noise: float) -> float:
+        acc.history = merge_history(history, [(float(noise), float(sample_rate), int(steps))])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_RDP_ALPHA_WARNING)
+            return float(acc.get_epsilon(delta=delta))
+
+    if epsilon_of(history, delta=delta, accountant=accountant) >= target_epsilon:
+        return None
+    if (
+        candidate is not None
+        and candidate > 0
+        and target_epsilon - epsilon_tolerance <= spent(candidate) <= target_epsilon
+    ):
+        return float(candidate)
+    low, high, high_spent = 0.0, 10.0, math.inf
+    while high_spent > target_epsilon:
         high *= 2
-        eps_high = spend(high)
-        if high > _MAX_SIGMA:
-            raise ConfigError(
-                f"cannot reach epsilon {target_epsilon} in {steps} steps at sample rate "
-                f"{sample_rate:.3g} after a prior spend of epsilon {already:.3g}"
-            )
-    while target_epsilon - eps_high > _EPSILON_TOLERANCE:
-        sigma = (low + high) / 2
-        eps = spend(sigma)
-        if eps < target_epsilon:
-            high, eps_high = sigma, eps
+        if high > MAX_SIGMA:
+            return None
+        high_spent = spent(high)
+    while target_epsilon - high_spent > epsilon_tolerance:
+        middle = (low + high) / 2
+        middle_spent = spent(middle)
+        if middle_spent < target_epsilon:
+            high, high_spent = middle, middle_spent
         else:
-            low = sigma
+            low = middle
     return high
 
 

@@ -188,3 +188,11 @@ def _print_runs(console: Console, runs: Mapping[str, RunSpend], source: str) -> 
             f"{spend.epsilon:.4f}",
         )
     console.print(table)
+    for run, spend in runs.items():
+        for number in dict.fromkeys(spend.redone):
+            times = 1 + spend.redone.count(number)
+            console.print(
+                f"run {run}: round {number} redone after a resume (trained {times} times; "
+                "every time counts in its ε)",
+                markup=False,
+            )

@@ -3,11 +3,14 @@
 After every round the server writes ``checkpoints/round-NNNN.npz`` atomically (temporary
 file, fsync, rename): global parameters, the strategy's optimiser state (FedAdam / FedYogi
 moments, FedAvgM momentum), the round number, a hash of the settings that shape the result,
-and every round's metrics so far. The two newest are kept. ``load_latest`` returns the
+and every round's metrics so far. ``run.keep-checkpoints`` says how many are kept: 0 (the
+default) keeps every round's, N > 0 the N newest (a checkpoint of the small default model is
+tens of kB; a ResNet-18's about 45 MB, where a limit is worth setting). ``load_latest`` returns the
 newest readable one; ``check_compatible`` refuses to resume under different settings.
 
 Settings that do not change the computation (where runs are written, the name, the round
-timeout, simulation parallelism, the resume flag itself) are left out of the hash.
+timeout and sampling wait, checkpoint retention, simulation parallelism, the resume flag
+itself) are left out of the hash.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from common.config import MedfedConfig, Scalar
 from common.errors import ConfigError
 
 CHECKPOINT_DIR = "checkpoints"
-KEEP = 2
+KEEP_ALL = 0
 NOT_HASHED = frozenset(
     {
         "run.name",
@@ -34,6 +37,8 @@ NOT_HASHED = frozenset(
         "run.run-dir",
         "run.resume",
         "federation.round-timeout",
+        "federation.wait-timeout",
+        "run.keep-checkpoints",
         "simulation.max-parallel",
     }
 )
@@ -86,8 +91,9 @@ def _path(directory: Path, server_round: int) -> Path:
     return directory / f"round-{server_round:04d}.npz"
 
 
-def save_checkpoint(run_dir: Path, checkpoint: Checkpoint, keep: int = KEEP) -> Path:
-    """Atomically write ``checkpoint`` under ``run_dir/checkpoints`` and prune old ones."""
+def save_checkpoint(run_dir: Path, checkpoint: Checkpoint, keep: int = KEEP_ALL) -> Path:
+    """Atomically write ``checkpoint`` under ``run_dir/checkpoints``; keep the ``keep``
+    newest (``KEEP_ALL``: every one)."""
     directory = run_dir / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -107,8 +113,9 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint, keep: int = KEEP) -> 
         os.fsync(handle.fileno())
     os.replace(tmp, target)
     _fsync_dir(directory)
-    for old in sorted(directory.glob("round-*.npz"))[:-keep]:
-        old.unlink(missing_ok=True)
+    if keep > 0:
+        for old in sorted(directory.glob("round-*.npz"))[:-keep]:
+            old.unlink(missing_ok=True)
     return target
 
 

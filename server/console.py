@@ -22,7 +22,8 @@ def round_line(record: RoundRecord, num_rounds: int) -> str:
     threshold, max epsilon, participating sites.
 
     Sites that declined (privacy budget / site policy), failed, timed out or whose update was
-    rejected are named after the ones that took part; a round with too few valid updates says
+    rejected are named after the ones that took part, then those sampled for evaluation that
+    gave no result; a round with too few valid updates says
     that the global model was kept.
     """
     eps = "off" if record.epsilon_max is None else number(record.epsilon_max)
@@ -37,6 +38,8 @@ def round_line(record: RoundRecord, num_rounds: int) -> str:
         line += f"  failed [{', '.join(record.failed)}]"
     if record.rejected:
         line += f"  rejected [{', '.join(record.rejected)}]"
+    if record.eval_missed:
+        line += f"  not evaluated [{', '.join(record.eval_missed)}]"
     if not record.aggregated:
         line += "  (too few valid updates: global model kept)"
     return line

@@ -2,7 +2,12 @@
 
 ``GuardedStrategy`` is itself a Flower ``Strategy`` (so Flower's own ``start`` loop drives
 it) and delegates sampling and aggregation to the wrapped strategy. Around aggregation it
-1. separates failed replies (client error) and sampled sites that never replied (timeout),
+0. samples only after a bounded wait for sites (``server.availability``): a phase never
+   waits without a deadline, and training stops the run cleanly when fewer than
+   ``min_replies`` sites are online,
+1. separates failed replies (client error, or one the SuperLink made for a site it lost)
+   and sampled sites that never replied (timeout), naming each by its site name (learned
+   from its earlier replies; its node id only in the log),
 2. validates every other update against the global model it was sent
    (``server.validation``), logging and excluding rejected ones,
 3. aggregates only when at least ``min_replies`` updates were accepted, else keeps the global
@@ -16,7 +21,7 @@ the wrapped strategy sees the true round numbers (FedAdam's bias correction uses
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +33,13 @@ from flwr.serverapp.strategy import FedAvg, Result, Strategy
 from common import keys
 from common.config import ValidationConfig
 from common.naming import site_name
+from server.availability import (
+    Availability,
+    FixedNodes,
+    RunStopped,
+    lost_reason,
+    minimums_at_most,
+)
 from server.declines import DeclineListener, report_declined, split_declined
 from server.validation import Candidate, validate_round
 
@@ -49,6 +61,9 @@ class Participation:
 
 
 ParticipationListener = Callable[[Participation], None]
+# (round, site -> why it missed the round's evaluation)
+EvaluationMissListener = Callable[[int, dict[str, str]], None]
+OFFLINE = "offline (not connected when the round began)"
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 
 
@@ -86,8 +101,15 @@ class GuardedStrategy(Strategy):
         min_replies: int,
         on_participation: ParticipationListener | None = None,
         on_declined: DeclineListener | None = None,
+        availability: Availability | None = None,
+        on_evaluation_missed: EvaluationMissListener | None = None,
+        node_sites: dict[int, str] | None = None,
     ) -> None:
         self.inner = inner
+        self.availability = availability or Availability(
+            wanted=max(1, min_replies), needed=max(1, min_replies), timeout=300.0
+        )
+        self.on_evaluation_missed = on_evaluation_missed
         self.on_declined = on_declined
         self.validation = validation
         self.min_replies = max(1, min_replies)
@@ -95,7 +117,12 @@ class GuardedStrategy(Strategy):
         self._offset = 0
         self._reference: dict[str, np.ndarray] = {}
         self._sampled: set[int] = set()
-        self._node_sites: dict[int, str] = {}
+        self._sent: list[Message] = []
+        self._sent_evaluate: list[Message] = []
+        self._short_round = -1  # a round whose training already waited out the deadline
+        # node id -> site name, learned from replies (the lifecycle keeps it across a resume)
+        self._node_sites: dict[int, str] = node_sites if node_sites is not None else {}
+        self._online: set[int] = set()
 
     # -- Flower Strategy interface ---------------------------------------------------------
     def summary(self) -> None:
@@ -105,12 +132,26 @@ class GuardedStrategy(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Remember the global model sent, then let the wrapped strategy sample sites."""
+        """Remember the global model sent, wait (boundedly) for sites, then let the wrapped
+        strategy sample from those online."""
+        true_round = server_round + self._offset
         self._reference = {name: array.numpy() for name, array in arrays.items()}
-        messages = list(
-            self.inner.configure_train(server_round + self._offset, arrays, config, grid)
-        )
+        online = self.availability.wait(grid.get_node_ids, what=f"round {true_round} training")
+        if len(online) < self.availability.wanted:
+            self._short_round = true_round
+        if len(online) < self.min_replies:
+            raise RunStopped(
+                f"{len(online)} site(s) online after waiting "
+                f"{self.availability.timeout:g} s (federation.wait-timeout), "
+                f"{self.min_replies} needed (federation.min-sites)"
+            )
+        with minimums_at_most(self.inner, len(online)):
+            messages = list(
+                self.inner.configure_train(true_round, arrays, config, FixedNodes(grid, online))
+            )
         self._sampled = {message.metadata.dst_node_id for message in messages}
+        self._online = set(online)
+        self._sent = messages  # the grid gives each its message id when it sends it
         return messages
 
     def aggregate_train(
@@ -122,11 +163,12 @@ class GuardedStrategy(Strategy):
         replies, declined = split_declined(all_replies)
         report_declined(true_round, declined, self.on_declined)
         participation = Participation(true_round)
+        destinations = _destinations(self._sent)
         good: list[tuple[Candidate, Message]] = []
         for message in replies:
-            node = message.metadata.src_node_id
+            node = _node_of(message, destinations)
             if message.has_error():
-                participation.failed[self._site_of_node(node)] = short_reason(message.error.reason)
+                participation.failed[self._site_of_node(node)] = _error_reason(message)
                 continue
             index = _site_index(message)
             site = site_name(index) if index is not None else f"node {node}"
@@ -136,9 +178,13 @@ class GuardedStrategy(Strategy):
                 self._node_sites[node] = site
             good.append((Candidate(site, message.content), message))
             participation.trained[site] = message.content
-        replied = {message.metadata.src_node_id for message in all_replies}
+        replied = {_node_of(message, destinations) for message in all_replies}
         for node in sorted(self._sampled - replied):
             participation.failed[self._site_of_node(node)] = "no reply before the round timeout"
+        failed_nodes = {self._site_of_node(node): node for node in self._sampled}
+        named = {*participation.failed, *participation.trained}
+        named.update(site_name(i) for m in declined if (i := _site_index(m)) is not None)
+        participation.failed.update(self._offline(named))
 
         verdict = validate_round([c for c, _ in good], self._reference, self.validation)
         accepted_ids = {id(c) for c in verdict.accepted}
@@ -154,7 +200,13 @@ class GuardedStrategy(Strategy):
         for site, reason in participation.rejected.items():
             LOG.warning("round %d: rejected update from %s: %s", true_round, site, reason)
         for site, reason in participation.failed.items():
-            LOG.warning("round %d: %s did not take part: %s", true_round, site, reason)
+            LOG.warning(
+                "round %d: %s%s did not take part: %s",
+                true_round,
+                site,
+                _node_note(site, failed_nodes.get(site)),
+                reason,
+            )
         if not participation.aggregated:
             LOG.warning(
                 "round %d: only %d valid update(s), %d needed: global model kept",
@@ -177,14 +229,55 @@ class GuardedStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Delegate (with the true round number)."""
-        return self.inner.configure_evaluate(server_round + self._offset, arrays, config, grid)
+        """Wait (boundedly) for sites, then let the wrapped strategy sample from those online;
+        with nobody online the round goes unevaluated."""
+        true_round = server_round + self._offset
+        online = self.availability.wait(
+            grid.get_node_ids,
+            what=f"round {true_round} evaluation",
+            patient=self._short_round != true_round,
+        )
+        with minimums_at_most(self.inner, len(online)):
+            messages = list(
+                self.inner.configure_evaluate(true_round, arrays, config, FixedNodes(grid, online))
+            )
+        self._sent_evaluate = messages
+        return messages
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """Delegate (with the true round number)."""
-        return self.inner.aggregate_evaluate(server_round + self._offset, replies)
+        """Name the sites that missed the evaluation, then delegate the rest."""
+        true_round = server_round + self._offset
+        all_replies = list(replies)
+        missed: dict[str, str] = {}
+        answered: set[int] = set()
+        destinations = _destinations(self._sent_evaluate)
+        for message in all_replies:
+            node = _node_of(message, destinations)
+            answered.add(node)
+            if message.has_error():
+                missed[self._site_of_node(node)] = _error_reason(message)
+            elif (index := _site_index(message)) is not None:
+                self._node_sites.setdefault(node, site_name(index))
+        sampled = {message.metadata.dst_node_id for message in self._sent_evaluate}
+        for node in sorted(sampled - answered):
+            missed[self._site_of_node(node)] = "no reply before the round timeout"
+        nodes = {self._site_of_node(node): node for node in sampled}
+        for site, reason in missed.items():
+            LOG.warning(
+                "round %d: %s%s was not evaluated: %s",
+                true_round,
+                site,
+                _node_note(site, nodes.get(site)),
+                reason,
+            )
+        if self.on_evaluation_missed is not None:
+            self.on_evaluation_missed(true_round, dict(sorted(missed.items())))
+        good = [message for message in all_replies if not message.has_error()]
+        if not good:
+            return None
+        return self.inner.aggregate_evaluate(true_round, good)
 
     def start(
         self,
@@ -234,5 +327,36 @@ class GuardedStrategy(Strategy):
             }
         )
 
+    def _offline(self, named: set[str]) -> dict[str, str]:
+        """Sites seen in earlier rounds that were not connected when this round began (and
+        gave no reply under another node id). Unknown when an unnamed node was online but
+        not sampled: it may be one of them, reconnected under a new id."""
+        if any(n not in self._node_sites and n not in self._sampled for n in self._online):
+            return {}
+        online_sites = {self._node_sites[n] for n in self._online if n in self._node_sites}
+        known = set(self._node_sites.values())
+        return {site: OFFLINE for site in sorted(known - online_sites - named)}
+
     def _site_of_node(self, node: int) -> str:
         return self._node_sites.get(node, f"node {node}")
+
+
+def _destinations(sent: Sequence[Message]) -> dict[str, int]:
+    """Instruction message id -> the node it was sent to (ids exist once the grid sent them)."""
+    return {m.metadata.message_id: m.metadata.dst_node_id for m in sent if m.metadata.message_id}
+
+
+def _node_of(reply: Message, destinations: dict[str, int]) -> int:
+    """The node a reply is about: the one its instruction went to. (A reply the SuperLink
+    made for a node it lost comes from the SuperLink's own id.)"""
+    return destinations.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+
+
+def _error_reason(message: Message) -> str:
+    """Why a reply is an error, in plain words where the SuperLink made it up."""
+    return lost_reason(message.error.code) or short_reason(message.error.reason)
+
+
+def _node_note(site: str, node: int | None) -> str:
+    """`` (node N)`` for the log, unless the site is only known by its node id."""
+    return "" if node is None or site == f"node {node}" else f" (node {node})"

@@ -13,6 +13,7 @@ workflow. Both get the same run key, settings, checkpoints and resume.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,15 +24,17 @@ import torch
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from common.config import MedfedConfig, Scalar, parse_class_names
 from common.errors import ConfigError
-from common.models import build_model
+from common.models import build_run_model
 from common.numbers import number, ratio
 from common.params import model_to_arrays
 from common.round_settings import encode_round_settings
 from server.attestations import AttestationStore
+from server.availability import RunStopped
 from server.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -46,6 +49,7 @@ from server.report import write_run_report
 from server.rundir import RunDirectory
 
 StateSource = Callable[[], dict[str, np.ndarray]]
+LOG = logging.getLogger("medfed.server")
 
 
 @dataclass
@@ -54,6 +58,7 @@ class RunSummary:
 
     run_dir: Path
     rounds: list[RoundRecord] = field(default_factory=list)
+    stopped: str = ""  # why the run ended before its planned rounds ("" = it did not)
 
     @property
     def final(self) -> RoundRecord | None:
@@ -112,6 +117,8 @@ class RunLifecycle:
             class_names=parse_class_names(config.data.class_names),
         )
         self.strategy_state: StateSource = dict
+        # node id -> site name, as learned by the round engine (named failures after a resume)
+        self.node_sites: dict[int, str] = self.run_dir.read_node_sites()
         self._fingerprint = config_hash(config)
         self._progress: RoundProgress | None = None
         if self.checkpoint is not None:
@@ -133,7 +140,7 @@ class RunLifecycle:
         if self.checkpoint is not None:
             return self.checkpoint.array_record()
         torch.manual_seed(self.config.run.seed)
-        return model_to_arrays(build_model(self.config.model, self.config.data.channels))
+        return model_to_arrays(build_run_model(self.config, self.config.data.channels))
 
     def saved_strategy_state(self) -> dict[str, np.ndarray]:
         """The server optimiser state stored with the checkpoint (empty for a new run)."""
@@ -150,21 +157,46 @@ class RunLifecycle:
         self.summary.rounds = [RoundRecord.from_json(line) for line in self.history]
         if self.summary.rounds:  # a resumed run's clock goes on from its last round
             self.recorder.start_clock(elapsed_before=self.summary.rounds[-1].elapsed_s)
-        if self.start_round:
+        if self.config.run.resume and self.start_round < num_rounds:
             self.console.print(
                 f"Resuming {self.run_dir.path.name} after round {self.start_round}/{num_rounds}"
+            )
+            self.run_dir.append_event(
+                self.start_round,
+                "resumed",
+                f"continued from the round-{self.start_round} checkpoint",
             )
         with RoundProgress(num_rounds, self.console, completed=self.start_round) as progress:
             self._progress = progress
             if self.start_round < num_rounds:
-                engine.run(grid, context, self)
+                try:
+                    engine.run(grid, context, self)
+                except RunStopped as stop:
+                    self.summary.stopped = self._stopped(str(stop))
+                    done = (
+                        self.summary.rounds[-1].round if self.summary.rounds else self.start_round
+                    )
+                    self.run_dir.append_event(done, "stopped", str(stop))
             self._progress = None
+        if self.summary.stopped:
+            LOG.error("%s", self.summary.stopped)
+            self.console.print(f"[bold red]{escape(self.summary.stopped)}[/]")
         title = f"medfed run {self.run_dir.path.name}" + (
             f" ({engine.title})" if engine.title else ""
         )
         write_run_report(self.run_dir.path, title=title)  # what `medfed report` re-renders
         print_summary(self.summary, self.config, self.console)
         return self.summary
+
+    def _stopped(self, why: str) -> str:
+        """The one line an operator reads when too few sites were online to go on."""
+        done = self.summary.rounds[-1].round if self.summary.rounds else self.start_round
+        return (
+            f"run stopped before round {done + 1}: {why}. "
+            f"{done} of {self.config.federation.num_rounds} rounds done; "
+            f"resume when enough sites are online: run.resume=true "
+            f'run.run-dir="{self.run_dir.path}"'
+        )
 
     def _on_round(self, record: RoundRecord, arrays: ArrayRecord) -> None:
         """The recorder's listener: make the finished round durable, then show it."""
@@ -178,8 +210,10 @@ class RunLifecycle:
                 strategy_state=self.strategy_state(),
                 metrics=self.history,
             ),
+            keep=self.config.run.keep_checkpoints,
         )
         self.run_dir.append_metrics(record.to_json())
+        self.run_dir.write_node_sites(self.node_sites)
         self.run_dir.save_model(arrays, self.config, record.round, threshold=record.threshold)
         self.summary.rounds.append(record)
         if self._progress is not None:

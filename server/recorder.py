@@ -70,6 +70,8 @@ class RoundRecord:
     curves: dict[str, dict[str, object]] = field(default_factory=dict)
     calibration: dict[str, object] = field(default_factory=dict)
     fairness: dict[str, object] = field(default_factory=dict)
+    # sampled for evaluation but not evaluated: site -> why (lost contact, timeout, error)
+    eval_missed: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         """JSON-safe dict (NaN becomes null)."""
@@ -140,6 +142,7 @@ class RoundRecorder:
     _started: float = field(default_factory=time.monotonic)
     _elapsed_before: float = 0.0
     _participation: Participation | None = None
+    _eval_missed: dict[str, str] = field(default_factory=dict)
 
     def start_clock(self, elapsed_before: float | None = None) -> None:
         """Restart the run's clock; a resumed run continues from ``elapsed_before`` seconds."""
@@ -175,6 +178,10 @@ class RoundRecorder:
         """``GuardedStrategy`` listener: the sites that declined this round's training."""
         self._declined = {_site_of(m): m for m in map(_metrics_of, replies)}
         self._declined_why = {_site_of(_metrics_of(r)): decline_reason(r) for r in replies}
+
+    def record_evaluation_missed(self, server_round: int, missed: dict[str, str]) -> None:
+        """``GuardedStrategy`` listener: sites sampled for evaluation that gave no result."""
+        self._eval_missed = dict(missed)
 
     def aggregate_evaluate(self, replies: list[RecordDict], weight_key: str) -> MetricRecord:
         """Flower ``evaluate_metrics_aggr_fn``: pooled loss, accuracy and AUC."""
@@ -232,9 +239,11 @@ class RoundRecorder:
             curves=evaluation.curves,
             calibration=evaluation.calibration,
             fairness=evaluation.fairness,
+            eval_missed=dict(self._eval_missed),
         )
         self.listener(record, arrays)
         self._train, self._declined, self._eval = {}, {}, {}
+        self._eval_missed = {}
         self._declined_why = {}
         self._participation = None
         return None

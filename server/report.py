@@ -136,6 +136,7 @@ def render_report(
     *,
     created: str | None = None,
     versions: Mapping[str, str] | None = None,
+    run_events: Sequence[Mapping[str, object]] = (),
 ) -> str:
     """The HTML text of a run report."""
     rounds = [
@@ -181,7 +182,11 @@ def render_report(
         "calibration_plot": plots.calibration(calibration) if calibration else None,
         "privacy": _privacy(rounds, config),
         "fairness": fairness_of(final),
-        "events": participation_events(rounds),
+        "events": participation_events(rounds, run_events),
+        # the run's last event, when it is a stop not followed by a resume
+        "stopped": run_events[-1]
+        if run_events and run_events[-1].get("kind") == "stopped"
+        else None,
     }
     return _environment().get_template(TEMPLATE).render(context)
 
@@ -210,6 +215,7 @@ def render_run(run: RunFiles, title: str | None = None) -> str:
         run.rounds,
         created=run.created,
         versions=run.versions,
+        run_events=run.run_events,
     )
 
 

@@ -28,11 +28,13 @@ class RunFiles:
     rounds: list[dict[str, object]]
     created: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    # the run's own events (``run-events.jsonl``): resumed / stopped after a round
+    run_events: list[dict[str, object]] = field(default_factory=list)
 
 
 def load_run(path: Path | str) -> RunFiles:
     """Read ``config.json`` and ``metrics.jsonl``; ``ConfigError`` (one line) if not a run."""
-    from server.rundir import CONFIG_FILE, METRICS_FILE
+    from server.rundir import CONFIG_FILE, EVENTS_FILE, METRICS_FILE
 
     run = Path(path).expanduser().resolve()
     if not run.is_dir():
@@ -63,7 +65,24 @@ def load_run(path: Path | str) -> RunFiles:
         for name in ("flwr", "torch")
         if f"{name}_version" in stored
     }
-    return RunFiles(run, config, rounds, stored.get("created"), versions)
+    return RunFiles(
+        run, config, rounds, stored.get("created"), versions, _events(run / EVENTS_FILE)
+    )
+
+
+def _events(file: Path) -> list[dict[str, object]]:
+    """The run's events; a line cut short by a crash is skipped, not fatal."""
+    if not file.is_file():
+        return []
+    events = []
+    for line in file.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("after_round"), int):
+            events.append(event)
+    return events
 
 
 def _dict(value: object) -> dict[str, object]:
@@ -190,13 +209,20 @@ class Event:
 
     round: int
     site: str
-    kind: str  # "declined", "failed" or "rejected"
+    kind: str  # "declined", "failed", "rejected", "not evaluated"; "resumed" / "stopped" (run)
     reason: str
 
 
-def participation_events(rounds: Sequence[Record]) -> list[Event]:
-    """Declined, failed and rejected sites of every round, with reasons where recorded."""
-    events = []
+def participation_events(
+    rounds: Sequence[Record], run_events: Sequence[Record] = ()
+) -> list[Event]:
+    """What happened in every round: declined, failed, rejected and unevaluated sites with
+    their reasons, a round whose global model was kept, and the run's own events (resumed
+    or stopped after a round), in round order."""
+    events = [
+        Event(int(e["after_round"]) + 1, "(run)", str(e.get("kind", "")), str(e.get("detail", "")))  # type: ignore[call-overload]
+        for e in run_events
+    ]
     for record in rounds:
         number = int(record["round"])  # type: ignore[call-overload]
         why = _dict(record.get("declined"))
@@ -207,7 +233,11 @@ def participation_events(rounds: Sequence[Record]) -> list[Event]:
         for kind in ("failed", "rejected"):
             for site, reason in sorted(_dict(record.get(kind)).items()):
                 events.append(Event(number, site, kind, str(reason) or "not recorded"))
-    return events
+        for site, reason in sorted(_dict(record.get("eval_missed")).items()):
+            events.append(Event(number, site, "not evaluated", str(reason) or "not recorded"))
+        if record.get("aggregated") is False:
+            events.append(Event(number, "(all)", "model kept", "too few valid updates"))
+    return sorted(events, key=lambda e: e.round)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ REPORT_TEMPLATE = r"""<!doctype html>
   table.confusion td.miss { background: #fbe9e7; }
   .kind-declined { color: #8a5a00; } .kind-failed { color: var(--flag); }
   .kind-rejected { color: #7a1fa2; }
+  .kind-stopped { color: var(--flag); } .kind-not-evaluated { color: #8a5a00; }
   @media (max-width: 900px) { .grid2, .grid4 { grid-template-columns: 1fr; } }
 </style>
 </head>
@@ -76,10 +77,14 @@ REPORT_TEMPLATE = r"""<!doctype html>
 <nav>
   <a href="#overview">Overview</a><a href="#settings">Settings &amp; data</a><a href="#metrics">Metrics by round</a>
   <a href="#roc">ROC</a><a href="#confusion">Confusion matrix</a><a href="#calibration">Calibration</a>
-  <a href="#privacy">Privacy</a><a href="#fairness">Fairness</a><a href="#participation">Participation</a>
+  <a href="#privacy">Privacy</a><a href="#fairness">Fairness</a><a href="#participation">Rounds</a>
 </nav>
 
 <section id="overview">
+{% if stopped %}
+  <p class="flag">Run stopped before round {{ stopped.after_round + 1 }}: {{ stopped.detail }}. It can be resumed from
+    its last checkpoint (<code>run.resume=true</code> with this run directory) once enough sites are online.</p>
+{% endif %}
 {% if final %}
   <h2>Final round {{ final.round }}: pooled test metrics</h2>
   <div class="cards">
@@ -277,17 +282,20 @@ REPORT_TEMPLATE = r"""<!doctype html>
 </section>
 
 <section id="participation">
-  <h2>Sites that declined, failed or were rejected</h2>
+  <h2>What happened in each round</h2>
   {% if events %}
   <table>
     <tr><th>round</th><th class="text">site</th><th class="text">what happened</th><th class="text">reason</th></tr>
     {% for e in events %}
-    <tr><td>{{ e.round }}</td><td class="text">{{ e.site }}</td><td class="text kind-{{ e.kind }}">{{ e.kind }}</td><td class="text">{{ e.reason }}</td></tr>
+    <tr><td>{{ e.round }}</td><td class="text">{{ e.site }}</td><td class="text kind-{{ e.kind | replace(' ', '-') }}">{{ e.kind }}</td><td class="text">{{ e.reason }}</td></tr>
     {% endfor %}
   </table>
   <p class="note">Declined: the site refused the round (“privacy budget”: it would exceed its ε budget; “site policy”:
     the run breaks the site's own policy; “app not approved”: the site's gate refused this app's code).
-    Failed: no reply or an error. Rejected: the server refused the site's update (validation).</p>
+    Failed: no reply or an error (“lost contact”: the site stopped sending heartbeats). Rejected: the server refused
+    the site's update (validation). Not evaluated: the site gave no evaluation result. Model kept: too few valid
+    updates, the global model stayed as it was. Resumed / stopped: the coordinator restarted from its checkpoint, or
+    stopped because too few sites were online (the round shown is the next one).</p>
   {% elif rounds %}
   <p class="note">Every sampled site took part in every round.</p>
   {% else %}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from common.model_file import MODEL_FILE, model_payload
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 REPORT_FILE = "report.html"
+NODE_SITES_FILE = "node-sites.json"  # node id -> site name, to name lost sites after a resume
+EVENTS_FILE = "run-events.jsonl"  # the run's own events: resumed, stopped (one JSON per line)
 
 
 def new_run_dir(runs_dir: Path, name: str) -> Path:
@@ -88,6 +91,26 @@ class RunDirectory:
     def append_metrics(self, line: dict[str, object]) -> None:
         """Append one JSON line to ``metrics.jsonl`` and make it durable."""
         with open(self.path / METRICS_FILE, "a") as handle:
+            handle.write(json.dumps(line) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read_node_sites(self) -> dict[int, str]:
+        """The node id -> site name map saved by :meth:`write_node_sites` (empty if none)."""
+        try:
+            saved = json.loads((self.path / NODE_SITES_FILE).read_text())
+            return {int(node): str(site) for node, site in dict(saved).items()}
+        except (OSError, ValueError, TypeError):
+            return {}
+
+    def write_node_sites(self, node_sites: dict[int, str]) -> None:
+        """Save which node id answered as which site (atomically)."""
+        self.write_json(NODE_SITES_FILE, {str(node): site for node, site in node_sites.items()})
+
+    def append_event(self, after_round: int, kind: str, detail: str) -> None:
+        """Record a run event (``resumed`` / ``stopped``) after ``after_round`` rounds."""
+        line = {"after_round": after_round, "kind": kind, "detail": detail, "at": int(time.time())}
+        with open(self.path / EVENTS_FILE, "a") as handle:
             handle.write(json.dumps(line) + "\n")
             handle.flush()
             os.fsync(handle.fileno())

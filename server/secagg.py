@@ -16,11 +16,11 @@ site whose parameters are all that same average, never one site's own update.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord, Context, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common import (
     EvaluateRes,
     FitRes,
@@ -29,6 +29,7 @@ from flwr.common import (
     parameters_to_ndarrays,
 )
 from flwr.server import LegacyContext, ServerConfig
+from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
@@ -37,8 +38,10 @@ from flwr.serverapp import Grid
 from common import keys
 from common.config import MedfedConfig, Scalar
 from common.params import named_arrays
+from server.availability import RunStopped, minimums_at_most
 from server.lifecycle import RunLifecycle
 from server.recorder import RoundRecorder
+from server.strategies import availability_of
 
 FitResults = list[tuple[ClientProxy, FitRes]]
 FitInspector = Callable[[int, FitResults], None]
@@ -80,6 +83,8 @@ class SecAggFedAvg(FedAvg):
             evaluate_metrics_aggregation_fn=self._aggregate_evaluate_metrics,
         )
         self._settings = settings
+        self._availability = availability_of(config)
+        self._evaluate_now = -1  # a round whose training already waited out the deadline
         self._offset = round_offset
         self._recorder = recorder
         self._names = list(initial.keys())
@@ -98,6 +103,43 @@ class SecAggFedAvg(FedAvg):
         self, metrics: list[tuple[int, dict[str, Scalar]]]
     ) -> dict[str, Scalar]:
         return dict(self._recorder.aggregate_evaluate(_as_replies(metrics), keys.NUM_EXAMPLES))
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list:
+        """Wait (boundedly) for sites, then sample from those online; too few: stop."""
+        true_round = server_round + self._offset
+        online = self._availability.wait(
+            lambda: list(client_manager.all()), what=f"round {true_round} training (SecAgg+)"
+        )
+        if len(online) < self._availability.wanted:
+            self._evaluate_now = true_round
+        if len(online) < self._availability.needed:
+            raise RunStopped(
+                f"{len(online)} site(s) online after waiting "
+                f"{self._availability.timeout:g} s (federation.wait-timeout), "
+                f"{self._availability.needed} needed (federation.min-sites)"
+            )
+        with minimums_at_most(self, len(online)):
+            return super().configure_fit(server_round, parameters, client_manager)
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list:
+        """Wait (boundedly) for sites, then evaluate those online."""
+        true_round = server_round + self._offset
+        online = self._availability.wait(
+            lambda: list(client_manager.all()),
+            what=f"round {true_round} evaluation (SecAgg+)",
+            patient=self._evaluate_now != true_round,
+        )
+        instructions = []
+        if online:
+            with minimums_at_most(self, len(online)):
+                instructions = super().configure_evaluate(server_round, parameters, client_manager)
+        if not instructions:  # the workflow skips evaluation: the round ends here
+            self._recorder.end_round(true_round, self._latest)
+        return instructions
 
     def aggregate_fit(
         self,
@@ -120,10 +162,10 @@ class SecAggFedAvg(FedAvg):
         results: list[tuple[ClientProxy, EvaluateRes]],
         failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
     ) -> tuple[float | None, dict[str, Scalar]]:
-        """Pool the sites' evaluation, then close the round (run directory, console)."""
+        """Pool the sites' evaluation, then close the round (run directory, console), also
+        when no site gave a result."""
         loss, metrics = super().aggregate_evaluate(server_round, results, failures)
-        if results:
-            self._recorder.end_round(server_round + self._offset, self._latest)
+        self._recorder.end_round(server_round + self._offset, self._latest)
         return loss, metrics
 
 
@@ -152,7 +194,10 @@ class SecAggEngine:
         rounds_left = config.federation.num_rounds - lifecycle.start_round
         legacy = LegacyContext(
             context=context,
-            config=ServerConfig(num_rounds=rounds_left, round_timeout=None),
+            # every phase has a deadline: the evaluation's (and each SecAgg+ stage's below)
+            config=ServerConfig(
+                num_rounds=rounds_left, round_timeout=config.federation.round_timeout
+            ),
             strategy=strategy,
         )
         workflow = DefaultWorkflow(
@@ -164,4 +209,25 @@ class SecAggEngine:
                 timeout=config.federation.round_timeout,
             )
         )
-        workflow(grid, legacy)
+        workflow(DeadlineGrid(grid, config.federation.round_timeout), legacy)
+
+
+class DeadlineGrid:
+    """A grid whose ``send_and_receive`` never waits without a deadline: Flower's legacy
+    evaluation step calls it without a timeout (flwr 1.42), so a site that hangs would
+    hold the federation; here it gets the round timeout."""
+
+    def __init__(self, grid: Grid, timeout: float) -> None:
+        self._grid = grid
+        self._timeout = timeout
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """The wrapped grid's, with the round timeout when none is given."""
+        return self._grid.send_and_receive(
+            messages, timeout=self._timeout if timeout is None else timeout
+        )
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._grid, name)

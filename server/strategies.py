@@ -30,6 +30,7 @@ from flwr.serverapp.strategy import (
 from flwr.serverapp.strategy.fedopt import FedOpt
 
 from common.config import MedfedConfig, StrategyConfig
+from server.availability import Availability
 from server.guarded import GuardedStrategy
 from server.recorder import RoundRecorder
 
@@ -85,8 +86,11 @@ STRATEGY_DESCRIPTIONS: dict[str, str] = {
 }
 
 
-def build_strategy(config: MedfedConfig, recorder: RoundRecorder) -> GuardedStrategy:
-    """The configured Flower strategy with medfed's hooks, wrapped in ``GuardedStrategy``."""
+def build_strategy(
+    config: MedfedConfig, recorder: RoundRecorder, node_sites: dict[int, str] | None = None
+) -> GuardedStrategy:
+    """The configured Flower strategy with medfed's hooks, wrapped in ``GuardedStrategy``
+    (``node_sites``: the run's node id -> site name map, kept across a resume)."""
     name = config.strategy.name  # checked by StrategyConfig (common.config.STRATEGY_NAMES)
     builder = STRATEGY_REGISTRY[name]
     federation = config.federation
@@ -107,6 +111,19 @@ def build_strategy(config: MedfedConfig, recorder: RoundRecorder) -> GuardedStra
         min_replies=federation.min_sites,
         on_participation=recorder.record_participation,
         on_declined=recorder.record_declined,
+        availability=availability_of(config),
+        on_evaluation_missed=recorder.record_evaluation_missed,
+        node_sites=node_sites,
+    )
+
+
+def availability_of(config: MedfedConfig) -> Availability:
+    """How long and for how many sites each phase waits before sampling."""
+    federation = config.federation
+    return Availability(
+        wanted=max(federation.min_sites, federation.min_available),
+        needed=federation.min_sites,
+        timeout=federation.wait_timeout,
     )
 
 

@@ -13,7 +13,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from client.app import build_client_app
 from common import keys
 from common.config import MedfedConfig
-from common.models import build_model
+from common.models import build_run_model
 from common.params import model_to_arrays
 from common.round_settings import encode_round_settings
 
@@ -57,7 +57,7 @@ class CapturingHarness:
 
     def global_model(self) -> torch.nn.Module:
         torch.manual_seed(0)
-        return build_model(self.config.model, self.config.data.channels)
+        return build_run_model(self.config, self.config.data.channels)
 
     def send(self, message_type: str, server_round: int = 1) -> Message:
         settings = ConfigRecord(

@@ -8,9 +8,18 @@ import pytest
 
 from common.config import MedfedConfig
 from common.data.synthetic import generate_site
+from medfed.testing.timing import SCALE_ENV, measured_factor, setting, timeout_scale
 
 SMALL_IMAGES = 48
 SMALL_PX = 64
+
+
+def pytest_report_header() -> str:
+    """Measure the machine's speed once, at the start of the session, and say what it gave."""
+    return (
+        f"test timeouts x{timeout_scale():.2f} "
+        f"(measured {measured_factor():.2f}, {SCALE_ENV}={setting():g})"
+    )
 
 
 @pytest.fixture(scope="session")

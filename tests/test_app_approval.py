@@ -32,6 +32,7 @@ from client.approvals import ApprovalStore, release_hash
 from common.data.synthetic import generate_site
 from common.keys import NOT_APPROVED
 from medfed.testing.federation import Hospital, LocalFederation
+from medfed.testing.timing import scaled
 from server.rundir import METRICS_FILE, REPORT_FILE
 from tests.deploy_support import REPO_ROOT
 from tests.test_gateway import _require_nginx
@@ -113,7 +114,7 @@ def _uid_of(pid: int) -> int:
 def _run(federation: LocalFederation, app: Path, name: str, **settings: object) -> Path:
     runs_dir = federation.root / "runs"
     config = {"run.runs-dir": str(runs_dir), "run.name": name, **settings}
-    result = federation.run(app, config, timeout=RUN_TIMEOUT)
+    result = federation.run(app, config, timeout=scaled(RUN_TIMEOUT))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     (run_dir,) = runs_dir.glob(f"*-{name}")

@@ -12,6 +12,7 @@ import pytest
 from common.config import DataConfig
 from common.data.sites import load_site
 from common.errors import SiteDataError
+from medfed.testing.timing import scaled
 
 
 def _site_check(path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
@@ -19,7 +20,7 @@ def _site_check(path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "medfed", "site", "check", str(path), *flags],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=scaled(120),
         check=False,
     )
 

@@ -40,11 +40,24 @@ def _checkpoint(server_round: int) -> Checkpoint:
     )
 
 
-def test_checkpoint_round_trip_is_exact_and_keeps_the_two_newest(tmp_path: Path) -> None:
+def test_checkpoint_retention_keeps_every_round_by_default_or_the_newest_n(
+    tmp_path: Path,
+) -> None:
+    for server_round in (1, 2, 3):
+        save_checkpoint(tmp_path / "all", _checkpoint(server_round))
+        save_checkpoint(tmp_path / "two", _checkpoint(server_round), keep=2)
+    kept = {
+        name: sorted(p.name for p in (tmp_path / name / CHECKPOINT_DIR).iterdir())
+        for name in ("all", "two")
+    }
+    # no temporary files left behind
+    assert kept["all"] == ["round-0001.npz", "round-0002.npz", "round-0003.npz"]
+    assert kept["two"] == ["round-0002.npz", "round-0003.npz"]
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path: Path) -> None:
     for server_round in (1, 2, 3):
         save_checkpoint(tmp_path, _checkpoint(server_round))
-    files = sorted(p.name for p in (tmp_path / CHECKPOINT_DIR).iterdir())
-    assert files == ["round-0002.npz", "round-0003.npz"]  # no temporary files left behind
     loaded = load_latest(tmp_path)
     expected = _checkpoint(3)
     assert loaded is not None and loaded.round == 3 and loaded.config_hash == "abc"

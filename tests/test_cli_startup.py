@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from medfed.testing.timing import scaled
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "flwr", "opacus", "pydicom", "matplotlib", "ray", "sklearn", "numpy", "rich")
 PROBE = (
@@ -31,7 +33,7 @@ def _imported_by(code: str) -> list[str]:
         text=True,
         cwd=REPO_ROOT,
         env=env,
-        timeout=120,
+        timeout=scaled(120),
         check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])

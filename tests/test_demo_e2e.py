@@ -13,6 +13,7 @@ import torch
 
 from common.config import MedfedConfig
 from common.models import build_model
+from medfed.testing.timing import scaled
 
 
 @pytest.mark.slow
@@ -37,7 +38,7 @@ def test_demo_writes_a_complete_run_directory(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
         check=False,
     )
 
@@ -80,7 +81,7 @@ def _demo(tmp_path: Path, *flags: str) -> tuple[subprocess.CompletedProcess, lis
         [sys.executable, *command, "--synthetic-root", str(synthetic)],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=scaled(900),
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]

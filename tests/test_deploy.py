@@ -40,6 +40,7 @@ from medfed.testing.federation import (
     online_nodes,
     run,
 )
+from medfed.testing.timing import scaled
 from server.rundir import CONFIG_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE
 from tests.deploy_support import (
     CANARY_PATIENT,
@@ -113,7 +114,7 @@ def completed_run(deployment: Deployment) -> CompletedRun:
         "run.runs-dir": str(runs_dir),
         "run.name": "deploy",
     }
-    result = deployment.federation.run(REPO_ROOT, run_config, timeout=170)
+    result = deployment.federation.run(REPO_ROOT, run_config, timeout=scaled(170))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     run_dirs = sorted(runs_dir.glob("*-deploy"))
@@ -231,7 +232,7 @@ def test_sites_send_only_parameters_and_allowed_scalars(
 
 def _wait_for_exit(deployment: Deployment, name: str, node: Started) -> int:
     try:
-        return node.process.wait(timeout=90)
+        return node.process.wait(timeout=scaled(90))
     finally:
         deployment.federation.stop_supernode(name)  # and its gate
 
@@ -272,7 +273,7 @@ def test_flwr_cli_without_the_ca_cannot_connect(deployment: Deployment, tmp_path
         flwr_config_toml(CONNECTION, deployment.federation.address, None)
     )
 
-    result = run(["flwr", "supernode", "ls", CONNECTION], env, 60)
+    result = run(["flwr", "supernode", "ls", CONNECTION], env, scaled(60))
 
     assert result.returncode != 0
     assert re.search(r"unavailable|CERTIFICATE_VERIFY_FAILED", result.stdout + result.stderr)

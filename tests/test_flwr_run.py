@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from medfed.testing.timing import scaled
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -29,7 +31,7 @@ def test_flwr_run_on_local_simulation_writes_run_dir_and_stops_superlink(
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
         check=False,
     )
 

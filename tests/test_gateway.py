@@ -28,6 +28,7 @@ from deploy.gateway import (
     nginx_executable,
 )
 from medfed.testing.federation import Hospital, LocalFederation, flwr_env, online_nodes, run
+from medfed.testing.timing import scaled
 from server.rundir import METRICS_FILE, MODEL_FILE, REPORT_FILE
 from tests.deploy_support import REPO_ROOT
 
@@ -92,7 +93,7 @@ def test_hospitals_train_two_rounds_through_the_gateway(federation: LocalFederat
     runs_dir = federation.root / "runs"
     config = {"federation.num-rounds": ROUNDS, "run.runs-dir": str(runs_dir), "run.name": "gw"}
 
-    result = federation.run(REPO_ROOT, config, timeout=170)  # Control API on loopback
+    result = federation.run(REPO_ROOT, config, timeout=scaled(170))  # Control API on loopback
 
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
@@ -113,8 +114,10 @@ def test_every_non_supernode_route_is_refused_by_the_gateway(federation: LocalFe
     assert allowed <= set(routes)  # the allow-list names real Fleet routes
     assert sum(path.startswith("/v1/control/") for path in routes) > 10
     ca = str(federation.certs / CA_CERT)
-    gateway = httpx.Client(base_url=f"https://{federation.fleet_address}", verify=ca, timeout=30)
-    direct = httpx.Client(base_url=f"https://{federation.address}", verify=ca, timeout=30)
+    gateway = httpx.Client(
+        base_url=f"https://{federation.fleet_address}", verify=ca, timeout=scaled(30)
+    )
+    direct = httpx.Client(base_url=f"https://{federation.address}", verify=ca, timeout=scaled(30))
     body = {"content": b"", "headers": {"content-type": "application/protobuf"}}
     with gateway, direct:
         checked = 0
@@ -178,7 +181,7 @@ def test_unregistered_key_is_refused_through_the_gateway(federation: LocalFedera
         ),
     )
     try:
-        code = node.process.wait(timeout=90)
+        code = node.process.wait(timeout=scaled(90))
     finally:
         federation.stop_supernode("intruder")
 

@@ -8,7 +8,7 @@ from opacus.validators import ModuleValidator
 
 from common.config import MODEL_NAMES, ModelConfig
 from common.errors import ConfigError
-from common.models import MODEL_REGISTRY, build_model
+from common.models import FUSION_REGISTRY, MODEL_REGISTRY, build_model
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))
@@ -45,7 +45,19 @@ def test_model_sizes_are_what_the_docs_say() -> None:
 
 
 def test_registry_implements_exactly_the_names_the_config_allows() -> None:
-    assert tuple(MODEL_REGISTRY) == MODEL_NAMES
+    assert sorted([*MODEL_REGISTRY, *FUSION_REGISTRY]) == sorted(MODEL_NAMES)
+
+
+@pytest.mark.parametrize("name", sorted(FUSION_REGISTRY))
+def test_fusion_models_take_images_and_tabular_features(name: str) -> None:
+    model = build_model(ModelConfig(name=name, num_classes=3), in_channels=1, tabular_features=7)
+
+    logits = model(torch.rand(4, 1, 28, 28), torch.randn(4, 7))
+
+    assert logits.shape == (4, 3)
+    assert ModuleValidator.validate(model, strict=False) == []
+    with pytest.raises(ValueError, match="at least one tabular feature"):
+        build_model(ModelConfig(name=name, num_classes=2), in_channels=1)
 
 
 def test_unknown_model_and_bad_class_count_are_refused_by_the_config() -> None:

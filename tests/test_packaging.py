@@ -8,6 +8,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from medfed.testing.timing import scaled
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("common", "client", "server", "simulations", "deploy", "medfed")
 
@@ -27,7 +29,7 @@ def _build_wheel(tmp_path: Path) -> list[str]:
         [sys.executable, "-m", "pip", "wheel", *offline, "--wheel-dir", str(out), str(source)],
         check=True,
         capture_output=True,
-        timeout=300,
+        timeout=scaled(300),
     )
     (wheel,) = out.glob("medfed-*.whl")
     with zipfile.ZipFile(wheel) as archive:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medfed.testing.timing import scaled
 from server.checkpoint import CHECKPOINT_DIR, load_latest
 from tests._fed_helpers import PNEUMONIA
 
@@ -71,7 +72,7 @@ def _medfed(*args: str, runs: Path) -> subprocess.Popen:
 
 
 def _finish(process: subprocess.Popen, timeout: float = 300) -> str:
-    output, _ = process.communicate(timeout=timeout)
+    output, _ = process.communicate(timeout=scaled(timeout))
     assert process.returncode == 0, output
     return output
 
@@ -84,8 +85,8 @@ def _run_dir(runs: Path) -> Path:
 def _kill_group(process: subprocess.Popen) -> None:
     """SIGKILL the run's whole process group, then any of its session left (by pid)."""
     os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    deadline = time.monotonic() + 20
+    process.wait(timeout=scaled(30))
+    deadline = time.monotonic() + scaled(20)
     while time.monotonic() < deadline:
         listing = subprocess.run(
             ["ps", "-o", "pid=", "-s", str(process.pid)], capture_output=True, text=True
@@ -110,7 +111,7 @@ def test_killed_run_resumes_to_the_same_final_parameters(tmp_path: Path) -> None
     # Interrupted run: kill -9 once round 2 is checkpointed
     runs = tmp_path / "interrupted"
     process = _medfed(str(scenario), runs=runs)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + scaled(300)
     while time.monotonic() < deadline:
         if runs.exists() and any(runs.glob(f"*/{CHECKPOINT_DIR}/round-0002.npz")):
             break
@@ -123,7 +124,7 @@ def test_killed_run_resumes_to_the_same_final_parameters(tmp_path: Path) -> None
 
     # An incompatible resume is refused, one line, before anything runs
     refused = _medfed("--resume", str(run_dir), "--set", "strategy.name=fedavg", runs=runs)
-    output, _ = refused.communicate(timeout=120)
+    output, _ = refused.communicate(timeout=scaled(120))
     assert refused.returncode == 2
     assert (
         output.strip()
@@ -144,6 +145,9 @@ def test_killed_run_resumes_to_the_same_final_parameters(tmp_path: Path) -> None
         np.testing.assert_array_equal(resumed.strategy_state[key], value, err_msg=key)
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [line["round"] for line in lines] == [1, 2, 3, 4]
+    # The run's clock goes on from the last checkpointed round: it does not restart at 0
+    elapsed = [line["elapsed_s"] for line in lines]
+    assert elapsed == sorted(elapsed) and elapsed[killed_at.round] > elapsed[killed_at.round - 1]
     assert [m["loss"] for m in lines] == [m["loss"] for m in reference.metrics]
     # The sites' privacy state continues across the resume: epsilon is not restarted.
     assert [m["epsilon"] for m in lines] == [m["epsilon"] for m in reference.metrics]

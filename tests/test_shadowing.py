@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from medfed._siblings import ShadowedPackageError, pin_siblings
+from medfed.testing.timing import scaled
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHADOWED = ("common", "client", "server", "simulations", "deploy")
@@ -35,7 +36,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
     )
 
 

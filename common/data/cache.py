@@ -111,8 +111,8 @@ class TensorCache:
         """Cached header facts, or the cached reason the file is unusable, or None."""
         self._used_files.add(digest)
         entry = self._files.get(digest)
-        if entry is None:
-            return None
+        if entry is None or ("error" not in entry and "sex" not in entry):
+            return None  # unknown, or cached before the clinical facts: read the header again
         return str(entry["error"]) if "error" in entry else DicomInfo.from_json(entry)
 
     def put_file_info(self, digest: str, info: DicomInfo | str) -> None:

@@ -44,7 +44,7 @@ from pydicom.pixels import (
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from common.data.groups import patient_groups
+from common.data.groups import patient_age, patient_groups, patient_sex
 from common.data.phi import burned_in_annotation, identifying_tags
 
 LOW_PERCENTILE = 0.5
@@ -122,6 +122,10 @@ class DicomInfo:
     sop_instance_uid: str = ""
     # coarse patient groups (``common.data.groups``): stay at the site, for fairness counts
     groups: tuple[str, ...] = ()
+    # clinical variables for fusion models (``common.data.clinical``): stay at the site,
+    # never reported (a report counts them, it never shows them)
+    age_years: float | None = None
+    sex: str = ""
 
     @property
     def size(self) -> str:
@@ -270,6 +274,8 @@ def describe(ds: Dataset) -> DicomInfo:
         burned_in=burned_in_annotation(ds),
         sop_instance_uid=str(ds.get("SOPInstanceUID", "") or ""),
         groups=patient_groups(ds),
+        age_years=patient_age(ds),
+        sex=patient_sex(ds),
     )
 
 

@@ -57,11 +57,22 @@ def patient_age(ds: Dataset) -> float | None:
     return (study - born).days / 365.25
 
 
+def age_string(value: str) -> float | None:
+    """A DICOM age string (``045Y``, ``006M``, ``010W``, ``003D``) in years; None if not one."""
+    return _age_string(value)
+
+
+def patient_sex(ds: Dataset) -> str:
+    """``F``, ``M`` or ``O`` from PatientSex; empty when the tag is missing or unusable."""
+    sex = str(ds.get("PatientSex", "") or "").strip().upper()
+    return sex if sex in keys.SEX_GROUPS else ""
+
+
 def patient_groups(ds: Dataset) -> tuple[str, ...]:
     """``("sex=F", "age=40-59")``, or fewer entries when a tag is missing or unusable."""
     groups: list[str] = []
-    sex = str(ds.get("PatientSex", "") or "").strip().upper()
-    if sex in keys.SEX_GROUPS:
+    sex = patient_sex(ds)
+    if sex:
         groups.append(f"sex={sex}")
     age = patient_age(ds)
     band = age_band(age) if age is not None else None

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from common.config import DataConfig, parse_class_names
 from common.data.cache import TensorCache, config_key, file_sha256, site_cache_dir
+from common.data.clinical import sample_record
 from common.data.dicom import DicomInfo, DicomReadError, describe, open_dicom, quiet_pydicom
 from common.data.manifest import SPLITS, LabelledFile, SkippedFile, read_manifest, shown
 from common.data.volumes import (
@@ -44,6 +45,10 @@ class SiteIngest:
     labels: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SPLITS})
     # per image: its patient groups (``common.data.groups``), never sent as such
     groups: dict[str, list[tuple[str, ...]]] = field(
+        default_factory=lambda: {s: [] for s in SPLITS}
+    )
+    # per image: its raw clinical values (``common.data.clinical``), never sent as such
+    clinical: dict[str, list[dict[str, str]]] = field(
         default_factory=lambda: {s: [] for s in SPLITS}
     )
     samples: list[Sample] = field(default_factory=list)
@@ -134,6 +139,7 @@ def ingest_site(
         result.images[sample.split].extend(found)
         result.labels[sample.split].extend([sample.label] * len(found))
         result.groups[sample.split].extend([sample.info.groups] * len(found))
+        result.clinical[sample.split].extend([sample_record(sample)] * len(found))
     result.from_cache = len(samples) - len(todo)
     problem = cache.flush()
     if problem is not None:

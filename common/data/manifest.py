@@ -26,6 +26,7 @@ from common.errors import SiteDataError
 LABELS_FILE = "labels.csv"
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"validation": "val", "valid": "val", "training": "train", "holdout": "test"}
+_OWN_COLUMNS = {"path", "label", "split"}
 IGNORED_SUFFIXES = {".csv", ".txt", ".md", ".json", ".npz", ".pt"}
 
 
@@ -37,6 +38,9 @@ class LabelledFile:
     label: int
     split: str | None
     named: bool = False  # a labels.csv row names this very file (a slice-level label)
+    # the row's other labels.csv columns (clinical variables, ``common.data.clinical``):
+    # (column, value) pairs, values as written; they stay at the site
+    columns: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,11 @@ def _from_csv(labels_csv: Path, site_id: str, class_names: tuple[str, ...]) -> M
             skipped.append(SkippedFile(labels_csv, f"line {line}: empty path"))
             continue
         path = root / relative
+        columns = tuple(
+            (name.strip(), (value or "").strip())
+            for name, value in row.items()
+            if isinstance(name, str) and name.strip() and name not in _OWN_COLUMNS
+        )
         try:
             label = label_index(row.get("label") or "", class_names)
             split = _split(row.get("split"))
@@ -187,9 +196,11 @@ def _from_csv(labels_csv: Path, site_id: str, class_names: tuple[str, ...]) -> M
             skipped.append(SkippedFile(path, f"labels.csv line {line}: {problem}"))
             continue
         if path.is_dir():
-            entries.extend(LabelledFile(file, label, split) for file in image_files(path))
+            entries.extend(
+                LabelledFile(file, label, split, columns=columns) for file in image_files(path)
+            )
         elif path.is_file():
-            entries.append(LabelledFile(path, label, split, named=True))
+            entries.append(LabelledFile(path, label, split, named=True, columns=columns))
         else:
             skipped.append(SkippedFile(path, f"listed in labels.csv (line {line}) but not found"))
     listed = {os.path.normpath(entry.path) for entry in entries}

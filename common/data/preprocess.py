@@ -27,9 +27,12 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return (images - MEAN) / STD
 
 
-def model_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Logits of ``model`` on images in [0, 1]: the one place model inputs are normalised."""
-    return model(normalise(images))
+def model_logits(model: nn.Module, images: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+    """Logits of ``model`` on images in [0, 1]: the one place model inputs are normalised.
+
+    ``extra`` inputs (a fusion model's encoded clinical features) are passed on unchanged.
+    """
+    return model(normalise(images), *extra)
 
 
 def to_model_input(

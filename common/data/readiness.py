@@ -2,17 +2,22 @@
 
 Built from a ``SiteIngest`` (so it reflects exactly what training would use): usable images
 per class and split, modalities, photometric interpretations, sizes, transfer syntaxes,
-skipped files with reasons, and which identifying tags (PHI) the headers carry — counted by
-tag name, values never read out. A site is ready when it has at least ``min_images`` usable
+skipped files with reasons, which identifying tags (PHI) the headers carry — counted by
+tag name, values never read out — and the clinical variables found (``age``/``sex`` from the
+headers, other ``labels.csv`` columns): name, type, missing share and, for categorical ones,
+how many distinct values; never a value. A site is ready when it has at least ``min_images`` usable
 training images and every class has at least one of them.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.clinical_columns import MISSING_CATEGORY, parse_clinical_columns
+from common.data.clinical import category_of, column_summary, parse_number
 from common.data.ingest import SiteIngest
 from common.data.manifest import SPLITS, shown
 from common.data.phi import DATE_TAGS, INSTITUTION_TAGS, NAME_AND_ID_TAGS
@@ -41,6 +46,7 @@ class SiteReport:
     phi_tags: dict[str, int]
     burned_in_yes: int
     files_used: int
+    clinical: list[dict[str, object]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -52,8 +58,11 @@ class SiteReport:
         return {**self.__dict__, "ready": self.ready, "phi_note": PHI_NOTE}
 
 
-def build_report(ingest: SiteIngest, classes: tuple[str, ...], min_images: int) -> SiteReport:
-    """Summarise an ingest result and decide readiness."""
+def build_report(
+    ingest: SiteIngest, classes: tuple[str, ...], min_images: int, clinical_columns: str = ""
+) -> SiteReport:
+    """Summarise an ingest result and decide readiness (``clinical_columns``: the run's
+    ``data.clinical-columns``, whose columns are checked against what the site has)."""
     counts = {
         name: {split: ingest.labels[split].count(index) for split in SPLITS}
         for index, name in enumerate(classes)
@@ -79,6 +88,9 @@ def build_report(ingest: SiteIngest, classes: tuple[str, ...], min_images: int) 
         burned_in_yes=sum(info.burned_in == "YES" for info in infos),
         files_used=len(members),
     )
+    records = [record for split in SPLITS for record in ingest.clinical[split]]
+    report.clinical = [summary.to_json() for summary in column_summary(records)]
+    report.warnings.extend(_clinical_warnings(records, clinical_columns))
     train_total = len(ingest.labels["train"])
     if train_total < min_images:
         report.problems.append(
@@ -99,6 +111,26 @@ def build_report(ingest: SiteIngest, classes: tuple[str, ...], min_images: int) 
             f"{report.burned_in_yes} files flag burned-in annotations: text may be in the pixels"
         )
     return report
+
+
+def _clinical_warnings(records: list[dict[str, str]], text: str) -> list[str]:
+    """The configured clinical columns this site lacks or fills with undeclared categories
+    (counts only: an undeclared value is encoded as missing-or-unknown)."""
+    warnings = []
+    for column in parse_clinical_columns(text).columns:
+        values = [record.get(column.name, "") for record in records]
+        if not any(values):
+            warnings.append(f"clinical column '{column.name}' has no values at this site")
+            continue
+        if column.numeric:
+            bad = sum(1 for v in values if v and math.isnan(parse_number(v, column.name)))
+            what = "values that are not numbers"
+        else:
+            bad = sum(1 for v in values if v and category_of(v, column) == MISSING_CATEGORY)
+            what = "values outside the declared categories"
+        if bad:
+            warnings.append(f"clinical column '{column.name}': {bad} {what} (encoded as missing)")
+    return warnings
 
 
 def _counts(values: Any) -> dict[str, int]:

@@ -35,6 +35,11 @@ class SiteData:
     layout: str = ""
     # per test image: its patient groups (``common.data.groups``; empty for ``.npz`` sources)
     test_groups: list[tuple[str, ...]] = field(default_factory=list)
+    # per image of each split: raw clinical values (``common.data.clinical``); empty lists
+    # for sources without any (``.npz``), which fusion models see as all missing
+    train_clinical: list[dict[str, str]] = field(default_factory=list)
+    val_clinical: list[dict[str, str]] = field(default_factory=list)
+    test_clinical: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.val_x is None:
@@ -73,10 +78,13 @@ def with_validation(data: SiteData, fraction: float, seed: int) -> SiteData:
     keep[val] = False
     train = torch.from_numpy(np.flatnonzero(keep))
     held = torch.from_numpy(val)
+    clinical = data.train_clinical
     return dataclasses.replace(
         data,
         train_x=data.train_x[train],
         train_y=data.train_y[train],
         val_x=data.train_x[held],
         val_y=data.train_y[held],
+        train_clinical=[clinical[i] for i in train.tolist()] if clinical else [],
+        val_clinical=[clinical[i] for i in held.tolist()] if clinical else [],
     )

@@ -76,6 +76,9 @@ def site_data(ingest: SiteIngest) -> SiteData:
         samples=ingest.samples,
         layout=ingest.layout,
         test_groups=list(ingest.groups["test"]),
+        train_clinical=list(ingest.clinical["train"]),
+        val_clinical=list(ingest.clinical["val"]),
+        test_clinical=list(ingest.clinical["test"]),
     )
 
 

@@ -3,7 +3,13 @@
 Class 0 ("normal") and class 1 ("opacity": one or two faint, diffuse blobs inside a lung
 field) share the same anatomy, rib shadows and correlated background texture, so the task is
 learnable but not trivial; a few labels are flipped (reader disagreement), so even a perfect
-model cannot reach AUC 1.0. Each site has its own acquisition style (intensity scale, noise,
+model cannot reach AUC 1.0. With ``clinical`` (``data.synthetic-clinical``) the label also
+depends on the patient: "opacity" iff the image shows the lesion AND the patient is at least
+``CLINICAL_AGE_CUTOFF`` years old, so an image-only model cannot tell a young patient's lesion
+from an old one's and a fusion model can. Age is written as PatientAge, or only as
+PatientBirthDate (the reader derives it), or not at all (missing); ``labels.csv`` gets two
+noise columns, ``smoker`` (categorical) and ``bmi`` (numeric), both with missing values.
+Each site has its own acquisition style (intensity scale, noise,
 MONOCHROME1 vs MONOCHROME2, Rescale Slope/Intercept) and class balance, which the reader in
 ``common.data.dicom`` must undo. Everything is deterministic from ``(seed, site index)``.
 No real patient data: names and IDs are fake.
@@ -30,6 +36,9 @@ from common.naming import site_name
 
 LABEL_NAMES = ("normal", "opacity")
 LABEL_NOISE = 0.03
+CLINICAL_AGE_CUTOFF = 60.0
+CLINICAL_COLUMNS = ("smoker", "bmi")  # extra labels.csv columns of a clinical site
+_SMOKER = ("never", "former", "current")
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 
 
@@ -124,8 +133,15 @@ def _acquire(density: np.ndarray, style: SiteStyle, rng: np.random.Generator) ->
 
 
 def _write_dicom(
-    path: Path, stored: np.ndarray, style: SiteStyle, rng: np.random.Generator, idx: int
+    path: Path,
+    stored: np.ndarray,
+    style: SiteStyle,
+    rng: np.random.Generator,
+    idx: int,
+    age: tuple[float, str] | None = None,
 ) -> None:
+    """Write one image; ``age``: (years, how) with how ``tag`` (PatientAge), ``birth``
+    (PatientBirthDate only) or ``none`` (no age at all), for clinical sites."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CR_IMAGE_STORAGE
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -143,6 +159,15 @@ def _write_dicom(
     ds.PatientAge = f"{int(rng.integers(18, 90)):03d}Y"
     day = dt.date(2020, 1, 1) + dt.timedelta(days=int(rng.integers(0, 1800)))
     ds.StudyDate = day.strftime("%Y%m%d")
+    if age is not None:
+        years, how = age
+        del ds.PatientAge
+        if how == "tag":
+            ds.PatientAge = f"{int(years):03d}Y"
+        elif how == "birth":
+            ds.PatientBirthDate = (day - dt.timedelta(days=round(years * 365.25))).strftime(
+                "%Y%m%d"
+            )
     ds.InstitutionName = f"Synthetic {style.name}"
     ds.Rows, ds.Columns = stored.shape
     ds.SamplesPerPixel = 1
@@ -168,30 +193,38 @@ def generate_site(
     image_size: int,
     test_fraction: float = 0.25,
     on_image: Callable[[], None] | None = None,
+    clinical: bool = False,
 ) -> Path:
     """Write synthetic site ``index`` into ``directory`` (atomically) and return it.
 
-    ``labels.csv`` lists ``path,label,split``; the split is stratified and deterministic.
+    ``labels.csv`` lists ``path,label,split`` (and, with ``clinical``, the
+    ``CLINICAL_COLUMNS``); the split is deterministic.
     """
     style = site_style(index)
     rng = np.random.default_rng([seed, index])
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
-        rows = []
+        rows: list[tuple[str, ...]] = []
         labels = (rng.random(num_images) < style.positive_fraction).astype(int)
         test = rng.random(num_images) < test_fraction
         for i, true_label in enumerate(labels):
-            density = synthesize_density(rng, image_size, opacity=bool(true_label))
+            facts = _clinical_facts(rng) if clinical else None
+            lesion = bool(true_label) if facts is None else facts[0]
+            if facts is not None:
+                true_label = int(lesion and facts[1] >= CLINICAL_AGE_CUTOFF)
+            density = synthesize_density(rng, image_size, opacity=lesion)
             recorded = true_label if rng.random() >= LABEL_NOISE else 1 - true_label
             name = f"img_{i:05d}.dcm"
-            _write_dicom(staging / name, _acquire(density, style, rng), style, rng, i)
-            rows.append((name, LABEL_NAMES[recorded], "test" if test[i] else "train"))
+            age = None if facts is None else (facts[1], facts[2])
+            _write_dicom(staging / name, _acquire(density, style, rng), style, rng, i, age)
+            row = (name, LABEL_NAMES[recorded], "test" if test[i] else "train")
+            rows.append(row if facts is None else (*row, *facts[3:]))
             if on_image is not None:
                 on_image()
         with open(staging / "labels.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["path", "label", "split"])
+            writer.writerow(["path", "label", "split", *(CLINICAL_COLUMNS if clinical else ())])
             writer.writerows(rows)
         if directory.exists():
             shutil.rmtree(directory)
@@ -200,6 +233,16 @@ def generate_site(
         if staging.exists():
             shutil.rmtree(staging)
     return directory
+
+
+def _clinical_facts(rng: np.random.Generator) -> tuple[bool, float, str, str, str]:
+    """One clinical patient: lesion, age (years), how the age is written, smoker, bmi."""
+    lesion = bool(rng.random() < 0.7)
+    age = float(rng.uniform(30, 90))
+    how = str(rng.choice(["tag", "tag", "tag", "tag", "tag", "tag", "birth", "birth", "none"]))
+    smoker = str(rng.choice([*_SMOKER, ""]))
+    bmi = f"{rng.normal(26, 4):.1f}" if rng.random() >= 0.15 else ""
+    return lesion, age, how, smoker, bmi
 
 
 def ensure_synthetic_site(
@@ -211,6 +254,7 @@ def ensure_synthetic_site(
     image_size: int,
     test_fraction: float = 0.25,
     on_image: Callable[[], None] | None = None,
+    clinical: bool = False,
 ) -> Path:
     """Folder of synthetic site ``index`` under ``root``, generated on first use.
 
@@ -218,6 +262,8 @@ def ensure_synthetic_site(
     when it would be regenerated identically; ``labels.csv`` is written last (atomic rename).
     """
     variant = f"seed{seed}-n{num_images}-px{image_size}-test{test_fraction:g}"
+    if clinical:
+        variant += "-clinical"
     directory = root.expanduser() / variant / site_name(index)
     if not (directory / "labels.csv").exists():
         generate_site(
@@ -228,6 +274,7 @@ def ensure_synthetic_site(
             image_size=image_size,
             test_fraction=test_fraction,
             on_image=on_image,
+            clinical=clinical,
         )
     return directory
 
@@ -244,4 +291,5 @@ def ensure_configured_site(
         image_size=data.synthetic_image_size,
         test_fraction=data.test_fraction,
         on_image=on_image,
+        clinical=data.synthetic_clinical,
     )

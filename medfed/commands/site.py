@@ -3,7 +3,9 @@
 Reads the folder exactly as training will (same decoder, same cache, so a later training run
 starts from the cache), then prints a readiness report: usable images per class and split,
 modalities, photometric interpretations, sizes, transfer syntaxes, skipped files with
-reasons, and which identifying DICOM tags are present (names and counts, never values).
+reasons, which identifying DICOM tags are present, and the clinical variables found (name,
+type, missing share; ``--clinical-columns`` checks a run's columns against them): names and
+counts, never values.
 Exit code 0 = ready, 1 = not ready, 2 = the folder or the options cannot be used (with
 ``--strict``: also the first unusable file, as one line naming the site and the file).
 """
@@ -52,6 +54,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=0,
         help="decoding processes for a first read (default 0: one per CPU core)",
     )
+    check.add_argument(
+        "--clinical-columns",
+        default="",
+        help="a fusion run's data.clinical-columns, checked against the site's columns",
+    )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument(
         "--strict",
@@ -84,6 +91,9 @@ def check_site(args: argparse.Namespace) -> int:
         overrides["data.image-size"] = args.image_size
     if args.cache_dir:
         overrides["data.cache-dir"] = args.cache_dir
+    if args.clinical_columns:
+        overrides["data.clinical-columns"] = args.clinical_columns
+        overrides["model.name"] = "fusion-cnn"
     config = MedfedConfig().replace(**overrides).data  # type: ignore[arg-type]
     root = Path(args.path).expanduser()
     site_id = args.site_id or (root.stem if root.suffix == ".npz" else root.name)
@@ -97,7 +107,7 @@ def check_site(args: argparse.Namespace) -> int:
         ingest.labels = {split: y.tolist() for split, y in labels.items()}
     else:
         ingest = ingest_site(root, config, site_id, console=console)
-    report = build_report(ingest, classes, args.min_images)
+    report = build_report(ingest, classes, args.min_images, config.clinical_columns)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -134,6 +144,15 @@ def _print_report(report: SiteReport, console: Console) -> None:
         if values:
             line = f"{title}: " + ", ".join(f"{k} ({v})" for k, v in values.items())
             console.print(line, **plain)
+    if report.clinical:
+        table = Table(
+            "column", "type", "missing", "distinct values", title="Clinical variables (no values)"
+        )
+        for column in report.clinical:
+            distinct = str(column["distinct_values"]) if column["type"] == "categorical" else "-"
+            missing = f"{column['missing']} of {column['images']} ({column['missing_share']:.0%})"
+            table.add_row(Text(str(column["name"])), str(column["type"]), missing, distinct)
+        console.print(table)
     if report.skipped:
         console.print(Text(f"Skipped ({len(report.skipped)})", style="bold") + Text(":"))
         for item in report.skipped:

@@ -6,4 +6,6 @@ wheel only so that ``benchmarks/`` and ``tests/`` can share them.
 - ``federation``: ``LocalFederation``, a whole TLS deployment (SuperLink, SuperNodes, optional
   nginx gateway) as real processes on 127.0.0.1.
 - ``faults``: client mods that corrupt one site's updates or make it raise.
+- ``timing``: ``scaled(seconds)``, every test wait scaled to the machine's measured speed and
+  ``MEDFED_TEST_TIMEOUT_SCALE``.
 """

@@ -7,7 +7,8 @@ hospitals then dial instead of the SuperLink, one SuperNode per hospital (``depl
 builds every command line), and ``flwr run`` on the coordinator's loopback connection.
 Each process gets its own session and is stopped by that process group id, so exactly the
 processes started here are stopped (Flower's SuperExec and app processes are children that
-exit with their parent). Nothing listens beyond 127.0.0.1.
+exit with their parent). Nothing listens beyond 127.0.0.1. Every wait is bounded, in seconds
+scaled to the machine's current speed (``medfed.testing.timing``).
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ from deploy.gateway import (
     nginx_executable,
     write_gateway_config,
 )
+from medfed.testing.timing import scaled
 
 HOST = "127.0.0.1"
 CONNECTION = "medfed"
+ACTIVATED = "SuperNode ID:"  # what flower-supernode logs once the SuperLink activated it
 
 
 def flwr_env(flwr_home: Path) -> dict[str, str]:
@@ -100,26 +103,63 @@ class Processes:
         self.started.append(entry)
         return entry
 
-    def stop(self, entry: Started, timeout: float = 15.0) -> None:
+    def stop(self, entry: Started, timeout: float | None = None) -> None:
         """SIGTERM the process group, then SIGKILL whatever of it is left.
 
-        The leader is left unreaped (a zombie) until its group has been killed, so its
-        process id, which is the group id, cannot be reused by an unrelated process.
+        Flower starts some children in sessions of their own (the SuperLink's SuperExec and
+        its ServerApp process): their groups, found below the leader before it is signalled,
+        get the SIGKILL too. The leader is left unreaped (a zombie) until its group has been
+        killed, so its process id, which is the group id, cannot be reused meanwhile.
         """
+        timeout = scaled(15) if timeout is None else timeout
         group = entry.process.pid
         if entry.process.returncode is None:
+            below = _groups_below(group)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and not _exited(group):
                 time.sleep(0.1)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(group, signal.SIGKILL)
+            _kill_groups([group, *below])
         entry.process.wait(timeout=timeout)
+
+    def kill(self, entry: Started) -> None:
+        """SIGKILL the process group (and its children's own groups) at once, as a power cut
+        or an OOM kill would."""
+        if entry.process.returncode is None:
+            _kill_groups([entry.process.pid, *_groups_below(entry.process.pid)])
+        entry.process.wait(timeout=scaled(15))
 
     def stop_all(self) -> None:
         for entry in reversed(self.started):
             self.stop(entry)
+
+
+def _kill_groups(groups: Sequence[int]) -> None:
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+
+
+def _groups_below(pid: int) -> list[int]:
+    """Process group ids of every live descendant of ``pid`` other than its own (Linux)."""
+    children: dict[int, list[int]] = {}
+    for proc_stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(proc_stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(proc_stat.parent.name))
+    groups: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            todo.append(child)
+            with contextlib.suppress(ProcessLookupError):
+                group = os.getpgid(child)
+                if group != pid and group not in groups:
+                    groups.append(group)
+    return groups
 
 
 def _exited(pid: int) -> bool:
@@ -159,7 +199,7 @@ def port_open(host: str, port: int) -> bool:
 
 def online_nodes(env: Mapping[str, str], connection: str = CONNECTION) -> int:
     """How many SuperNodes the SuperLink lists as online (``flwr supernode ls``)."""
-    result = run(["flwr", "supernode", "ls", connection, "--format", "json"], env, 60)
+    result = run(["flwr", "supernode", "ls", connection, "--format", "json"], env, scaled(60))
     try:
         nodes = json.loads(result.stdout).get("nodes", [])
     except json.JSONDecodeError:
@@ -192,7 +232,7 @@ class LocalFederation:
     superlink_port: int
     node_ports: Sequence[int]
     gateway_port: int | None = None
-    start_timeout: float = 120.0
+    start_timeout: float = field(default_factory=lambda: scaled(120))
     # Apps (project folders) every hospital approves before its SuperNode starts; with
     # ``approving`` False the SuperNodes run any app, as plain Flower does.
     approved_apps: Sequence[Path] = ()
@@ -202,6 +242,7 @@ class LocalFederation:
     certs: Path = field(init=False)
     env: dict[str, str] = field(init=False)
     nodes: dict[str, tuple[SuperNodeSpec, list[Started]]] = field(init=False)
+    superlink: Started = field(init=False)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -245,26 +286,15 @@ class LocalFederation:
             add_site(self.certs, hospital.site_id)
         config = Path(self.env["FLWR_HOME"]) / "config.toml"
         config.write_text(flwr_config_toml(CONNECTION, self.address, self.certs / CA_CERT))
-        spec = SuperLinkSpec(self.certs, self.root / "superlink.db", HOST, self.superlink_port)
-        superlink = self.processes.start("superlink", superlink_command(spec), self.env)
-        try:
-            wait_until(
-                lambda: (
-                    port_open(HOST, self.superlink_port) or superlink.process.poll() is not None
-                ),
-                self.start_timeout,
-                "the SuperLink",
-            )
-        except TimeoutError as error:
-            raise RuntimeError(f"{error}\n{superlink.tail()}") from None
-        if superlink.process.poll() is not None:
-            raise RuntimeError(f"the SuperLink exited:\n{superlink.tail()}")
+        self.start_superlink()
         if self.gateway_port is not None:
             self.start_gateway(self.gateway_port)
         for index, hospital in enumerate(self.hospitals):
             keyfiles = site_key_paths(self.certs, hospital.site_id)
             result = run(
-                register_command(keyfiles.public_key, CONNECTION, hospital.site_id), self.env, 60
+                register_command(keyfiles.public_key, CONNECTION, hospital.site_id),
+                self.env,
+                scaled(60),
             )
             if result.returncode != 0:
                 raise RuntimeError(
@@ -297,6 +327,70 @@ class LocalFederation:
             self.start_timeout,
             f"{len(self.hospitals)} online SuperNodes",
         )
+
+    def start_superlink(self) -> Started:
+        """The SuperLink (TLS, node auth, state in ``superlink.db``); returns once it listens.
+
+        Started again after a kill it reopens the same database: node registrations and runs
+        survive, and the SuperNodes reconnect by themselves.
+        """
+        spec = SuperLinkSpec(self.certs, self.root / "superlink.db", HOST, self.superlink_port)
+        superlink = self.processes.start("superlink", superlink_command(spec), self.env)
+        self.superlink = superlink
+        try:
+            wait_until(
+                lambda: (
+                    port_open(HOST, self.superlink_port) or superlink.process.poll() is not None
+                ),
+                self.start_timeout,
+                "the SuperLink",
+            )
+        except TimeoutError as error:
+            raise RuntimeError(f"{error}\n{superlink.tail()}") from None
+        if superlink.process.poll() is not None:
+            raise RuntimeError(f"the SuperLink exited:\n{superlink.tail()}")
+        return superlink
+
+    def kill_superlink(self) -> None:
+        """``kill -9`` the SuperLink and everything it started (its ServerApp process too)."""
+        self.processes.kill(self.superlink)
+        wait_until(
+            lambda: not port_open(HOST, self.superlink_port),
+            self.start_timeout,
+            "the killed SuperLink's port to close",
+        )
+
+    def kill_supernode(self, name: str) -> None:
+        """``kill -9`` a hospital's SuperNode and its gate (with their ClientApp processes)."""
+        _, started = self.nodes[name]
+        for entry in started:
+            self.processes.kill(entry)
+
+    def start_supernode_again(self, name: str) -> Started:
+        """Start a killed hospital again with the same settings, as a service manager would.
+
+        After a ``kill -9`` the SuperLink still counts the dead node as online until it misses
+        its heartbeats (flwr 1.42: 2 intervals of 30 s), and refuses the restarted one
+        (``[code: 2004] Failed to activate SuperNode``, exit 305). Like ``Restart=always`` in
+        systemd, the node (and its gate) is then stopped and started again, until it is
+        activated or ``start_timeout`` has passed.
+        """
+        spec, _ = self.nodes[name]
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            node = self.start_supernode(name, spec)
+            offset = len(node.output())
+
+            def settled(node: Started = node, offset: int = offset) -> bool:
+                return node.process.poll() is not None or ACTIVATED in node.output()[offset:]
+
+            wait_until(settled, max(1.0, deadline - time.monotonic()), f"{name} to activate")
+            if node.process.poll() is None:
+                return node
+            self.stop_supernode(name)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} was not activated again:\n{node.tail()}")
+            time.sleep(2.0)  # a service manager's restart delay
 
     def start_gateway(self, port: int) -> Started:
         """nginx forwarding only the SuperNode's Fleet routes to the loopback SuperLink."""
@@ -390,3 +484,7 @@ class LocalFederation:
     ) -> subprocess.CompletedProcess:
         """``flwr run APP medfed --stream --run-config …`` to completion."""
         return run(run_command(app_dir, CONNECTION, run_config), self.env, timeout)
+
+    def start_run(self, name: str, app_dir: Path, run_config: Mapping[str, ConfigValue]) -> Started:
+        """``flwr run APP medfed --stream --run-config …`` in the background (log: NAME.log)."""
+        return self.processes.start(name, run_command(app_dir, CONNECTION, run_config), self.env)
