@@ -12,6 +12,10 @@ with cross-entropy; the positive-class score is the softmax of logit 1).
 - ``resnet18-gn``: ResNet-18 as in the MedMNIST benchmark's 28x28 variant (3x3 stem,
   stride 1, no max-pool) with GroupNorm instead of BatchNorm; 11.2M parameters, slow on CPU.
 
+Sequence models (``SEQUENCE_MODELS``, for ``data.frames = "stack"``) take ``(N, C, D, H, W)``
+ordered stacks instead: ``seq-gru`` / ``seq-lstm`` run ``small-cnn``'s encoder on every frame
+and a GRU / LSTM over the frame embeddings (``common.sequence_models``).
+
 All of them pass Opacus' ``ModuleValidator`` (``tests/test_models.py``).
 """
 
@@ -113,7 +117,15 @@ MODEL_REGISTRY: dict[str, ModelBuilder] = {
     "small-cnn": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=16),
     "cnn-medium": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=32),
     "resnet18-gn": lambda in_ch, n_cls: ResNet18GN(in_ch, n_cls),
+    "seq-gru": lambda in_ch, n_cls: _sequence_model(in_ch, n_cls, "gru"),
+    "seq-lstm": lambda in_ch, n_cls: _sequence_model(in_ch, n_cls, "lstm"),
 }
+
+
+def _sequence_model(in_channels: int, num_classes: int, cell: str) -> nn.Module:
+    from common.sequence_models import FrameSequenceNet
+
+    return FrameSequenceNet(in_channels, num_classes, cell=cell)
 
 
 def build_model(config: ModelConfig, in_channels: int) -> nn.Module:

@@ -235,7 +235,24 @@ def ensure_synthetic_site(
 def ensure_configured_site(
     data: DataConfig, seed: int, index: int, on_image: Callable[[], None] | None = None
 ) -> Path:
-    """:func:`ensure_synthetic_site` with the generation settings of a run's data config."""
+    """:func:`ensure_synthetic_site` with the generation settings of a run's data config.
+
+    ``data.synthetic-kind = "series"`` makes a series hospital instead
+    (``common.data.synthetic_series``; one ``on_image`` call per series).
+    """
+    if data.synthetic_kind == "series":
+        from common.data.synthetic_series import ensure_series_site
+
+        return ensure_series_site(
+            Path(data.synthetic_root),
+            index,
+            seed=seed,
+            num_series=data.synthetic_images_per_site,
+            slices=data.synthetic_slices,
+            image_size=data.synthetic_image_size,
+            test_fraction=data.test_fraction,
+            on_series=on_image,
+        )
     return ensure_synthetic_site(
         Path(data.synthetic_root),
         index,
