@@ -108,7 +108,7 @@ class DataConfig(_Section):
     # "series": synthetic studies are CT-like series (common.data.synthetic_series) of
     # synthetic-slices files each; synthetic-images-per-site then counts series
     synthetic_kind: SyntheticKind = checked("images", one_of(SYNTHETIC_KINDS))
-    synthetic_slices: int = checked(12, at_least(2))
+    synthetic_slices: int = checked(10, at_least(2))
 
 
 @dataclass(frozen=True)
