@@ -56,9 +56,9 @@ def test_opacus_per_sample_gradients_are_per_study_not_per_frame(name: str) -> N
 def test_sequence_model_trains_under_dp_sgd(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig(name=name), in_channels=1)
-    dataset = TensorDataset(_stacks(24), torch.arange(24) % 2)
+    dataset = TensorDataset(_stacks(16, frames=2, size=8), torch.arange(16) % 2)
     train = TrainConfig(batch_size=8, learning_rate=0.05)
-    privacy = PrivacyConfig(noise_multiplier=1.0)
+    privacy = PrivacyConfig(noise_multiplier=1.0, accountant="rdp")
     plan = plan_round(len(dataset), train, privacy, planned_rounds=1)
     fresh = copy.deepcopy(model)
     before = copy.deepcopy(model.state_dict())
@@ -159,7 +159,6 @@ def _fit_and_score(name: str, train: TensorDataset, test_x: torch.Tensor, test_y
     return evaluate_model(model, test_x, test_y).auc
 
 
-@pytest.mark.slow
 def test_sequence_model_beats_the_middle_slice_on_the_series_task() -> None:
     torch.set_num_threads(1)
     train_x, train_y = _series_task(210, seed=0)
