@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from flwr.app import ArrayRecord
 from opacus.grad_sample import wrap_model
 from torch.utils.data import TensorDataset
 
@@ -20,7 +21,10 @@ from common.data.sites import load_site
 from common.data.synthetic import ensure_configured_site, site_style
 from common.data.synthetic_series import synthesize_series
 from common.errors import ConfigError
+from common.gradcam import grad_cam
 from common.models import build_model
+from medfed.cli import main
+from server.rundir import RunDirectory
 from tests.shared_data import DICOM_DIR, dicom_file
 
 
@@ -207,3 +211,25 @@ def test_synthetic_series_hospital_is_grouped_into_ordered_stacks(tmp_path: Path
     assert middle.train_x.shape == (8, 1, 16, 16)
     assert torch.equal(middle.train_x, stacks.train_x[:, :, 3])  # the middle slice of 6
     assert torch.equal(middle.train_y, stacks.train_y)
+
+
+def test_predict_and_grad_cam_refuse_a_sequence_model_in_one_line(tmp_path: Path, capsys) -> None:
+    config = MedfedConfig().replace(
+        **{
+            "run.run-dir": str(tmp_path / "run"),
+            "data.image-size": 16,
+            "data.frames": "stack",
+            "model.name": "seq-gru",
+        }
+    )
+    run = RunDirectory.create(config)
+    model = build_model(config.model, 1)
+    run.save_model(ArrayRecord(model.state_dict()), config, 1, threshold=None)
+
+    code = main(["predict", str(run.path), str(dicom_file("dx_thorax_small_mono1_canine.dcm"))])
+
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "seq-gru is a sequence model (data.frames=stack)" in err
+    with pytest.raises(ValueError, match="Grad-CAM explains 2D models"):
+        grad_cam(model, _stacks(2))
