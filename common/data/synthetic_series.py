@@ -75,22 +75,20 @@ def _blob_centre(rng: np.random.Generator) -> tuple[float, float]:
 
 
 def _blob_slices(rng: np.random.Generator, slices: int, lesion: bool) -> list[int]:
-    """Per slice: 0 nothing, 1 a noise blob, 2 the lesion (a run of 3-4 consecutive slices)."""
+    """Per slice: 0 nothing, 1 a noise blob, 2 the lesion (a run of 5-6 consecutive slices)."""
     kinds = [0] * slices
     if lesion:
         length = min(slices, int(rng.choice(LESION_SLICES)))
         start = int(rng.integers(0, slices - length + 1))
         kinds[start : start + length] = [2] * length
-    run = 0
+    previous = False  # whether the slice before had a noise blob
     for index in range(slices):
         if kinds[index] == 2:
             continue
         next_to_lesion = any(0 <= j < slices and kinds[j] == 2 for j in (index - 1, index + 1))
-        if run < 1 and not next_to_lesion and rng.random() < NOISE_RATE:
+        if not previous and not next_to_lesion and rng.random() < NOISE_RATE:
             kinds[index] = 1
-            run += 1
-        else:
-            run = 0
+        previous = kinds[index] == 1
     return kinds
 
 
