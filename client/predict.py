@@ -109,8 +109,8 @@ def predict(
         raise ConfigError(f"{target}: no such file or folder to score")
     if saved.data.frames == "stack":
         raise ConfigError(
-            f"{saved.path}: data.frames=stack (image stacks) cannot be scored: "
-            "the models are 2D; train with frames=middle or all"
+            f"{saved.path}: {saved.model} is a sequence model (data.frames=stack): "
+            "medfed predict scores 2D models only (frames=middle or all)"
         )
     names = saved.class_names
     result = Predictions(names, _threshold(saved, threshold, len(names)))

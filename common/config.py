@@ -34,7 +34,8 @@ Accountant = Literal["prv", "rdp", "gdp"]
 GradSampleMode = Literal["hooks", "ghost", "ew", "functorch"]
 FrameMode = Literal["middle", "all", "stack"]
 ResizeMode = Literal["stretch", "pad"]
-ModelName = Literal["small-cnn", "cnn-medium", "resnet18-gn", "fusion-cnn"]
+SyntheticKind = Literal["images", "series", "clinical"]
+ModelName = Literal["small-cnn", "cnn-medium", "resnet18-gn", "seq-gru", "seq-lstm", "fusion-cnn"]
 # models that take the encoded clinical variables (``data.clinical-columns``) with the image
 FUSION_MODELS = ("fusion-cnn",)
 ClinicalImpute = Literal["median", "mean"]
@@ -56,7 +57,13 @@ ACCOUNTANTS: tuple[str, ...] = get_args(Accountant)
 GRAD_SAMPLE_MODES: tuple[str, ...] = get_args(GradSampleMode)
 FRAME_MODES: tuple[str, ...] = get_args(FrameMode)
 RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
+SYNTHETIC_KINDS: tuple[str, ...] = get_args(SyntheticKind)
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+# models that read ordered stacks (N, C, D, H, W): data.frames = "stack" and no other
+SEQUENCE_MODELS: tuple[str, ...] = ("seq-gru", "seq-lstm")
+# Opacus engines whose per-sample gradients of those models match one-sample-at-a-time ones
+# (tests/test_sequence_models.py); ghost clipping cannot norm layers called once per frame
+SEQUENCE_GRAD_SAMPLE_MODES: tuple[str, ...] = ("hooks", "ew", "functorch")
 STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 PARTITION_KINDS: tuple[str, ...] = get_args(PartitionKind)
 GENERATOR_NAMES: tuple[str, ...] = get_args(GeneratorName)
@@ -109,8 +116,12 @@ class DataConfig(_Section):
     clinical_columns: str = checked("", clinical_columns_rule)
     # how a missing numeric clinical value is filled (fitted on the site's training split)
     clinical_impute: ClinicalImpute = checked("median", one_of(CLINICAL_IMPUTE))
-    # synthetic hospitals whose label depends on the image and the patient's age
-    synthetic_clinical: bool = False
+    # what synthetic hospitals hold: "images" (one lesion task), "series": CT-like series
+    # (common.data.synthetic_series) of synthetic-slices files each, synthetic-images-per-site
+    # then counting series; "clinical": images whose label needs the image AND the patient's
+    # age (common.data.synthetic, for fusion models)
+    synthetic_kind: SyntheticKind = checked("images", one_of(SYNTHETIC_KINDS))
+    synthetic_slices: int = checked(10, at_least(2))
 
 
 @dataclass(frozen=True)
@@ -354,6 +365,7 @@ class MedfedConfig:
             )
         if self.run.resume and not self.run.run_dir:
             raise refuse("run.resume", True, "needs run.run-dir, the run directory to continue")
+        _check_frames(self)
         _check_secagg(self)
         _check_clinical(self)
         _check_augment(self)
@@ -387,6 +399,31 @@ class MedfedConfig:
         flat = self.to_flat()
         flat.update(overrides)
         return MedfedConfig.from_flat(flat)
+
+
+def _check_frames(config: MedfedConfig) -> None:
+    """Sequence models read stacks and 2D models single frames: refuse any other pairing."""
+    name, frames = config.model.name, config.data.frames
+    if name in SEQUENCE_MODELS and frames != "stack":
+        raise refuse(
+            "model.name", name, f'is a sequence model: it needs data.frames="stack" (not {frames})'
+        )
+    if name not in SEQUENCE_MODELS and frames == "stack":
+        raise refuse(
+            "data.frames",
+            frames,
+            f"needs a sequence model ({', '.join(SEQUENCE_MODELS)}); {name} is 2D: "
+            "use data.frames=middle or all",
+        )
+    if name in SEQUENCE_MODELS and config.privacy.enabled:
+        mode = config.privacy.grad_sample_mode
+        if mode not in SEQUENCE_GRAD_SAMPLE_MODES:
+            raise refuse(
+                "privacy.grad-sample-mode",
+                mode,
+                f"{name} needs one of {', '.join(SEQUENCE_GRAD_SAMPLE_MODES)} "
+                "(Opacus' per-sample gradients of its recurrent layer)",
+            )
 
 
 # What Flower's SecAgg+ workflow can do: it aggregates with FedAvg and the server only ever

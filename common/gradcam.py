@@ -35,8 +35,14 @@ def grad_cam(
     """Heat maps (N, H, W) in [0, 1] of ``targets`` (default: the predicted classes).
 
     ``images`` are (N, C, H, W) in [0, 1]. A map that is zero everywhere (no positive
-    evidence for the class) stays zero.
+    evidence for the class) stays zero. Sequence models (``(N, C, D, H, W)`` stacks) are
+    refused: their last convolution sees one frame at a time, so there is no single map.
     """
+    if images.ndim != 4:
+        raise ValueError(
+            f"Grad-CAM explains 2D models on (N, C, H, W) images, not {images.ndim}-D input "
+            "(sequence models on stacks are not supported)"
+        )
     layer = last_conv_layer(model)
     saved: dict[str, torch.Tensor] = {}
 

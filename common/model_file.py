@@ -134,7 +134,7 @@ def load_saved_model(model_or_run: Path | str) -> SavedModel:
     num_classes = int(payload["num_classes"])
     raw = payload.get("data")
     settings = dict(raw) if isinstance(raw, Mapping) else {}
-    data = _data_config(path, settings, payload, num_classes)
+    data = _data_config(path, settings, payload, name, num_classes)
     threshold = payload.get("threshold")
     if threshold is not None:
         threshold = float(threshold)
@@ -156,7 +156,7 @@ def load_saved_model(model_or_run: Path | str) -> SavedModel:
 
 
 def _data_config(
-    path: Path, settings: dict[str, Any], payload: dict[str, Any], num_classes: int
+    path: Path, settings: dict[str, Any], payload: dict[str, Any], model: str, num_classes: int
 ) -> DataConfig:
     """The saved preprocessing as a checked ``DataConfig`` (defaults for an older file)."""
     known = {f.name.replace("_", "-") for f in dataclasses.fields(DataConfig)}
@@ -166,6 +166,7 @@ def _data_config(
     if "data.class-names" not in flat and num_classes != 2:
         flat["data.class-names"] = ",".join(f"class-{i}" for i in range(num_classes))
     flat["model.num-classes"] = num_classes
+    flat["model.name"] = model  # frames=stack goes with a sequence model only
     try:
         return MedfedConfig.from_flat(flat).data
     except ConfigError as problem:

@@ -16,6 +16,10 @@ with cross-entropy; the positive-class score is the softmax of logit 1).
   (``common.data.clinical``; their count, identical at every site, comes from
   ``data.clinical-columns``), then a two-layer classifier. ``forward(images, tabular)``.
 
+Sequence models (``SEQUENCE_MODELS``, for ``data.frames = "stack"``) take ``(N, C, D, H, W)``
+ordered stacks instead: ``seq-gru`` / ``seq-lstm`` run ``small-cnn``'s encoder on every frame
+and a GRU / LSTM over the frame embeddings (``common.sequence_models``).
+
 All of them pass Opacus' ``ModuleValidator`` (``tests/test_models.py``).
 """
 
@@ -138,11 +142,19 @@ MODEL_REGISTRY: dict[str, ModelBuilder] = {
     "small-cnn": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=16),
     "cnn-medium": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=32),
     "resnet18-gn": lambda in_ch, n_cls: ResNet18GN(in_ch, n_cls),
+    "seq-gru": lambda in_ch, n_cls: _sequence_model(in_ch, n_cls, "gru"),
+    "seq-lstm": lambda in_ch, n_cls: _sequence_model(in_ch, n_cls, "lstm"),
 }
 # models that also take the encoded clinical features: (in_ch, n_cls, n_features) -> model
 FUSION_REGISTRY: dict[str, Callable[[int, int, int], nn.Module]] = {
     "fusion-cnn": lambda in_ch, n_cls, n_tab: FusionCNN(in_ch, n_cls, n_tab),
 }
+
+
+def _sequence_model(in_channels: int, num_classes: int, cell: str) -> nn.Module:
+    from common.sequence_models import FrameSequenceNet
+
+    return FrameSequenceNet(in_channels, num_classes, cell=cell)
 
 
 def build_model(config: ModelConfig, in_channels: int, tabular_features: int = 0) -> nn.Module:

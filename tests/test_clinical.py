@@ -302,5 +302,5 @@ def test_the_synthetic_clinical_task_needs_age_and_ships_as_a_scenario(
 
     scenario = load_scenario("fusion").config()
 
-    assert scenario.model.name == "fusion-cnn" and scenario.data.synthetic_clinical
+    assert scenario.model.name == "fusion-cnn" and scenario.data.synthetic_kind == "clinical"
     assert parse_clinical_columns(scenario.data.clinical_columns).width == 12

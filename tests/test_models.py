@@ -6,7 +6,7 @@ import pytest
 import torch
 from opacus.validators import ModuleValidator
 
-from common.config import MODEL_NAMES, ModelConfig
+from common.config import MODEL_NAMES, SEQUENCE_MODELS, ModelConfig
 from common.errors import ConfigError
 from common.models import FUSION_REGISTRY, MODEL_REGISTRY, build_model
 
@@ -27,8 +27,11 @@ def test_models_map_28px_images_to_one_logit_per_class(
     name: str, channels: int, classes: int
 ) -> None:
     model = build_model(ModelConfig(name=name, num_classes=classes), in_channels=channels)
+    stacks = name in SEQUENCE_MODELS  # (N, C, D, H, W): 4 ordered frames each
 
-    logits = model(torch.randn(3, channels, 28, 28))
+    logits = model(
+        torch.randn(3, channels, 4, 28, 28) if stacks else torch.randn(3, channels, 28, 28)
+    )
 
     assert logits.shape == (3, classes)
     assert torch.isfinite(logits).all()
@@ -42,6 +45,8 @@ def test_model_sizes_are_what_the_docs_say() -> None:
     assert 20_000 < size("small-cnn") < 25_000
     assert 80_000 < size("cnn-medium") < 100_000
     assert 11_000_000 < size("resnet18-gn") < 11_500_000
+    assert 30_000 < size("seq-gru") < 35_000
+    assert 35_000 < size("seq-lstm") < 38_000
 
 
 def test_registry_implements_exactly_the_names_the_config_allows() -> None:

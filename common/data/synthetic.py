@@ -3,7 +3,7 @@
 Class 0 ("normal") and class 1 ("opacity": one or two faint, diffuse blobs inside a lung
 field) share the same anatomy, rib shadows and correlated background texture, so the task is
 learnable but not trivial; a few labels are flipped (reader disagreement), so even a perfect
-model cannot reach AUC 1.0. With ``clinical`` (``data.synthetic-clinical``) the label also
+model cannot reach AUC 1.0. With ``clinical`` (``data.synthetic-kind = "clinical"``) the label also
 depends on the patient: "opacity" iff the image shows the lesion AND the patient is at least
 ``CLINICAL_AGE_CUTOFF`` years old, so an image-only model cannot tell a young patient's lesion
 from an old one's and a fusion model can. Age is written as PatientAge, or only as
@@ -282,7 +282,24 @@ def ensure_synthetic_site(
 def ensure_configured_site(
     data: DataConfig, seed: int, index: int, on_image: Callable[[], None] | None = None
 ) -> Path:
-    """:func:`ensure_synthetic_site` with the generation settings of a run's data config."""
+    """:func:`ensure_synthetic_site` with the generation settings of a run's data config.
+
+    ``data.synthetic-kind = "series"`` makes a series hospital instead
+    (``common.data.synthetic_series``; one ``on_image`` call per series).
+    """
+    if data.synthetic_kind == "series":
+        from common.data.synthetic_series import ensure_series_site
+
+        return ensure_series_site(
+            Path(data.synthetic_root),
+            index,
+            seed=seed,
+            num_series=data.synthetic_images_per_site,
+            slices=data.synthetic_slices,
+            image_size=data.synthetic_image_size,
+            test_fraction=data.test_fraction,
+            on_series=on_image,
+        )
     return ensure_synthetic_site(
         Path(data.synthetic_root),
         index,
@@ -291,5 +308,5 @@ def ensure_configured_site(
         image_size=data.synthetic_image_size,
         test_fraction=data.test_fraction,
         on_image=on_image,
-        clinical=data.synthetic_clinical,
+        clinical=data.synthetic_kind == "clinical",
     )
