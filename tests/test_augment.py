@@ -62,7 +62,11 @@ def _ledger(harness: CapturingHarness):  # type: ignore[no-untyped-def]
         ({"augment.epochs": 0}, "augment.epochs"),
         ({"augment.epsilon-share": 1.0}, "augment.epsilon-share"),
         ({**AUGMENT, "privacy.accountant": "gdp"}, "privacy.accountant"),
-        ({**AUGMENT, "data.frames": "stack"}, "augment.generator"),
+        ({**AUGMENT, "data.frames": "stack", "model.name": "seq-gru"}, "augment.generator"),
+        (
+            {**AUGMENT, "model.name": "fusion-cnn", "data.clinical-columns": "age,sex"},
+            "augment.generator",
+        ),
     ],
 )
 def test_bad_augment_settings_are_refused_naming_the_key(overrides: dict, key: str) -> None:
