@@ -71,10 +71,10 @@ def test_a_run_resumed_after_the_coordinator_died_mid_round_trains_every_round(
     config = _config(tmp_path)
     save_checkpoint = server.lifecycle.save_checkpoint
 
-    def dies_at_round_two(run_dir: Path, checkpoint) -> None:  # type: ignore[no-untyped-def]
+    def dies_at_round_two(run_dir: Path, checkpoint, **options) -> None:  # type: ignore[no-untyped-def]
         if checkpoint.round == 2:
             raise CoordinatorDied("the SuperLink went down during round 2")
-        save_checkpoint(run_dir, checkpoint)
+        save_checkpoint(run_dir, checkpoint, **options)
 
     monkeypatch.setattr(server.lifecycle, "save_checkpoint", dies_at_round_two)
     with pytest.raises(CoordinatorDied):
