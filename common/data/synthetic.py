@@ -17,10 +17,7 @@ No real patient data: names and IDs are fake.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +29,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from common.config import DataConfig
+from common.files import staged_directory, write_csv
 from common.naming import site_name
 
 LABEL_NAMES = ("normal", "opacity")
@@ -202,9 +200,7 @@ def generate_site(
     """
     style = site_style(index)
     rng = np.random.default_rng([seed, index])
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
+    with staged_directory(directory) as staging:
         rows: list[tuple[str, ...]] = []
         labels = (rng.random(num_images) < style.positive_fraction).astype(int)
         test = rng.random(num_images) < test_fraction
@@ -222,16 +218,8 @@ def generate_site(
             rows.append(row if facts is None else (*row, *facts[3:]))
             if on_image is not None:
                 on_image()
-        with open(staging / "labels.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "label", "split", *(CLINICAL_COLUMNS if clinical else ())])
-            writer.writerows(rows)
-        if directory.exists():
-            shutil.rmtree(directory)
-        staging.rename(directory)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        header = ["path", "label", "split", *(CLINICAL_COLUMNS if clinical else ())]
+        write_csv(staging / "labels.csv", header, rows)
     return directory
 
 

@@ -25,9 +25,6 @@ from ``(seed, site)``. No real patient data: names and IDs are fake.
 
 from __future__ import annotations
 
-import csv
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +33,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from common.data.synthetic import LABEL_NOISE, SiteStyle, _smooth_noise, site_style
+from common.files import staged_directory, write_csv
 from common.naming import site_name
 
 SERIES_CLASS_NAMES = "normal,lesion"  # labels.csv holds class indices; name them so
@@ -160,9 +158,7 @@ def generate_series_site(
     """
     style = site_style(index)
     rng = np.random.default_rng([seed, index, 1])
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
+    with staged_directory(directory) as staging:
         rows = []
         labels = (rng.random(num_series) < style.positive_fraction).astype(int)
         test = rng.random(num_series) < test_fraction
@@ -178,16 +174,7 @@ def generate_series_site(
             rows.append((folder.name, int(recorded), "test" if test[i] else "train"))
             if on_series is not None:
                 on_series()
-        with open(staging / "labels.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "label", "split"])
-            writer.writerows(rows)
-        if directory.exists():
-            shutil.rmtree(directory)
-        staging.rename(directory)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        write_csv(staging / "labels.csv", ["path", "label", "split"], rows)
     return directory
 
 
