@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint clean gateway-deps
+.PHONY: demo test install lint clean gateway-deps bench-quality
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 
 test: $(STAMP) gateway-deps
 	$(VENV)/bin/python -m pytest -q
+
+# The quality table of BENCHMARKS.md (issue 19): 9 scenarios x 3 seeds of `medfed simulate`;
+# hours on 2 cores. Finished runs in runs/quality are read, not re-run.
+bench-quality: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/python benchmarks/quality_table.py --runs-dir runs/quality
 
 # nginx (Debian nginx-light) is the Fleet-only gateway exercised by tests/test_gateway.py.
 gateway-deps:

@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -79,6 +80,13 @@ def summarise_run(lines: list[dict[str, object]]) -> dict[str, object]:
     }
 
 
+def command_wall(log_dir: Path, scenario: str, seed: str) -> float | None:
+    """The wall time ``medfed simulate`` printed (``Finished in N s``) in the run's log."""
+    log = log_dir / f"{scenario}-{seed}.log"
+    found = re.findall(r"Finished in (\d+) s", log.read_text()) if log.exists() else []
+    return float(found[-1]) if found else None
+
+
 def run_one(scenario: str, seed: int, runs_dir: Path, log_dir: Path) -> float | None:
     """Run ``medfed simulate`` for one scenario and seed unless its run is complete.
 
@@ -118,7 +126,7 @@ def table(results: dict[str, dict[str, dict[str, object]]]) -> str:
     """Markdown: one row per scenario, mean ± sd over the seeds that ran."""
     rows = [
         "| scenario | official test AUC @ best val round | test bal. ACC @ val threshold"
-        " | final-round test AUC | pooled site AUC (final) | max ε | s / run |",
+        " | final-round test AUC | pooled site AUC (final) | max ε | wall s / run |",
         "|---|---|---|---|---|---|---|",
     ]
     for scenario, seeds in results.items():
@@ -127,7 +135,7 @@ def table(results: dict[str, dict[str, dict[str, object]]]) -> str:
             return [float(r[key]) for r in runs.values() if r.get(key) is not None]  # type: ignore[arg-type]
 
         eps = column("epsilon_max")
-        walls = column("elapsed_s")
+        walls = column("wall_s")
         cells = [
             scenario,
             mean_sd(column("test_auc")),
@@ -161,7 +169,9 @@ def main() -> None:
         for seed_dir in sorted((runs_dir / scenario).glob("seed-*")):
             lines = read_metrics(seed_dir)
             if lines and len(lines) >= planned_rounds(seed_dir):
-                results[scenario][seed_dir.name] = summarise_run(lines)
+                summary = summarise_run(lines)
+                summary["wall_s"] = command_wall(runs_dir / "logs", scenario, seed_dir.name)
+                results[scenario][seed_dir.name] = summary
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(table(results))

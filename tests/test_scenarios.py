@@ -85,7 +85,12 @@ def test_simulate_lists_the_scenarios(capsys) -> None:
 
 
 # Defaults a scenario states on purpose: what the scenario is about, named in its description.
-MEANINGFUL_RESTATEMENTS = {("pneumonia-5-noniid", "partition.alpha")}
+# the label skew is what these scenarios are about (issue 19's table rows: Dirichlet 0.5)
+MEANINGFUL_RESTATEMENTS = {("pneumonia-5-noniid", "partition.alpha")} | {
+    (f"{data}-5-dirichlet-{setting}", "partition.alpha")
+    for data in ("pneumonia", "breast", "retina")
+    for setting in ("nondp", "dp8", "dp2")
+}
 
 
 def test_scenarios_do_not_restate_the_config_defaults() -> None:
