@@ -11,7 +11,10 @@ Experimental variants (``--modes``), measured for issue 19 and not product setti
 ``hooks-conv`` swaps Opacus' default Conv2d per-sample gradient (unfold + einsum) for its
 alternative ``convolution2d_backward_as_a_convolution`` (one grouped convolution; shipped by
 Opacus but not registered) while the chunk runs; ``plain-cl`` / ``hooks-cl`` put the model in
-channels-last memory format.
+channels-last memory format. ``hooks-cl`` is faster but WRONG: with channels-last weights,
+Opacus 1.6's hooks give wrong per-sample gradients for convolutions with more than one input
+channel (differences of 0.2-0.3 against the contiguous layout on small-cnn); it is measured
+only to record that this "win" is not one.
 
 Usage:
     PYTHONPATH=. .venv/bin/python benchmarks/dp_cost.py [--models small-cnn cnn-medium]
