@@ -147,3 +147,17 @@ def test_round_record_line_and_best_round_carry_the_official_figures() -> None:
     ]
     assert best_by_val(history) == (2, history[1]["official"])  # earliest of the ties
     assert best_by_val([{"round": 1}]) is None
+
+
+def test_report_shows_the_official_test_line_only_when_there_is_one() -> None:
+    from server.report_data import OFFICIAL_LABEL, metric_series
+
+    rounds = [
+        {"round": 1, "auc": 0.7, "official": {"auc": 0.65}},
+        {"round": 2, "auc": 0.8, "official": {"auc": 0.75}},
+    ]
+    series = metric_series(rounds, "auc")
+    assert [s.label for s in series] == ["pooled", OFFICIAL_LABEL]
+    assert series[1].values == [0.65, 0.75]
+    assert [s.label for s in metric_series(rounds, "f1")] == ["pooled"]
+    assert [s.label for s in metric_series([{"round": 1, "auc": 0.7}], "auc")] == ["pooled"]
