@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-under-load install lint clean gateway-deps
+.PHONY: demo test test-under-load install lint clean gateway-deps bench-quality
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test-under-load: $(STAMP) gateway-deps
 	trap 'kill $$hog1 $$hog2 2>/dev/null' EXIT INT TERM; \
 	echo "two CPU-bound processes running: $$hog1 $$hog2"; \
 	$(TEST_COMMAND)
+
+# The quality table of BENCHMARKS.md (issue 19): 9 scenarios x 3 seeds of `medfed simulate`;
+# hours on 2 cores. Finished runs in runs/quality are read, not re-run.
+bench-quality: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/python benchmarks/quality_table.py --runs-dir runs/quality
 
 # nginx (Debian nginx-light) is the Fleet-only gateway exercised by tests/test_gateway.py.
 gateway-deps:

@@ -1,4 +1,4 @@
-"""What DP-SGD costs per local epoch: plain SGD vs Opacus hooks, ghost clipping and ew.
+"""What DP-SGD costs per local epoch: plain SGD vs Opacus hooks, ghost clipping, ew, functorch.
 
 Same model, same data (PneumoniaMNIST training split, 28x28 grayscale), same batch size,
 through medfed's own training code (``client.train.prepare_training`` + ``run_steps``; DP
@@ -6,6 +6,15 @@ with Poisson sampling at the same expected batch). Per-step time = the fastest o
 ``--repeats`` timed chunks of ``--chunk`` steps, the modes interleaved (on a shared machine
 the minimum is the least inflated figure); an epoch is ceil(N / batch) such steps. Prints
 s/epoch, examples/s and the ratio to plain SGD, as a Markdown table for BENCHMARKS.md.
+
+Experimental variants (``--modes``), measured for issue 19 and not product settings:
+``hooks-conv`` swaps Opacus' default Conv2d per-sample gradient (unfold + einsum) for its
+alternative ``convolution2d_backward_as_a_convolution`` (one grouped convolution; shipped by
+Opacus but not registered) while the chunk runs; ``plain-cl`` / ``hooks-cl`` put the model in
+channels-last memory format. ``hooks-cl`` is faster but WRONG: with channels-last weights,
+Opacus 1.6's hooks give wrong per-sample gradients for convolutions with more than one input
+channel (differences of 0.2-0.3 against the contiguous layout on small-cnn); it is measured
+only to record that this "win" is not one.
 
 Usage:
     PYTHONPATH=. .venv/bin/python benchmarks/dp_cost.py [--models small-cnn cnn-medium]
@@ -23,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from opacus.grad_sample import GradSampleModule
+from opacus.grad_sample.conv import convolution2d_backward_as_a_convolution
+from torch import nn
 from torch.utils.data import TensorDataset
 
 from client.train import plan_round, prepare_training, run_steps
@@ -30,6 +42,7 @@ from common.config import MedfedConfig
 from common.models import build_model
 
 MODES = ("plain", "hooks", "ghost", "ew")
+ALL_MODES = (*MODES, "functorch", "hooks-conv", "plain-cl", "hooks-cl")
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "../shared/data/medmnist/pneumoniamnist.npz"
 
 
@@ -37,31 +50,55 @@ def prepare(
     name: str, mode: str, dataset: TensorDataset, batch_size: int, chunk: int
 ) -> Callable[[], None]:
     """A function that takes ``chunk`` local steps of ``name`` in ``mode``."""
+    base, _, variant = mode.partition("-")
     config = MedfedConfig().replace(
         **{
             "model.name": name,
             "train.batch-size": batch_size,
             "train.max-physical-batch": 2 * batch_size,  # Poisson batches are not split
-            "privacy.enabled": mode != "plain",
+            "privacy.enabled": base != "plain",
             "privacy.noise-multiplier": 1.0,
-            "privacy.grad-sample-mode": "hooks" if mode == "plain" else mode,
+            "privacy.grad-sample-mode": "hooks" if base == "plain" else base,
         }
     )
     plan = plan_round(len(dataset), config.train, config.privacy, planned_rounds=1)
     torch.manual_seed(0)
     model = build_model(config.model, 1)
+    if variant == "cl":
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     prepared = prepare_training(model, dataset, config.train, config.privacy, plan=plan)
-    return lambda: run_steps(prepared, chunk, config.train.max_physical_batch)  # type: ignore[return-value]
+
+    def run_chunk() -> None:
+        run_steps(prepared, chunk, config.train.max_physical_batch)
+
+    if variant != "conv":
+        return run_chunk
+
+    def with_conv_sampler() -> None:
+        samplers = GradSampleModule.GRAD_SAMPLERS
+        default = samplers[nn.Conv2d]
+        samplers[nn.Conv2d] = convolution2d_backward_as_a_convolution
+        try:
+            run_chunk()
+        finally:
+            samplers[nn.Conv2d] = default
+
+    return with_conv_sampler
 
 
 def step_seconds(
-    name: str, dataset: TensorDataset, batch_size: int, repeats: int, chunk: int
+    name: str,
+    dataset: TensorDataset,
+    batch_size: int,
+    repeats: int,
+    chunk: int,
+    modes: tuple[str, ...] = MODES,
 ) -> dict[str, float]:
     """Seconds per step in each mode: the fastest of ``repeats`` timed chunks of ``chunk``
     steps, the modes interleaved so that load from other processes hits them alike (the
     minimum is the figure least inflated by that load)."""
-    chunks = {mode: prepare(name, mode, dataset, batch_size, chunk) for mode in MODES}
-    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    chunks = {mode: prepare(name, mode, dataset, batch_size, chunk) for mode in modes}
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
     for attempt in range(repeats + 1):
         for mode, run_chunk in chunks.items():
             started = time.perf_counter()
@@ -79,7 +116,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--chunk", type=int, default=5, help="steps per timed chunk")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--modes", nargs="+", choices=ALL_MODES, default=list(MODES))
     args = parser.parse_args()
+    modes = tuple(dict.fromkeys(["plain", *args.modes]))
     torch.set_num_threads(args.threads)
     with np.load(args.data) as arrays:
         images = torch.from_numpy(arrays["train_images"]).float().div(255).unsqueeze(1)
@@ -91,9 +130,9 @@ def main() -> None:
     for name in args.models:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            per_step = step_seconds(name, dataset, args.batch_size, args.repeats, args.chunk)
+            per_step = step_seconds(name, dataset, args.batch_size, args.repeats, args.chunk, modes)
         steps_per_epoch = -(-len(dataset) // args.batch_size)
-        for mode in MODES:
+        for mode in modes:
             ratio = per_step[mode] / per_step["plain"]
             rate = args.batch_size / per_step[mode]
             epoch = per_step[mode] * steps_per_epoch

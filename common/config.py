@@ -52,6 +52,7 @@ StrategyName = Literal[
 ]
 PartitionKind = Literal["iid", "dirichlet", "quantity"]
 GeneratorName = Literal["none", "cvae"]
+ServerSplit = Literal["auto", "official", "off"]
 
 ACCOUNTANTS: tuple[str, ...] = get_args(Accountant)
 GRAD_SAMPLE_MODES: tuple[str, ...] = get_args(GradSampleMode)
@@ -68,6 +69,7 @@ STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 PARTITION_KINDS: tuple[str, ...] = get_args(PartitionKind)
 GENERATOR_NAMES: tuple[str, ...] = get_args(GeneratorName)
 CLINICAL_IMPUTE: tuple[str, ...] = get_args(ClinicalImpute)
+SERVER_SPLITS: tuple[str, ...] = get_args(ServerSplit)
 MIN_IMAGE_SIZE = 8  # the models halve the image three times before pooling
 
 
@@ -290,7 +292,11 @@ class EvalConfig(_Section):
 
     Sites evaluate on ``val`` (carved from their training images when they have none:
     ``val-fraction``, stratified, seeded) and ``test``; the server picks the operating
-    threshold on the pooled ``val`` counts.
+    threshold on the pooled ``val`` counts. A simulation cut from a public pool
+    (``partition.pool``) can also score the global model on the pool's official ``val`` /
+    ``test`` splits on the server (``server.public_eval``): ``server-split`` ``auto`` does
+    when the pool file has them and the sites were cut from another split, ``official``
+    requires it, ``off`` never does.
     """
 
     SECTION: ClassVar[str] = "eval"
@@ -302,6 +308,8 @@ class EvalConfig(_Section):
     min_group_size: int = checked(10, at_least(1))
     # a gap in sensitivity/specificity between groups or sites above this is flagged
     flag_gap: float = checked(0.1, within(0, 1, open_low=True))
+    # the pool's official val/test splits scored on the server: auto, official or off
+    server_split: ServerSplit = checked("auto", one_of(SERVER_SPLITS))
 
 
 @dataclass(frozen=True)
@@ -363,6 +371,20 @@ class MedfedConfig:
                 self.model.num_classes,
                 f"must equal the number of data.class-names ({len(classes)}: {', '.join(classes)})",
             )
+        if self.eval.server_split == "official":
+            if not self.partition.pool:
+                raise refuse(
+                    "eval.server-split",
+                    "official",
+                    "needs partition.pool, a public pool with official val/test splits",
+                )
+            if self.partition.split in ("val", "test"):
+                raise refuse(
+                    "eval.server-split",
+                    "official",
+                    f"the sites were cut from the pool's '{self.partition.split}' split, "
+                    "so it cannot also be the server's held-out split",
+                )
         if self.run.resume and not self.run.run_dir:
             raise refuse("run.resume", True, "needs run.run-dir, the run directory to continue")
         _check_frames(self)

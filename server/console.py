@@ -19,7 +19,8 @@ def operating_point(record: RoundRecord) -> str:
 
 def round_line(record: RoundRecord, num_rounds: int) -> str:
     """One line: round, loss, accuracy, ROC-AUC, sensitivity and specificity at the operating
-    threshold, max epsilon, participating sites.
+    threshold, max epsilon, participating sites; with a public pool, the official test
+    split's AUC and balanced accuracy (server side, threshold chosen on official val).
 
     Sites that declined (privacy budget / site policy), failed, timed out or whose update was
     rejected are named after the ones that took part, then those sampled for evaluation that
@@ -32,6 +33,12 @@ def round_line(record: RoundRecord, num_rounds: int) -> str:
         f"  acc {ratio(record.accuracy)}  auc {ratio(record.auc)}  {operating_point(record)}"
         f"  eps(max) {eps}  sites {len(record.train_sites)} [{', '.join(record.train_sites)}]"
     )
+    if record.official:
+        official = record.official
+        line += (
+            f"  official test auc {ratio(official.get('auc'))}"  # type: ignore[arg-type]
+            f" bacc {ratio(official.get('balanced_accuracy'))}"  # type: ignore[arg-type]
+        )
     for why, sites in _declined_by_reason(record).items():
         line += f"  declined ({why}) [{', '.join(sites)}]"
     if record.failed:

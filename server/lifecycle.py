@@ -44,6 +44,7 @@ from server.checkpoint import (
     save_checkpoint,
 )
 from server.console import RoundProgress
+from server.public_eval import best_by_val, public_evaluator
 from server.recorder import RoundRecord, RoundRecorder
 from server.report import write_run_report
 from server.rundir import RunDirectory
@@ -115,6 +116,7 @@ class RunLifecycle:
             on_trained=attestations.keep,
             evaluation=config.eval,
             class_names=parse_class_names(config.data.class_names),
+            public_eval=public_evaluator(config),
         )
         self.strategy_state: StateSource = dict
         # node id -> site name, as learned by the round engine (named failures after a resume)
@@ -259,4 +261,36 @@ def print_summary(summary: RunSummary, config: MedfedConfig, console: Console) -
         eps_max,
     )
     console.print(table)
+    for line in official_summary(summary):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(f"Run directory: {summary.run_dir}")
+
+
+def official_summary(summary: RunSummary) -> list[str]:
+    """The official test split's figures (server side): final round and best-val round."""
+    final = summary.final
+    if final is None or not final.official:
+        return []
+    lines = [f"official test, final round {final.round}: {official_figures(final.official)}"]
+    best = best_by_val([record.to_json() for record in summary.rounds])
+    if best is not None:
+        lines.append(
+            f"official test, round {best[0]} (best official val AUC "
+            f"{ratio(best[1].get('val_auc'))}): {official_figures(best[1])}"  # type: ignore[arg-type]
+        )
+    return lines
+
+
+def official_figures(official: dict[str, object]) -> str:
+    """``auc 0.951 bal.acc 0.880 (sens 0.91 spec 0.85 @0.62)``."""
+
+    def get(key: str) -> float | None:
+        value = official.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    text = (
+        f"auc {ratio(get('auc'))} bal.acc {ratio(get('balanced_accuracy'))} "
+        f"(sens {ratio(get('sensitivity'))} spec {ratio(get('specificity'))}"
+    )
+    threshold = get("threshold")
+    return text + (f" @{threshold:.2f})" if threshold is not None else ", arg-max)")

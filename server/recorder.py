@@ -12,7 +12,9 @@ the round's line names them even when a robust strategy (Krum) aggregates only s
 accepted updates, and which sites declined to train (``record_declined``) and why (privacy
 budget or site policy); their spent epsilon is still recorded. Every reply that trained is
 handed to ``on_trained`` (the run's ``server.attestations`` store keeps the signed privacy
-record it carries).
+record it carries). With ``public_eval`` the global model is also scored on public data the
+server holds (a simulation pool's official val / test splits: ``server.public_eval``) and the
+figures go into the record's ``official`` field, next to the pooled site figures.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class RoundRecord:
     fairness: dict[str, object] = field(default_factory=dict)
     # sampled for evaluation but not evaluated: site -> why (lost contact, timeout, error)
     eval_missed: dict[str, str] = field(default_factory=dict)
+    # the global model on the public pool's official val / test splits (server.public_eval)
+    official: dict[str, object] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         """JSON-safe dict (NaN becomes null)."""
@@ -106,6 +110,8 @@ class RoundRecord:
 RoundListener = Callable[[RoundRecord, ArrayRecord], None]
 # (site, train reply): keeps the privacy attestation a reply carries (server.attestations)
 AttestationListener = Callable[[str, RecordDict], None]
+# the global model -> its figures on public data held by the server (server.public_eval)
+PublicEvaluation = Callable[[ArrayRecord], dict[str, object]]
 
 
 def _metrics_of(reply: RecordDict) -> MetricRecord:
@@ -135,6 +141,7 @@ class RoundRecorder:
     on_trained: AttestationListener | None = None
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     class_names: tuple[str, ...] = ()
+    public_eval: PublicEvaluation | None = None
     _train: dict[str, MetricRecord] = field(default_factory=dict)
     _declined: dict[str, MetricRecord] = field(default_factory=dict)
     _declined_why: dict[str, str] = field(default_factory=dict)
@@ -240,6 +247,7 @@ class RoundRecorder:
             calibration=evaluation.calibration,
             fairness=evaluation.fairness,
             eval_missed=dict(self._eval_missed),
+            official=self.public_eval(arrays) if self.public_eval is not None else {},
         )
         self.listener(record, arrays)
         self._train, self._declined, self._eval = {}, {}, {}

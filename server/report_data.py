@@ -17,6 +17,7 @@ from common.errors import ConfigError
 
 Record = Mapping[str, object]
 CLINICAL = ("auc", "sensitivity", "specificity", "f1")
+OFFICIAL_LABEL = "official test (server)"
 
 
 @dataclass(frozen=True)
@@ -182,9 +183,13 @@ class Series:
 
 
 def metric_series(rounds: Sequence[Record], metric: str) -> list[Series]:
-    """The pooled line first, then one line per site, of ``metric`` by round."""
+    """The pooled line first, then the official test split scored on the server (runs cut
+    from a public pool, ``server.public_eval``), then one line per site, of ``metric``."""
     numbers = [int(r["round"]) for r in rounds]  # type: ignore[call-overload]
     lines = [Series("pooled", numbers, [_float(r.get(metric)) for r in rounds])]
+    official = [_float(_dict(r.get("official")).get(metric)) for r in rounds]
+    if any(v is not None for v in official):
+        lines.append(Series(OFFICIAL_LABEL, numbers, official))
     for site in all_sites(rounds):
         values = [_float(site_values(r).get(site, {}).get(metric)) for r in rounds]
         if any(v is not None for v in values):

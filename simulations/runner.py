@@ -32,6 +32,7 @@ from common.config import MedfedConfig
 from common.data.synthetic import ensure_configured_site
 from server.app import build_server_app
 from server.lifecycle import check_resume
+from server.public_eval import server_split_enabled
 from server.rundir import new_run_dir
 from simulations.dropout import dropout_mod
 from simulations.partition import class_table
@@ -126,6 +127,7 @@ def run_simulated_federation(
         config = config.replace(**{"federation.min-available": config.federation.num_sites})
     run_dir = Path(config.run.run_dir).resolve()
     check_resume(config)  # refuse an incompatible resume before starting Ray
+    server_split_enabled(config)  # eval.server-split=official without official splits: refuse
     if config.partition.pool:
         prepare_partition(config, console, run_dir)
     else:

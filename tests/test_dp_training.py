@@ -96,7 +96,7 @@ def test_local_steps_and_physical_batch_split_count_logical_steps(
     )
 
 
-@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+@pytest.mark.parametrize("mode", ["hooks", "ghost", "ew", "functorch"])
 def test_grad_sample_modes_train_and_account_the_same_steps(
     small_config: MedfedConfig, mode: str
 ) -> None:

@@ -85,7 +85,12 @@ def test_simulate_lists_the_scenarios(capsys) -> None:
 
 
 # Defaults a scenario states on purpose: what the scenario is about, named in its description.
-MEANINGFUL_RESTATEMENTS = {("pneumonia-5-noniid", "partition.alpha")}
+# the label skew is what these scenarios are about (issue 19's table rows: Dirichlet 0.5)
+MEANINGFUL_RESTATEMENTS = {("pneumonia-5-noniid", "partition.alpha")} | {
+    (f"{data}-5-dirichlet-{setting}", "partition.alpha")
+    for data in ("pneumonia", "breast", "retina")
+    for setting in ("nondp", "dp8", "dp2")
+}
 
 
 def test_scenarios_do_not_restate_the_config_defaults() -> None:
@@ -116,3 +121,28 @@ def test_the_demo_scenario_is_the_defaults_plus_the_private_training_recipe() ->
         "train.learning-rate",
         "train.momentum",
     }
+
+
+@pytest.mark.parametrize("data", ["pneumonia", "breast", "retina"])
+def test_quality_table_scenarios_score_the_official_splits_and_take_a_seed(data: str) -> None:
+    import argparse
+
+    from medfed.commands.simulate import parse_overrides
+    from server.public_eval import server_split_enabled
+
+    settings = {}
+    for setting in ("nondp", "dp8", "dp2"):
+        scenario = load_scenario(f"{data}-5-dirichlet-{setting}", DATA_ROOT)
+        args = argparse.Namespace(set=[], rounds=None, sites=None, seed=2, runs_dir=None)
+        config = scenario.config(parse_overrides(args))
+        settings[setting] = config
+        assert config.run.seed == 2
+        assert config.eval.server_split == "official" and server_split_enabled(config)
+        assert config.federation.num_sites == 5 and config.partition.kind == "dirichlet"
+        assert config.partition.alpha == 0.5 and config.partition.split == "train"
+    assert not settings["nondp"].privacy.enabled
+    assert settings["dp8"].privacy.target_epsilon == 8.0 and settings["dp8"].privacy.enabled
+    assert settings["dp2"].privacy.target_epsilon == 2.0 and settings["dp2"].privacy.enabled
+    if data == "retina":  # 5 grades, RGB
+        shape = {(c.data.channels, c.model.num_classes) for c in settings.values()}
+        assert shape == {(3, 5)}

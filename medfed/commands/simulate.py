@@ -32,6 +32,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     simulate.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory")
     simulate.add_argument("--rounds", type=int, help="override federation.num-rounds")
     simulate.add_argument("--sites", type=int, help="override federation.num-sites")
+    simulate.add_argument("--seed", type=int, help="override run.seed")
     simulate.add_argument(
         "--set",
         action="append",
@@ -60,6 +61,8 @@ def parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["federation.num-rounds"] = args.rounds
     if args.sites is not None:
         overrides["federation.num-sites"] = args.sites
+    if args.seed is not None:
+        overrides["run.seed"] = args.seed
     if args.runs_dir:
         overrides["run.runs-dir"] = args.runs_dir
     return overrides
