@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,8 @@ from simulations.sites import PartitionedPool, site_splits
 
 PARTITION_FILE = "partition.csv"
 TABLE_ROWS_SHOWN = 12
+
+WORKER_NICENESS = "RAY_worker_niceness"  # Ray system setting, read when Ray starts
 
 
 def prepare_partition(config: MedfedConfig, console: Console, run_dir: Path) -> Path:
@@ -136,6 +139,10 @@ def run_simulated_federation(
     mods = list(client_mods)
     if config.simulation.dropout > 0:
         mods.append(dropout_mod(config.simulation.dropout, config.run.seed))
+    # Ray starts its workers (the simulated hospitals) at nice 15: next to any other busy
+    # process on the machine they starve and a round can take many minutes. Run them at
+    # the driver's priority, as Ray's own job manager does for its drivers.
+    os.environ.setdefault(WORKER_NICENESS, "0")
     flwr_logger = logging.getLogger("flwr")
     log_filter = _OperatorLogFilter()
     if not verbose:
