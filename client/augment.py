@@ -40,10 +40,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from opacus import PrivacyEngine
 from torch.utils.data import DataLoader, TensorDataset
 
 from client.budget import SitePrivacy
+from client.train import privacy_engine
 from common.config import AugmentConfig, MedfedConfig, PrivacyConfig
 from common.files import atomic_write
 from common.generative import ConditionalVAE, vae_loss
@@ -128,7 +128,7 @@ def train_generator(
         for message in _EXPECTED_WARNINGS:
             warnings.filterwarnings("ignore", message=f".*{message}")
         if privacy.enabled:
-            engine = PrivacyEngine(accountant=privacy.accountant, secure_mode=privacy.secure_mode)
+            engine = privacy_engine(privacy)
             trained, optimizer, loader = engine.make_private(
                 module=model,
                 optimizer=optimizer,

@@ -89,7 +89,7 @@ def prepare_training(
     criterion: nn.Module = nn.CrossEntropyLoss()
     if not privacy.enabled:
         return PreparedTraining(model, optimizer, criterion, loader, None, plan)
-    engine = _privacy_engine(privacy)
+    engine = privacy_engine(privacy)
     engine.accountant.history = [tuple(e) for e in history]  # type: ignore[misc]
     wrapped = engine.make_private(
         module=model,
@@ -108,7 +108,9 @@ def prepare_training(
     return PreparedTraining(dp_model, dp_optimizer, criterion, dp_loader, engine, plan)
 
 
-def _privacy_engine(privacy: PrivacyConfig) -> PrivacyEngine:
+def privacy_engine(privacy: PrivacyConfig) -> PrivacyEngine:
+    """Opacus' engine for the run's accountant; secure mode without its package is a
+    one-line ``ConfigError``, not a traceback."""
     try:
         return PrivacyEngine(accountant=privacy.accountant, secure_mode=privacy.secure_mode)
     except ImportError:
