@@ -30,6 +30,7 @@ from opacus.utils.batch_memory_manager import BatchMemoryManager
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from client.augment_views import augmented_views, average_view_gradients
 from client.proximal import ProximalTerm
 from common.config import PrivacyConfig, TrainConfig
 from common.data.preprocess import model_logits
@@ -48,6 +49,35 @@ class PreparedTraining:
     loader: DataLoader
     engine: PrivacyEngine | None
     plan: RoundPlan
+
+
+@dataclass(frozen=True)
+class ViewSettings:
+    """Augmented views per example (``train.augment-*``)."""
+
+    count: int
+    shift: int
+    flip: bool
+
+    @classmethod
+    def of(cls, train: TrainConfig) -> ViewSettings | None:
+        """The run's view settings, or None when ``train.augment-views`` is 0."""
+        if train.augment_views < 1:
+            return None
+        return cls(train.augment_views, train.augment_shift, train.augment_flip)
+
+    def expand(
+        self, inputs: Sequence[torch.Tensor], labels: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Each example's views (images augmented; other inputs and labels repeated)."""
+        images, *others = inputs
+        return (
+            [
+                augmented_views(images, self.count, self.shift, self.flip),
+                *(other.repeat_interleave(self.count, dim=0) for other in others),
+            ],
+            labels.repeat_interleave(self.count, dim=0),
+        )
 
 
 @dataclass(frozen=True)
@@ -144,12 +174,15 @@ def run_steps(
     steps: int,
     max_physical_batch: int = 256,
     proximal: ProximalTerm | None = None,
+    views: ViewSettings | None = None,
 ) -> float:
     """Take ``steps`` logical optimizer steps; return the example-weighted mean loss.
 
     Under DP a logical step is one Poisson batch (possibly split into physical batches,
     possibly empty: an empty batch still takes a noise-only step, as DP-SGD requires).
     A proximal term goes into the loss without DP and into Opacus' step hook with DP.
+    ``views``: train on augmented views of each image (``client.augment_views``); under DP
+    each example's views are averaged into one per-sample gradient before clipping.
     """
     prepared.model.train()
     engine = prepared.engine
@@ -162,11 +195,16 @@ def run_steps(
     for *inputs, labels in _batches(prepared, max_physical_batch):
         prepared.optimizer.zero_grad(set_to_none=True)
         # inputs: (images,) or, for a fusion model, (images, clinical features)
-        loss = prepared.criterion(model_logits(prepared.model, *inputs), labels)
+        targets = labels
+        if views is not None:
+            inputs, targets = views.expand(inputs, labels)
+        loss = prepared.criterion(model_logits(prepared.model, *inputs), targets)
         if proximal is not None and engine is None:
             (loss + proximal.penalty()).backward()
         else:
             loss.backward()
+        if views is not None and engine is not None:
+            average_view_gradients(prepared.model, views.count)
         prepared.optimizer.step()
         if len(labels):
             total_loss += float(loss.detach()) * len(labels)
@@ -208,7 +246,9 @@ def train_locally(
         for message in _EXPECTED_WARNINGS:
             warnings.filterwarnings("ignore", message=f".*{message}")
         prepared = prepare_training(model, dataset, train, privacy, plan=plan, history=history)
-        loss = run_steps(prepared, plan.steps, train.max_physical_batch, proximal)
+        loss = run_steps(
+            prepared, plan.steps, train.max_physical_batch, proximal, ViewSettings.of(train)
+        )
     new_history: list[HistoryEntry] = []
     if prepared.engine is not None:
         new_history = merge_history([], prepared.engine.accountant.history)

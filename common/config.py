@@ -151,6 +151,11 @@ class TrainConfig(_Section):
     batches_per_epoch: int = checked(0, at_least(0))
     # DP: larger logical batches are split (BatchMemoryManager)
     max_physical_batch: int = checked(256, at_least(1))
+    # > 0: train on this many shifted/flipped views of each image; under DP their
+    # per-sample gradients are averaged before clipping (client.augment_views)
+    augment_views: int = checked(0, at_least(0))
+    augment_shift: int = checked(2, at_least(0))  # pixels a view moves at most, each way
+    augment_flip: bool = False  # also flip views left-right at random
 
 
 @dataclass(frozen=True)
@@ -240,6 +245,9 @@ class StrategyConfig(_Section):
     num_malicious: int = checked(1, at_least(0))  # krum / multikrum: sites assumed malicious
     # multikrum: updates averaged (0 = all but num_malicious)
     num_selected: int = checked(0, at_least(0))
+    # server-side moving average of the global model's iterates (server.iterate_average):
+    # 0 = off; d > 0 evaluates and releases ema_r = d ema_(r-1) + (1 - d) w_r
+    ema_decay: float = checked(0.0, within(0, 1, open_high=True))
 
 
 @dataclass(frozen=True)
@@ -391,6 +399,7 @@ class MedfedConfig:
         _check_secagg(self)
         _check_clinical(self)
         _check_augment(self)
+        _check_views(self)
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> MedfedConfig:
@@ -464,6 +473,13 @@ def _check_secagg(config: MedfedConfig) -> None:
             f"with secagg.enabled=true only {', '.join(SECAGG_STRATEGIES)} is possible "
             "(the server sees only the sum of the updates)",
         )
+    if config.strategy.ema_decay > 0:
+        raise refuse(
+            "strategy.ema-decay",
+            config.strategy.ema_decay,
+            "is not possible with secagg.enabled=true (Flower's SecAgg+ workflow sends the "
+            "sites the raw global model to evaluate); set strategy.ema-decay=0",
+        )
     if config.validation.enabled:
         raise refuse(
             "validation.enabled",
@@ -476,6 +492,18 @@ def _check_secagg(config: MedfedConfig) -> None:
 # Accountants that compose different (noise, sample rate) entries: Opacus' GDP accountant
 # accounts only its last entry, so it cannot add the generator's spend to the classifier's.
 AUGMENT_ACCOUNTANTS = ("prv", "rdp")
+
+
+def _check_views(config: MedfedConfig) -> None:
+    """Several views per example need per-sample gradients to average before clipping."""
+    train, privacy = config.train, config.privacy
+    if train.augment_views > 1 and privacy.enabled and privacy.grad_sample_mode == "ghost":
+        raise refuse(
+            "train.augment-views",
+            train.augment_views,
+            "needs per-sample gradients to average the views before clipping; ghost "
+            "clipping never forms them: use privacy.grad-sample-mode=hooks",
+        )
 
 
 def _check_augment(config: MedfedConfig) -> None:

@@ -12,7 +12,9 @@ it) and delegates sampling and aggregation to the wrapped strategy. Around aggre
    (``server.validation``), logging and excluding rejected ones,
 3. aggregates only when at least ``min_replies`` updates were accepted, else keeps the global
    model for that round, and
-4. reports who took part to a listener (the round recorder).
+4. reports who took part to a listener (the round recorder), and
+5. sends the sites the *served* model to evaluate: the global model, or its moving average
+   over rounds when ``strategy.ema-decay`` > 0 (``server.iterate_average``).
 Accepted replies are aggregated in site order, so the result does not depend on the order
 in which replies arrived. ``start(..., start_round=k)`` continues a run after round ``k``:
 the wrapped strategy sees the true round numbers (FedAdam's bias correction uses them).
@@ -41,6 +43,7 @@ from server.availability import (
     minimums_at_most,
 )
 from server.declines import DeclineListener, report_declined, split_declined
+from server.iterate_average import IterateAverage
 from server.validation import Candidate, validate_round
 
 LOG = logging.getLogger("medfed.server")
@@ -104,8 +107,11 @@ class GuardedStrategy(Strategy):
         availability: Availability | None = None,
         on_evaluation_missed: EvaluationMissListener | None = None,
         node_sites: dict[int, str] | None = None,
+        average: IterateAverage | None = None,
     ) -> None:
         self.inner = inner
+        # the served model (server.iterate_average): what the sites are sent to evaluate
+        self.average = average
         self.availability = availability or Availability(
             wanted=max(1, min_replies), needed=max(1, min_replies), timeout=300.0
         )
@@ -232,6 +238,8 @@ class GuardedStrategy(Strategy):
         """Wait (boundedly) for sites, then let the wrapped strategy sample from those online;
         with nobody online the round goes unevaluated."""
         true_round = server_round + self._offset
+        if self.average is not None:
+            arrays = self.average.fold(true_round, arrays)
         online = self.availability.wait(
             grid.get_node_ids,
             what=f"round {true_round} evaluation",

@@ -44,6 +44,7 @@ from server.checkpoint import (
     save_checkpoint,
 )
 from server.console import RoundProgress
+from server.iterate_average import IterateAverage
 from server.public_eval import best_by_val, public_evaluator
 from server.recorder import RoundRecord, RoundRecorder
 from server.report import write_run_report
@@ -111,12 +112,17 @@ class RunLifecycle:
         self.summary = RunSummary(self.run_dir.path)
         self.history: list[dict[str, object]] = []
         attestations = AttestationStore(self.run_dir.path)
+        # the served model: the global model or its moving average (strategy.ema-decay)
+        self.average = IterateAverage(config.strategy.ema_decay)
+        if self.checkpoint is not None:
+            self.average.restore(self.checkpoint.strategy_state, self.checkpoint.round)
         self.recorder = RoundRecorder(
             listener=self._on_round,
             on_trained=attestations.keep,
             evaluation=config.eval,
             class_names=parse_class_names(config.data.class_names),
             public_eval=public_evaluator(config),
+            average=self.average,
         )
         self.strategy_state: StateSource = dict
         # node id -> site name, as learned by the round engine (named failures after a resume)
@@ -209,14 +215,15 @@ class RunLifecycle:
                 round=record.round,
                 arrays={name: array.numpy() for name, array in arrays.items()},
                 config_hash=self._fingerprint,
-                strategy_state=self.strategy_state(),
+                strategy_state={**self.strategy_state(), **self.average.state()},
                 metrics=self.history,
             ),
             keep=self.config.run.keep_checkpoints,
         )
         self.run_dir.append_metrics(record.to_json())
         self.run_dir.write_node_sites(self.node_sites)
-        self.run_dir.save_model(arrays, self.config, record.round, threshold=record.threshold)
+        served = self.recorder.served(record.round, arrays)
+        self.run_dir.save_model(served, self.config, record.round, threshold=record.threshold)
         self.summary.rounds.append(record)
         if self._progress is not None:
             self._progress.on_round(record)

@@ -34,6 +34,7 @@ from common.roc import counts_from_wire
 from server.declines import decline_reason
 from server.evaluation import PooledEvaluation, SiteEvaluation, pooled_evaluation
 from server.guarded import Participation
+from server.iterate_average import IterateAverage
 
 
 @dataclass
@@ -142,6 +143,8 @@ class RoundRecorder:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     class_names: tuple[str, ...] = ()
     public_eval: PublicEvaluation | None = None
+    # the served model of a round (server.iterate_average): scored on the public splits
+    average: IterateAverage | None = None
     _train: dict[str, MetricRecord] = field(default_factory=dict)
     _declined: dict[str, MetricRecord] = field(default_factory=dict)
     _declined_why: dict[str, str] = field(default_factory=dict)
@@ -247,7 +250,9 @@ class RoundRecorder:
             calibration=evaluation.calibration,
             fairness=evaluation.fairness,
             eval_missed=dict(self._eval_missed),
-            official=self.public_eval(arrays) if self.public_eval is not None else {},
+            official=self.public_eval(self.served(server_round, arrays))
+            if self.public_eval is not None
+            else {},
         )
         self.listener(record, arrays)
         self._train, self._declined, self._eval = {}, {}, {}
@@ -255,6 +260,10 @@ class RoundRecorder:
         self._declined_why = {}
         self._participation = None
         return None
+
+    def served(self, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
+        """The model served after ``server_round``: the global model or its moving average."""
+        return self.average.fold(server_round, arrays) if self.average is not None else arrays
 
     def _pooled(self) -> PooledEvaluation:
         return pooled_evaluation(self._eval, self.evaluation, self.class_names)

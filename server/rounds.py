@@ -26,7 +26,9 @@ class StrategyEngine:
     def run(self, grid: Grid, context: Context, lifecycle: RunLifecycle) -> None:
         """Run the remaining rounds of ``lifecycle``'s run on ``grid``."""
         config = lifecycle.config
-        strategy = build_strategy(config, lifecycle.recorder, lifecycle.node_sites)
+        strategy = build_strategy(
+            config, lifecycle.recorder, lifecycle.node_sites, average=lifecycle.average
+        )
         load_strategy_state(strategy.inner, lifecycle.saved_strategy_state())
         lifecycle.strategy_state = lambda: strategy_state(strategy.inner)
         settings = lifecycle.round_settings()

@@ -32,6 +32,7 @@ from flwr.serverapp.strategy.fedopt import FedOpt
 from common.config import MedfedConfig, StrategyConfig
 from server.availability import Availability
 from server.guarded import GuardedStrategy
+from server.iterate_average import IterateAverage
 from server.recorder import RoundRecorder
 
 StrategyBuilder = Callable[[StrategyConfig, dict[str, Any]], FedAvg]
@@ -87,10 +88,15 @@ STRATEGY_DESCRIPTIONS: dict[str, str] = {
 
 
 def build_strategy(
-    config: MedfedConfig, recorder: RoundRecorder, node_sites: dict[int, str] | None = None
+    config: MedfedConfig,
+    recorder: RoundRecorder,
+    node_sites: dict[int, str] | None = None,
+    average: IterateAverage | None = None,
 ) -> GuardedStrategy:
     """The configured Flower strategy with medfed's hooks, wrapped in ``GuardedStrategy``
-    (``node_sites``: the run's node id -> site name map, kept across a resume)."""
+    (``node_sites``: the run's node id -> site name map, kept across a resume; ``average``:
+    the served model's moving average, shared with the recorder, when ``strategy.ema-decay``
+    > 0)."""
     name = config.strategy.name  # checked by StrategyConfig (common.config.STRATEGY_NAMES)
     builder = STRATEGY_REGISTRY[name]
     federation = config.federation
@@ -114,6 +120,7 @@ def build_strategy(
         availability=availability_of(config),
         on_evaluation_missed=recorder.record_evaluation_missed,
         node_sites=node_sites,
+        average=average,
     )
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.model_file import load_saved_model
 from medfed.testing.timing import scaled
 from server.checkpoint import CHECKPOINT_DIR, load_latest
 from tests._fed_helpers import PNEUMONIA
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = f"""
 name = "resume-check"
-description = "3 small hospitals, FedAdam, DP-SGD, 4 rounds"
+description = "3 small hospitals, FedAdam + server EMA, DP-SGD, 4 rounds"
 [federation]
 num-sites = 3
 num-rounds = 4
@@ -36,6 +37,7 @@ min-sites = 2
 [strategy]
 name = "fedadam"
 server-lr = 0.05
+ema-decay = 0.5
 [partition]
 pool = "{PNEUMONIA}"
 kind = "dirichlet"
@@ -143,6 +145,13 @@ def test_killed_run_resumes_to_the_same_final_parameters(tmp_path: Path) -> None
         np.testing.assert_array_equal(resumed.arrays[name], value, err_msg=name)
     for key, value in reference.strategy_state.items():
         np.testing.assert_array_equal(resumed.strategy_state[key], value, err_msg=key)
+    # The served model (strategy.ema-decay) is the moving average, carried across the resume
+    served = load_saved_model(run_dir).state_dict
+    averaged = {k[len("ema/") :]: v for k, v in resumed.strategy_state.items() if k[:4] == "ema/"}
+    assert set(averaged) == set(resumed.arrays)
+    for name, value in averaged.items():
+        np.testing.assert_array_equal(served[name].numpy(), value, err_msg=name)
+    assert any(not np.array_equal(averaged[n], resumed.arrays[n]) for n in averaged)
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [line["round"] for line in lines] == [1, 2, 3, 4]
     # The run's clock goes on from the last checkpointed round: it does not restart at 0

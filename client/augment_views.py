@@ -1,0 +1,65 @@
+"""Augmented views of each training image, averaged inside its per-sample gradient.
+
+``train.augment-views`` = K > 0 trains every step on K randomly shifted (and, with
+``train.augment-flip``, horizontally flipped) views of each image in the batch instead of
+the image itself. Without DP that is ordinary data augmentation (K views of each example in
+the batch). Under DP-SGD it is *augmentation multiplicity* (De et al., 2022): the K views'
+per-sample gradients, which Opacus computed one per row, are averaged into one gradient per
+example **before** Opacus clips them, so each example still contributes one clipped gradient
+and the privacy accounting (sample rate, noise, steps) is exactly that of plain DP-SGD:
+no extra privacy cost, only K times the compute.
+
+A shift moves the image by up to ``train.augment-shift`` pixels in each direction, filling
+with the border's pixels (replicate padding), as random-crop-with-padding does for natural
+images. Views are drawn from torch's global generator, which the site seeds per round, so a
+resumed round reproduces its views.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+
+def augmented_views(images: torch.Tensor, views: int, shift: int, flip: bool) -> torch.Tensor:
+    """``views`` augmented copies of every image, an image's copies next to each other.
+
+    ``images``: (N, C, H, W) or (N, C, D, H, W) in any value range. Returns
+    (N * views, ...) where rows ``i * views .. (i + 1) * views - 1`` are views of image ``i``.
+    """
+    if views < 1:
+        raise ValueError("views must be at least 1")
+    repeated = images.repeat_interleave(views, dim=0)
+    if len(repeated) == 0:
+        return repeated
+    height, width = repeated.shape[-2:]
+    if shift > 0:  # one random offset per view, the same for all its channels and frames
+        flat = repeated.reshape(len(repeated), -1, height, width)
+        padded = functional.pad(flat, (shift, shift, shift, shift), mode="replicate")
+        offsets = torch.randint(0, 2 * shift + 1, (len(flat), 2))
+        rows = offsets[:, :1] + torch.arange(height)  # (M, H)
+        cols = offsets[:, 1:] + torch.arange(width)  # (M, W)
+        which = torch.arange(len(flat))[:, None, None]
+        shifted = padded[which, :, rows[:, :, None], cols[:, None, :]]  # (M, H, W, C)
+        repeated = shifted.permute(0, 3, 1, 2).reshape(repeated.shape)
+    if flip:
+        flipped = torch.rand(len(repeated)) < 0.5
+        repeated = torch.where(
+            flipped.view(-1, *([1] * (repeated.dim() - 1))), repeated.flip(-1), repeated
+        )
+    return repeated
+
+
+def average_view_gradients(model: nn.Module, views: int) -> None:
+    """Average each example's ``views`` per-sample gradients (Opacus' ``grad_sample``) into
+    one, in place, before the DP optimizer clips them."""
+    if views <= 1:
+        return
+    for parameter in model.parameters():
+        sample = getattr(parameter, "grad_sample", None)
+        if sample is None:
+            continue
+        if isinstance(sample, list):  # one entry per forward pass: all of this batch's rows
+            sample = torch.cat(sample)
+        parameter.grad_sample = sample.reshape(-1, views, *sample.shape[1:]).mean(dim=1)

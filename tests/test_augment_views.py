@@ -1,0 +1,108 @@
+"""Augmented views per example (train.augment-views): shifts, and DP averaging before clipping."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from opacus import GradSampleModule
+from torch import nn
+from torch.nn import functional
+from torch.utils.data import TensorDataset
+
+from client.augment_views import augmented_views, average_view_gradients
+from client.train import plan_round, train_locally
+from common.config import MedfedConfig
+from common.errors import ConfigError
+from common.models import build_model
+
+
+def test_views_are_shifted_copies_of_their_own_image_next_to_each_other() -> None:
+    torch.manual_seed(0)
+    images = torch.rand(3, 1, 6, 6)
+    views = augmented_views(images, views=4, shift=2, flip=False)
+    assert views.shape == (12, 1, 6, 6)
+    padded = functional.pad(images, (2, 2, 2, 2), mode="replicate")
+    crops = {
+        (i, dy, dx): padded[i, :, dy : dy + 6, dx : dx + 6]
+        for i in range(3)
+        for dy in range(5)
+        for dx in range(5)
+    }
+    for row, view in enumerate(views):
+        owner = row // 4
+        assert any(torch.equal(view, crop) for (i, _, _), crop in crops.items() if i == owner)
+    assert not all(torch.equal(views[0], views[k]) for k in range(1, 4))
+
+
+def test_no_shift_and_no_flip_repeat_each_image() -> None:
+    images = torch.rand(2, 3, 5, 5)
+    assert torch.equal(augmented_views(images, 3, 0, False), images.repeat_interleave(3, 0))
+
+
+def test_flip_mirrors_left_to_right_only() -> None:
+    torch.manual_seed(1)
+    image = torch.arange(16.0).reshape(1, 1, 4, 4)
+    views = augmented_views(image, views=16, shift=0, flip=True)
+    mirrored = [torch.equal(v, image[0].flip(-1)) for v in views]
+    kept = [torch.equal(v, image[0]) for v in views]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=True))
+    assert any(mirrored) and any(kept)
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_under_dp_each_example_gets_the_mean_of_its_views_gradients() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 2))
+    reference = copy.deepcopy(model)
+    images, labels = torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 1])
+    views = augmented_views(images, views=2, shift=1, flip=True)
+    wrapped = GradSampleModule(model)
+    loss = functional.cross_entropy(wrapped(views), labels.repeat_interleave(2))
+    loss.backward()
+    average_view_gradients(wrapped, 2)
+    for example in range(3):
+        reference.zero_grad()
+        own = views[2 * example : 2 * example + 2]
+        functional.cross_entropy(reference(own), labels[example].repeat(2)).backward()
+        for (name, param), ref in zip(
+            model.named_parameters(), reference.parameters(), strict=True
+        ):
+            assert param.grad_sample.shape[0] == 3, name  # one gradient per example to clip
+            torch.testing.assert_close(param.grad_sample[example], ref.grad, msg=name)
+
+
+def _dataset(n: int) -> TensorDataset:
+    generator = torch.Generator().manual_seed(0)
+    return TensorDataset(
+        torch.rand(n, 1, 28, 28, generator=generator),
+        torch.randint(0, 2, (n,), generator=generator),
+    )
+
+
+def test_views_cost_no_privacy_and_change_the_update() -> None:
+    base = MedfedConfig().replace(
+        **{
+            "train.batches-per-epoch": 2,
+            "train.local-steps": 1,
+            "privacy.accountant": "rdp",
+            "privacy.noise-multiplier": 1.0,
+        }
+    )
+    results = {}
+    for views in (0, 4):
+        config = base.replace(**{"train.augment-views": views})
+        plan = plan_round(60, config.train, config.privacy, planned_rounds=10)
+        torch.manual_seed(3)
+        model = build_model(config.model, 1)
+        result = train_locally(model, _dataset(60), config.train, config.privacy, plan=plan)
+        results[views] = (result, torch.nn.utils.parameters_to_vector(model.parameters()))
+    assert results[4][0].history == results[0][0].history
+    assert results[4][0].epsilon == results[0][0].epsilon
+    assert not torch.equal(results[4][1], results[0][1])
+
+
+def test_ghost_clipping_cannot_average_views() -> None:
+    with pytest.raises(ConfigError, match=r"'train.augment-views' = 4: needs per-sample"):
+        MedfedConfig().replace(**{"train.augment-views": 4, "privacy.grad-sample-mode": "ghost"})
