@@ -15,7 +15,7 @@ A run made with ``strategy.ema-decay = d`` reproduces this script's row for ``d`
 
 Usage:
     PYTHONPATH=. .venv/bin/python benchmarks/ema_ablation.py RUN_DIR [RUN_DIR ...] \\
-        --decays 0 0.5 0.8 0.9 0.95 --out benchmarks/results/ema_ablation.json
+        --decays 0 0.5 0.8 0.9 0.95 [--max-round 30] --out benchmarks/results/ema_ablation.json
 """
 
 from __future__ import annotations
@@ -38,11 +38,14 @@ def run_config(run_dir: Path) -> MedfedConfig:
     return MedfedConfig.from_flat(stored)
 
 
-def served_scores(run_dir: Path, decays: list[float]) -> dict[float, list[dict[str, object]]]:
-    """Per decay, the official figures of the served model after every round."""
+def served_scores(
+    run_dir: Path, decays: list[float], max_round: int | None = None
+) -> dict[float, list[dict[str, object]]]:
+    """Per decay, the official figures of the served model after every round (up to
+    ``max_round``: what a shorter run of the same recipe would have served)."""
     config = run_config(run_dir)
     evaluator = PublicEvaluator(config)
-    paths = sorted((run_dir / CHECKPOINT_DIR).glob("round-*.npz"))
+    paths = sorted((run_dir / CHECKPOINT_DIR).glob("round-*.npz"))[:max_round]
     rounds = [read_checkpoint(path) for path in paths]
     numbers = [c.round for c in rounds]
     if numbers != list(range(1, len(numbers) + 1)):
@@ -88,12 +91,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (one per seed)")
     parser.add_argument("--decays", nargs="+", type=float, default=[0.0, 0.5, 0.8, 0.9, 0.95])
+    parser.add_argument(
+        "--max-round", type=int, default=None, help="only the first N rounds (a shorter run)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     per_run: dict[str, dict[str, dict[str, object]]] = {}
     for run_dir in args.runs:
-        scores = served_scores(run_dir, args.decays)
-        print(f"{run_dir}: {check_against_run(run_dir, scores)}", flush=True)
+        scores = served_scores(run_dir, args.decays, args.max_round)
+        if args.max_round is None:
+            print(f"{run_dir}: {check_against_run(run_dir, scores)}", flush=True)
         per_run[str(run_dir)] = {
             str(decay): {"best_val": best_val(history), "final": history[-1]}
             for decay, history in scores.items()
