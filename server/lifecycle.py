@@ -128,6 +128,7 @@ class RunLifecycle:
         # node id -> site name, as learned by the round engine (named failures after a resume)
         self.node_sites: dict[int, str] = self.run_dir.read_node_sites()
         self._fingerprint = config_hash(config)
+        self._run_key = self.run_dir.run_key()
         self._progress: RoundProgress | None = None
         if self.checkpoint is not None:
             self.history = list(self.checkpoint.metrics)
@@ -135,8 +136,8 @@ class RunLifecycle:
     # -- what an engine starts from ---------------------------------------------------------
     @property
     def run_key(self) -> str:
-        """The run's name in each site's privacy state: stable across a resume."""
-        return self.run_dir.path.name
+        """The run's key in each site's privacy state: unique, stable across a resume."""
+        return self._run_key
 
     @property
     def start_round(self) -> int:

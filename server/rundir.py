@@ -2,6 +2,11 @@
 
 ``config.json`` at the start; after every round one line appended to ``metrics.jsonl``
 (flushed and fsynced) and ``model.pt`` replaced atomically; ``report.html`` at the end.
+
+``config.json`` also holds the run's *key*: the directory's name plus a random suffix, made
+once when the run starts and read back on a resume. Sites book their privacy spend under it,
+so a new run never inherits the spend of an older one whose directory had the same name
+(``run.run-dir = runs/seed-0`` used twice), while a resumed run keeps its own.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +62,7 @@ class RunDirectory:
             CONFIG_FILE,
             {
                 "config": config.to_flat(),
+                "run_key": f"{directory.path.name}-{secrets.token_hex(4)}",
                 "created": dt.datetime.now().isoformat(timespec="seconds"),
                 "flwr_version": flwr.__version__,
                 "torch_version": torch.__version__,
@@ -70,6 +77,15 @@ class RunDirectory:
         if not (directory.path / CONFIG_FILE).is_file():
             raise ConfigError(f"{directory.path} is not a medfed run directory (no {CONFIG_FILE})")
         return directory
+
+    def run_key(self) -> str:
+        """The run's key in each site's privacy state (its directory's name for a run
+        directory written before keys had a random suffix)."""
+        try:
+            stored = json.loads((self.path / CONFIG_FILE).read_text())
+        except (OSError, ValueError) as problem:
+            raise ConfigError(f"{self.path / CONFIG_FILE} cannot be read: {problem}") from None
+        return str(stored.get("run_key") or self.path.name)
 
     def stored_config(self) -> dict[str, Scalar]:
         """The flat settings the run was started with."""

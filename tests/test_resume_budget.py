@@ -29,7 +29,7 @@ from common.ledger import (
 )
 from common.signing import load_public_key, public_key_path
 from server.checkpoint import load_latest
-from server.rundir import METRICS_FILE
+from server.rundir import METRICS_FILE, RunDirectory
 from simulations.runner import run_simulated_federation
 from tests._fed_helpers import PNEUMONIA
 
@@ -84,8 +84,9 @@ def test_a_run_resumed_after_the_coordinator_died_mid_round_trains_every_round(
     assert killed_at is not None and killed_at.round == 1
     ledgers = sorted((tmp_path / "synthetic" / ".privacy").glob(f"*/{LEDGER_FILE}"))
     assert len(ledgers) == 3
+    run_key = RunDirectory.open_existing(run_dir).run_key()  # what the sites book under
     before = {path.parent.name: run_spends(read_ledger(path)) for path in ledgers}
-    assert all(spend[run_dir.name].rounds == 2 for spend in before.values())
+    assert all(spend[run_key].rounds == 2 for spend in before.values())
 
     # Execute: the documented resume
     monkeypatch.setattr(server.lifecycle, "save_checkpoint", save_checkpoint)
@@ -113,14 +114,14 @@ def test_a_run_resumed_after_the_coordinator_died_mid_round_trains_every_round(
         assert check_epsilons(records) == []
         copies = read_ledger(run_dir / "attestations" / f"{site}.jsonl")
         assert len(copies) == 5 and check_against(records, copies) == []
-        spend = run_spends(records)[run_dir.name]
+        spend = run_spends(records)[run_key]
         assert spend.redone == [2]
         assert TARGET - 0.05 <= spend.epsilon <= TARGET
         assert rounds[-1]["epsilon"][site] == pytest.approx(spend.epsilon)
         noise = [r.noise_multiplier for r in records if r is not None]
         assert noise[0] == noise[1] < noise[2] == noise[3] == noise[4]
         print(
-            f"  {site}: killed after round 2 at ε={before[site][run_dir.name].epsilon:.4f} "
+            f"  {site}: killed after round 2 at ε={before[site][run_key].epsilon:.4f} "
             f"(noise {noise[0]:.4f}); resumed, re-planned noise {noise[2]:.4f}, "
             f"after round 4 ε={spend.epsilon:.4f}"
         )

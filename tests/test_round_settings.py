@@ -116,12 +116,27 @@ def test_secagg_and_plain_rounds_send_the_same_settings_and_run_key(tmp_path: Pa
     )
     sent = secagg.on_fit_config_fn(1)  # the workflow's first round of a run resumed after 2
 
-    assert sent[keys.RUN_KEY] == "run-x" == lifecycle.run_key
+    assert sent[keys.RUN_KEY] == lifecycle.run_key and lifecycle.run_key.startswith("run-x-")
     assert sent[keys.SERVER_ROUND] == 3
-    plain = encode_round_settings(config.replace(**{"secagg.enabled": False}), "run-x")
+    plain = encode_round_settings(config.replace(**{"secagg.enabled": False}), lifecycle.run_key)
     assert {k: v for k, v in sent.items() if k != keys.SERVER_ROUND} == plain
     decoded = decode_round_settings(sent)
-    assert decoded.run_key == "run-x" and decoded.server_round == 3
+    assert decoded.run_key == lifecycle.run_key and decoded.server_round == 3
+
+
+def test_runs_in_directories_of_the_same_name_get_their_own_privacy_key(tmp_path: Path) -> None:
+    """Regression: the key was the directory's name, so a new run with ``run.run-dir`` =
+    ``.../seed-0`` was booked under an older ``seed-0`` run's spend at every site (its first
+    round showed the old run's epsilon, 7.99 of 8) and its sites re-planned their noise."""
+    quiet = Console(quiet=True)
+    first = MedfedConfig().replace(**{"run.run-dir": str(tmp_path / "old" / "seed-0")})
+    second = first.replace(**{"run.run-dir": str(tmp_path / "new" / "seed-0")})
+    key_first = RunLifecycle(first, quiet).run_key
+    key_second = RunLifecycle(second, quiet).run_key
+    assert key_first != key_second
+    assert key_first.startswith("seed-0-") and key_second.startswith("seed-0-")
+    resumed = RunLifecycle(first.replace(**{"run.resume": True}), quiet)
+    assert resumed.run_key == key_first  # a resumed run keeps booking under its own key
 
 
 @pytest.mark.parametrize(
