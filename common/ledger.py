@@ -27,6 +27,7 @@ valid, shorter chain: ``check_against`` finds them in the coordinator's copies
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -188,12 +189,19 @@ def read_ledger(path: Path) -> list[LedgerRecord | None]:
 
 
 def append_record(path: Path, record: LedgerRecord, key: Ed25519PrivateKey) -> LedgerRecord:
-    """Chain ``record`` to the last record in ``path``, sign it and append it (fsynced)."""
-    existing = [r for r in read_ledger(path) if r is not None]
-    chained = replace(record, prev_hash=existing[-1].hash if existing else GENESIS).signed(key)
+    """Chain ``record`` to the last record in ``path``, sign it and append it (fsynced).
+
+    Reading the last record and appending happen under an exclusive lock on the ledger file
+    (``flock``), so two runs training at the site at once (two ClientApp processes) cannot
+    both chain to the same predecessor: the second waits and chains to the first's record.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LEDGER_MODE)
     with os.fdopen(fd, "a") as ledger:
+        fcntl.flock(ledger.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+        existing = [r for r in read_ledger(path) if r is not None]
+        chained = replace(record, prev_hash=existing[-1].hash if existing else GENESIS)
+        chained = chained.signed(key)
         ledger.write(chained.to_line() + "\n")
         ledger.flush()
         os.fsync(ledger.fileno())
