@@ -15,7 +15,7 @@ A run made with ``strategy.ema-decay = d`` reproduces this script's row for ``d`
 
 Usage:
     PYTHONPATH=. .venv/bin/python benchmarks/ema_ablation.py RUN_DIR [RUN_DIR ...] \\
-        --decays 0 0.5 0.8 0.9 0.95 [--max-round 30] --out benchmarks/results/ema_ablation.json
+        --decays 0 0.5 0.8 0.9 0.95 [--horizons 30] --out benchmarks/results/ema_ablation.json
 """
 
 from __future__ import annotations
@@ -38,14 +38,11 @@ def run_config(run_dir: Path) -> MedfedConfig:
     return MedfedConfig.from_flat(stored)
 
 
-def served_scores(
-    run_dir: Path, decays: list[float], max_round: int | None = None
-) -> dict[float, list[dict[str, object]]]:
-    """Per decay, the official figures of the served model after every round (up to
-    ``max_round``: what a shorter run of the same recipe would have served)."""
+def served_scores(run_dir: Path, decays: list[float]) -> dict[float, list[dict[str, object]]]:
+    """Per decay, the official figures of the served model after every round."""
     config = run_config(run_dir)
     evaluator = PublicEvaluator(config)
-    paths = sorted((run_dir / CHECKPOINT_DIR).glob("round-*.npz"))[:max_round]
+    paths = sorted((run_dir / CHECKPOINT_DIR).glob("round-*.npz"))
     rounds = [read_checkpoint(path) for path in paths]
     numbers = [c.round for c in rounds]
     if numbers != list(range(1, len(numbers) + 1)):
@@ -87,56 +84,73 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run directories (one per seed)")
-    parser.add_argument("--decays", nargs="+", type=float, default=[0.0, 0.5, 0.8, 0.9, 0.95])
-    parser.add_argument(
-        "--max-round", type=int, default=None, help="only the first N rounds (a shorter run)"
-    )
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    per_run: dict[str, dict[str, dict[str, object]]] = {}
-    for run_dir in args.runs:
-        scores = served_scores(run_dir, args.decays, args.max_round)
-        if args.max_round is None:
-            print(f"{run_dir}: {check_against_run(run_dir, scores)}", flush=True)
-        per_run[str(run_dir)] = {
-            str(decay): {"best_val": best_val(history), "final": history[-1]}
-            for decay, history in scores.items()
-        }
+def summary_rows(
+    scores: dict[str, dict[float, list[dict[str, object]]]], decays: list[float], horizon: int
+) -> list[dict[str, object]]:
+    """Per decay, each run's figures at its best-val round among the first ``horizon``."""
     rows = []
-    for decay in args.decays:
-        picked = [runs[str(decay)] for runs in per_run.values()]
+    for decay in decays:
+        histories = [by_decay[decay][:horizon] for by_decay in scores.values()]
+        picked = [best_val(history) for history in histories]
         rows.append(
             {
                 "decay": decay,
-                "val_auc": [float(p["best_val"]["val_auc"]) for p in picked],
-                "test_auc": [float(p["best_val"]["auc"]) for p in picked],
-                "balanced_accuracy": [float(p["best_val"]["balanced_accuracy"]) for p in picked],
-                "best_round": [int(p["best_val"]["round"]) for p in picked],
-                "final_test_auc": [float(p["final"]["auc"]) for p in picked],
+                "val_auc": [float(p["val_auc"]) for p in picked],  # type: ignore[arg-type]
+                "test_auc": [float(p["auc"]) for p in picked],  # type: ignore[arg-type]
+                "balanced_accuracy": [float(p["balanced_accuracy"]) for p in picked],  # type: ignore[arg-type]
+                "best_round": [int(p["round"]) for p in picked],  # type: ignore[call-overload]
+                "final_test_auc": [float(h[-1]["auc"]) for h in histories],  # type: ignore[arg-type]
             }
         )
-    chosen = max(rows, key=lambda row: statistics.mean(row["val_auc"]))["decay"]
+    return rows
+
+
+def print_table(rows: list[dict[str, object]], horizon: int) -> float:
+    """The markdown table for one horizon; returns the decay chosen on val."""
+    chosen = max(rows, key=lambda row: statistics.mean(row["val_auc"]))["decay"]  # type: ignore[arg-type]
+    print(f"\nfirst {horizon} rounds:")
     print(
         "| ema-decay | official val AUC (best round) | test AUC @ best val round | "
-        "bal. ACC | best-val rounds | final-round test AUC |"
+        "bal. ACC | best-val rounds | last-round test AUC |"
     )
     print("|---|---|---|---|---|---|")
     for row in rows:
         mark = " (chosen on val)" if row["decay"] == chosen else ""
         print(
-            f"| {row['decay']:g}{mark} | {mean_sd(row['val_auc'])} | {mean_sd(row['test_auc'])} | "
-            f"{mean_sd(row['balanced_accuracy'])} | {', '.join(map(str, row['best_round']))} | "
-            f"{mean_sd(row['final_test_auc'])} |"
+            f"| {row['decay']:g}{mark} | {mean_sd(row['val_auc'])} | "  # type: ignore[arg-type]
+            f"{mean_sd(row['test_auc'])} | {mean_sd(row['balanced_accuracy'])} | "  # type: ignore[arg-type]
+            f"{', '.join(map(str, row['best_round']))} | {mean_sd(row['final_test_auc'])} |"  # type: ignore[call-overload,arg-type]
         )
+    return float(chosen)  # type: ignore[arg-type]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories (one per seed)")
+    parser.add_argument("--decays", nargs="+", type=float, default=[0.0, 0.5, 0.8, 0.9, 0.95])
+    parser.add_argument(
+        "--horizons",
+        nargs="+",
+        type=int,
+        default=[],
+        help="also choose among the first N rounds only: what a shorter run of the recipe gives",
+    )
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    scores: dict[str, dict[float, list[dict[str, object]]]] = {}
+    for run_dir in args.runs:
+        scores[str(run_dir)] = served_scores(run_dir, args.decays)
+        print(f"{run_dir}: {check_against_run(run_dir, scores[str(run_dir)])}", flush=True)
+    rounds = min(len(history) for by_decay in scores.values() for history in by_decay.values())
+    result: dict[str, object] = {"runs": [str(r) for r in args.runs], "horizons": {}}
+    for horizon in sorted({*args.horizons, rounds}):
+        rows = summary_rows(scores, args.decays, horizon)
+        chosen = print_table(rows, horizon)
+        result["horizons"][str(horizon)] = {"rows": rows, "chosen_on_val": chosen}  # type: ignore[index]
+        if any(math.isnan(v) for row in rows for v in row["test_auc"]):  # type: ignore[attr-defined]
+            raise SystemExit("some scores are undefined (a split with one class?)")
     if args.out is not None:
-        args.out.write_text(
-            json.dumps({"runs": per_run, "rows": rows, "chosen_on_val": chosen}, indent=2)
-        )
-    if any(math.isnan(v) for row in rows for v in row["test_auc"]):
-        raise SystemExit("some scores are undefined (a split with one class?)")
+        args.out.write_text(json.dumps({**result, "scores": scores}, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from client.clinical_inputs import clinical_features
 from client.evaluate import evaluate_split
 from client.outbound import audit_outbound, contain_errors
 from client.policy import SitePolicy
+from client.privacy_state import one_round_at_a_time
 from client.secagg import SecAggRouter, SiteHandlers
 from client.site import PartitionSource, SiteSources
 from client.train import LocalTrainingResult, train_locally
@@ -172,6 +173,23 @@ def handle_train(
     dataset = TensorDataset(data.train_x, *tabular, data.train_y)
     run_key = settings.run_key or str(context.run_id)
     privacy = SitePrivacy.open(context.node_config, config, data.site_id, run_key)
+    # one round at a time at this site: the budget check, the training and the ledger record
+    # of two runs training here at once must not interleave (client.privacy_state)
+    with one_round_at_a_time(privacy.store.directory):
+        return _plan_train_and_record(content, settings, policy, privacy, site_index, data, dataset)
+
+
+def _plan_train_and_record(
+    content: RecordDict,
+    settings: RoundSettings,
+    policy: SitePolicy,
+    privacy: SitePrivacy,
+    site_index: int,
+    data: SiteData,
+    dataset: TensorDataset,
+) -> RecordDict:
+    """Plan the round, check policy and budget, train and book the spend (or decline)."""
+    config = settings.config
     # on-site augmentation (client.augment): its generator's spend is planned and checked too
     augmenter = SiteAugmenter.open(config, privacy, site_index, data.train_x, data.train_y)
     pending = augmenter.pending() if augmenter else []  # the generator, before it is booked

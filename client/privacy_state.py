@@ -16,6 +16,12 @@ The signing key is node-config ``ledger-key`` (``medfed certs add-site`` writes 
 the node key). A site without one (simulation, tests, the demo) gets
 ``<state-dir>/ledger-key.pem`` (0600, with ``ledger-key.pem.pub``) on first use.
 
+Two runs may train at one site at the same time (two ClientApp processes). Each round's
+budget check, training and ledger record happen under the site's round lock
+(``one_round_at_a_time``: an exclusive ``flock`` on ``<state-dir>/.round.lock``, released
+by the kernel if the process dies), so both runs' spends count against the site's lifetime
+budget: neither can check the budget before the other's round is booked.
+
 The noise multipliers calibrated for a run (Opacus' search is slow; the answer is fixed for
 a run) are a cache, not spend: they live beside the ledger in ``privacy-calibration.json``.
 
@@ -26,10 +32,13 @@ the calibration file, and the old file is renamed ``privacy-state.json.migrated`
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +69,19 @@ MIGRATED_SUFFIX = ".migrated"
 CALIBRATION_FILE = "privacy-calibration.json"
 LEDGER_KEY_FILE = "ledger-key.pem"
 DEFAULT_STATE_ROOT = "~/.cache/medfed/privacy"
+ROUND_LOCK_FILE = ".round.lock"
+
+
+@contextmanager
+def one_round_at_a_time(directory: Path) -> Iterator[None]:
+    """Hold the site's round lock (blocking until another run's round at the site is done)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(directory / ROUND_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def state_dir_for(node_config: Mapping[str, object], config: MedfedConfig, site_id: str) -> Path:
@@ -160,7 +182,13 @@ class PrivacyLedgerStore:
         return self.directory / CALIBRATION_FILE
 
     def calibrations(self, run_key: str) -> dict[str, float]:
-        """The noise multipliers calibrated for a run (inputs -> multiplier)."""
+        """Two runs may train at one site at the same time (two ClientApp processes). Each round's
+        budget check, training and ledger record happen under the site's round lock
+        (``one_round_at_a_time``: an exclusive ``flock`` on ``<state-dir>/.round.lock``, released
+        by the kernel if the process dies), so both runs' spends count against the site's lifetime
+        budget: neither can check the budget before the other's round is booked.
+
+        The noise multipliers calibrated for a run (inputs -> multiplier)."""
         return self._all_calibrations().get(run_key, {})
 
     def remember_calibration(self, run_key: str, inputs: str, noise: float) -> None:

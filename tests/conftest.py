@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,11 @@ from medfed.testing.timing import SCALE_ENV, measured_factor, setting, timeout_s
 
 SMALL_IMAGES = 48
 SMALL_PX = 64
+
+# Tests that start Flower's simulation engine themselves (not through simulations.runner)
+# get the runner's worker priority too: Ray starts its workers at nice 15, where a busy
+# machine starves them (tests/test_secagg.py sat at 1 % CPU next to five simulations).
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def pytest_report_header() -> str:

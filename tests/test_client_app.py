@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import math
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from opacus.data_loader import DPDataLoader
 from opacus.optimizers import DPOptimizer
 from torch.utils.data import TensorDataset
 
+import client.app
+from client.privacy_state import ROUND_LOCK_FILE
 from client.train import plan_round, prepare_training
 from common import keys
 from common.config import MedfedConfig
@@ -105,3 +108,38 @@ def test_evaluate_reports_auc_between_zero_and_one(
         int(metrics[k]) for k in (keys.TRUE_POS, keys.FALSE_POS, keys.TRUE_NEG, keys.FALSE_NEG)
     )
     assert counts == metrics[keys.NUM_EXAMPLES]
+
+
+def test_a_round_trains_and_books_its_spend_under_the_sites_round_lock(
+    small_site: Path, small_config: MedfedConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another run's round at the site could not take the lock while this one trains, so it
+    checks its budget only after this round's spend is in the ledger."""
+    harness = CapturingHarness(small_site, small_config)
+    real_train, real_lock = client.app.train_locally, client.app.one_round_at_a_time
+    held: list[bool] = []
+    locks: list[Path] = []
+
+    def lock_and_remember(directory: Path):  # type: ignore[no-untyped-def]
+        locks.append(directory / ROUND_LOCK_FILE)
+        return real_lock(directory)
+
+    def train_while_probing_the_lock(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with open(locks[-1], "a") as other_process:  # a second open file: flock sees another owner
+            try:
+                fcntl.flock(other_process.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(True)
+            else:
+                held.append(False)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(client.app, "train_locally", train_while_probing_the_lock)
+    monkeypatch.setattr(client.app, "one_round_at_a_time", lock_and_remember)
+    reply = harness.train(1)
+
+    assert held == [True]
+    assert float(reply.content[keys.METRICS][keys.EPSILON]) > 0
+    # released afterwards: the next round (or another run) can take it
+    with open(locks[-1], "a") as after:
+        fcntl.flock(after.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -31,7 +31,7 @@ from common.models import build_model
 from common.round_settings import encode_round_settings
 from server.app import run_federation
 from server.checkpoint import CHECKPOINT_DIR, load_latest
-from server.rundir import METRICS_FILE
+from server.rundir import METRICS_FILE, RunDirectory
 from server.secagg import FitResults, SecAggEngine
 
 
@@ -166,7 +166,8 @@ def test_strategy_receives_only_the_secure_aggregate(tmp_path: Path) -> None:
     # Assert: the same lifecycle as a plain run: checkpoints, and each site booked its
     # privacy spend under the run directory's name (the run key), not Flower's run id
     assert load_latest(tmp_path / "run").round == 2
-    assert _booked_runs(config) == {"hospital-a": ["run"], "hospital-b": ["run"]}
+    key = RunDirectory.open_existing(tmp_path / "run").run_key()  # "run-<random suffix>"
+    assert _booked_runs(config) == {"hospital-a": [key], "hospital-b": [key]}
 
     # Execute: lose round 2 (as if the coordinator died after round 1) and resume
     (tmp_path / "run" / CHECKPOINT_DIR / "round-0002.npz").unlink()
@@ -180,7 +181,8 @@ def test_strategy_receives_only_the_secure_aggregate(tmp_path: Path) -> None:
     ]
     assert [line["round"] for line in lines] == [1, 2]
     assert load_latest(tmp_path / "run").round == 2
-    assert _booked_runs(config) == {"hospital-a": ["run"], "hospital-b": ["run"]}
+    key = RunDirectory.open_existing(tmp_path / "run").run_key()  # "run-<random suffix>"
+    assert _booked_runs(config) == {"hospital-a": [key], "hospital-b": [key]}
 
 
 def test_a_site_larger_than_max_weight_refuses_to_send() -> None:
