@@ -1,7 +1,9 @@
 """Writing a site's or a run's small files so that a crash never leaves half a file.
 
 ``atomic_write`` writes a temporary file beside the target (created with the given mode),
-fsyncs it and renames it over the target: readers see the old file or the new one.
+fsyncs it and renames it over the target: readers see the old file or the new one. The
+temporary file's name is unique, so two processes writing one target at once (two runs at a
+site) each replace it whole: the last rename wins, and neither fails.
 ``staged_directory`` does the same for a whole folder (a generated site).
 """
 
@@ -18,13 +20,18 @@ from pathlib import Path
 
 def atomic_write(target: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``target`` with ``data`` atomically (the file gets ``mode`` when created)."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(name)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Two runs training at one site at the same time append to its ledger without breaking it.
+"""Two runs training at one site at the same time: its ledger and state files stay whole.
 
 Regression: ``append_record`` read the last record, then appended a record chained to it,
 with nothing stopping another process from appending in between. Three simulations sharing
@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from common.files import atomic_write
 from common.ledger import (
     GENESIS,
     NO_UPDATE,
@@ -72,3 +73,31 @@ def test_concurrent_writers_keep_one_unbroken_chain(tmp_path: Path) -> None:
     for writer in range(WRITERS):  # every writer's rounds, in its own order
         rounds = [r.round for r in records if r is not None and r.run_key == f"run-{writer}"]
         assert rounds == list(range(1, APPENDS + 1))
+
+
+def _write_many(target: str, writer: int, start: object) -> None:
+    start.wait()  # type: ignore[attr-defined]  # every writer begins at once
+    for count in range(300):
+        atomic_write(Path(target), f"writer {writer} write {count}\n".encode() * 100)
+
+
+def test_concurrent_atomic_writes_of_one_file_all_succeed(tmp_path: Path) -> None:
+    """Regression: the temporary file had a fixed name, so when two runs at one site cached a
+    calibration at once, one rename found its file already renamed by the other
+    (FileNotFoundError: the site failed round 1)."""
+    target = tmp_path / "privacy-calibration.json"
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(4)
+    writers = [
+        context.Process(target=_write_many, args=(str(target), writer, start))
+        for writer in range(4)
+    ]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    lines = set(target.read_text().splitlines())
+    assert len(lines) == 1 and next(iter(lines)).startswith("writer ")  # one whole write
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary file left
+    assert (target.stat().st_mode & 0o777) == 0o600
