@@ -33,7 +33,6 @@ import hashlib
 import io
 import logging
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from client.budget import SitePrivacy
-from client.train import privacy_engine
+from client.train import expected_warnings_silenced, privacy_engine
 from common.config import AugmentConfig, MedfedConfig, PrivacyConfig
 from common.files import atomic_write
 from common.generative import ConditionalVAE, vae_loss
@@ -53,12 +52,6 @@ from common.privacy import HistoryEntry, merge_history, noise_multiplier_for
 
 LOG = logging.getLogger("medfed.client")
 GENERATOR_DIR = "generators"
-# Opacus warnings expected here (as in client.train)
-_EXPECTED_WARNINGS = (
-    "Secure RNG turned off",
-    "Optimal order is the largest alpha",
-    "Full backward hook is firing",
-)
 
 
 @dataclass(frozen=True)
@@ -124,9 +117,7 @@ def train_generator(
     optimizer = torch.optim.Adam(model.parameters(), lr=augment.learning_rate)
     engine = None
     trained: torch.nn.Module = model
-    with warnings.catch_warnings():
-        for message in _EXPECTED_WARNINGS:
-            warnings.filterwarnings("ignore", message=f".*{message}")
+    with expected_warnings_silenced():
         if privacy.enabled:
             engine = privacy_engine(privacy)
             trained, optimizer, loader = engine.make_private(

@@ -60,6 +60,4 @@ def average_view_gradients(model: nn.Module, views: int) -> None:
         sample = getattr(parameter, "grad_sample", None)
         if sample is None:
             continue
-        if isinstance(sample, list):  # one entry per forward pass: all of this batch's rows
-            sample = torch.cat(sample)
         parameter.grad_sample = sample.reshape(-1, views, *sample.shape[1:]).mean(dim=1)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -223,6 +223,15 @@ _EXPECTED_WARNINGS = (
 )
 
 
+@contextmanager
+def expected_warnings_silenced() -> Iterator[None]:
+    """Silence the Opacus/torch warnings every DP-SGD step here would repeat."""
+    with warnings.catch_warnings():
+        for message in _EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=f".*{message}")
+        yield
+
+
 def train_locally(
     model: nn.Module,
     dataset: TensorDataset,
@@ -242,9 +251,7 @@ def train_locally(
     received (call this right after loading the global model).
     """
     proximal = ProximalTerm(model, proximal_mu) if proximal_mu > 0 else None
-    with warnings.catch_warnings():
-        for message in _EXPECTED_WARNINGS:
-            warnings.filterwarnings("ignore", message=f".*{message}")
+    with expected_warnings_silenced():
         prepared = prepare_training(model, dataset, train, privacy, plan=plan, history=history)
         loss = run_steps(
             prepared, plan.steps, train.max_physical_batch, proximal, ViewSettings.of(train)

@@ -50,7 +50,7 @@ class IterateAverage:
             return arrays
         if server_round > self.last_round or not self._average:
             current = {name: array.numpy() for name, array in arrays.items()}
-            if not self._average or set(self._average) != set(current):
+            if not self._average:
                 self._average = {name: value.copy() for name, value in current.items()}
             else:
                 self._average = {
