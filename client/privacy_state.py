@@ -10,7 +10,9 @@ move it: a new location would forget what was spent.
 hash-chained record per trained round, keyed by run (the run key the server sends). A
 run's accountant history is folded from its records; the site's lifetime spend is the
 composition of every run in the ledger. The ledger is checked (chain and signatures) every
-time it is read, and a site refuses to train on a ledger that fails the check.
+time it is read (after a clean read, only the lines appended since, as long as every earlier
+byte is unchanged: ``common.ledger.read_checked``), and a site refuses to train on a ledger
+that fails the check.
 
 The signing key is node-config ``ledger-key`` (``medfed certs add-site`` writes one next to
 the node key). A site without one (simulation, tests, the demo) gets
@@ -36,7 +38,9 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,11 +57,11 @@ from common.ledger import (
     LEDGER_FILE,
     MIGRATED_ROUND,
     NO_UPDATE,
+    CheckedLedger,
     LedgerRecord,
     RunSpend,
     append_record,
-    check_chain,
-    read_ledger,
+    read_checked,
     run_spends,
 )
 from common.privacy import HistoryEntry, epsilon_of, merge_history
@@ -70,6 +74,12 @@ CALIBRATION_FILE = "privacy-calibration.json"
 LEDGER_KEY_FILE = "ledger-key.pem"
 DEFAULT_STATE_ROOT = "~/.cache/medfed/privacy"
 ROUND_LOCK_FILE = ".round.lock"
+# The last clean read of each ledger this process opened (``common.ledger.read_checked``):
+# a site reads its ledger several times a round, and a later read checks only what was
+# appended since. A simulation plays many sites in one process: keep the most recent few.
+CHECKED_LEDGERS_KEPT = 16
+_CHECKED: OrderedDict[Path, CheckedLedger] = OrderedDict()
+_CHECKED_LOCK = threading.Lock()
 
 
 @contextmanager
@@ -148,8 +158,15 @@ class PrivacyLedgerStore:
         self._migrate_legacy()
         if not self.path.exists():
             return []
-        records = read_ledger(self.path)
-        problems = check_chain(records, self.signing_key().public_key())
+        where = self.path.resolve()
+        with _CHECKED_LOCK:
+            known = _CHECKED.pop(where, None)
+        records, problems, checked = read_checked(self.path, self.signing_key().public_key(), known)
+        if checked is not None:
+            with _CHECKED_LOCK:
+                _CHECKED[where] = checked
+                while len(_CHECKED) > CHECKED_LEDGERS_KEPT:
+                    _CHECKED.popitem(last=False)
         if problems:
             # Never train on a ledger we cannot trust: that could forget spent privacy.
             raise ConfigError(

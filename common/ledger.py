@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flwr.app import ArrayRecord
 
 from common.errors import MedfedError
@@ -179,13 +180,76 @@ def parse_lines(lines: Iterable[str]) -> list[LedgerRecord | None]:
 
 def read_ledger(path: Path) -> list[LedgerRecord | None]:
     """The records of a ledger file (an absent file is an empty ledger)."""
+    return parse_lines(_ledger_text(path, _ledger_bytes(path)).splitlines())
+
+
+def _ledger_bytes(path: Path) -> bytes:
     if not path.exists():
-        return []
+        return b""
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as problem:
+        return path.read_bytes()
+    except OSError as problem:
         raise LedgerError(f"cannot read the privacy ledger {path}: {problem}") from None
-    return parse_lines(text.splitlines())
+
+
+def _ledger_text(path: Path, data: bytes) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError as problem:
+        raise LedgerError(f"cannot read the privacy ledger {path}: {problem}") from None
+
+
+@dataclass(frozen=True)
+class CheckedLedger:
+    """A ledger's bytes that passed ``check_chain``: their length, SHA-256 and records."""
+
+    key: bytes  # the raw public key they were checked with
+    size: int
+    digest: str
+    records: tuple[LedgerRecord, ...]
+
+
+def read_checked(
+    path: Path, key: Ed25519PublicKey, known: CheckedLedger | None = None
+) -> tuple[list[LedgerRecord | None], list[Problem], CheckedLedger | None]:
+    """The ledger's records, its problems (``check_chain``) and what to pass next time.
+
+    A site reads its ledger several times a round, and the ledger only grows: with ``known``
+    (the last clean read), a file that still starts with exactly the bytes checked then has
+    only its appended lines checked, each signed with ``key`` and chained to the one before.
+    Any other content (an earlier byte changed, the file shorter, another key, an appended
+    line that fails) is checked in full, so the answer is always ``check_chain``'s.
+    """
+    data = _ledger_bytes(path)
+    raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    if (
+        known is not None
+        and known.key == raw
+        and len(data) >= known.size
+        and hashlib.sha256(data[: known.size]).hexdigest() == known.digest
+    ):
+        appended = parse_lines(_ledger_text(path, data[known.size :]).splitlines())
+        last = known.records[-1].hash if known.records else GENESIS
+        clean: list[LedgerRecord] = []
+        for record in appended:
+            if record is None or record.prev_hash != last or not record.signature_ok(key):
+                break
+            clean.append(record)
+            last = record.hash
+        else:
+            records = [*known.records, *clean]
+            return list(records), [], _checked(raw, data, records)
+    records = parse_lines(_ledger_text(path, data).splitlines())
+    problems = check_chain(records, key)
+    clean_records = [r for r in records if r is not None]
+    return records, problems, None if problems else _checked(raw, data, clean_records)
+
+
+def _checked(key: bytes, data: bytes, records: Sequence[LedgerRecord]) -> CheckedLedger | None:
+    """What a clean read leaves for the next one (None when the file ends mid-line)."""
+    if data and not data.endswith(b"\n"):
+        return None
+    return CheckedLedger(key, len(data), hashlib.sha256(data).hexdigest(), tuple(records))
 
 
 def append_record(path: Path, record: LedgerRecord, key: Ed25519PrivateKey) -> LedgerRecord:

@@ -7,6 +7,7 @@ accumulates instead of restarting, and restored into a fresh accountant each rou
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -134,11 +135,22 @@ def noise_multiplier_after(
 
 
 def epsilon_of(history: Sequence[HistoryEntry], *, delta: float, accountant: str) -> float:
-    """Epsilon spent by a history of DP-SGD steps (0.0 for an empty history)."""
+    """Epsilon spent by a history of DP-SGD steps (0.0 for an empty history).
+
+    Remembered per process for recent histories: a site's round asks for the same one twice
+    (the budget check before training, the ledger record after), and Opacus' PRV accountant
+    takes a noticeable fraction of a second each time.
+    """
     if not history:
         return 0.0
+    entries = tuple((float(n), float(q), int(s)) for n, q, s in history)
+    return _epsilon(entries, float(delta), accountant)
+
+
+@functools.lru_cache(maxsize=256)
+def _epsilon(history: tuple[HistoryEntry, ...], delta: float, accountant: str) -> float:
     acc = create_accountant(mechanism=accountant)
-    acc.history = [(float(n), float(q), int(s)) for n, q, s in history]
+    acc.history = list(history)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_RDP_ALPHA_WARNING)
         return float(acc.get_epsilon(delta=delta))

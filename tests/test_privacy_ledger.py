@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
+import common.ledger as ledger_module
 from client.budget import SitePrivacy
 from client.privacy_state import (
     LEDGER_KEY_FILE,
@@ -28,6 +30,7 @@ from common.ledger import (
     MIGRATED_ROUND,
     check_chain,
     check_epsilons,
+    read_checked,
     read_ledger,
     record_from_wire,
     record_to_wire,
@@ -337,3 +340,83 @@ def test_server_keeps_copies_and_flags_a_digest_mismatch(
     assert copies == [record]
     assert not attestation_file(tmp_path, "hospital-b").exists()
     assert "not the update received" in caplog.text
+
+
+def _forged_after_last(ledger: Path) -> str:
+    """A record chained to the ledger's last one but signed with someone else's key."""
+    last = [r for r in read_ledger(ledger) if r is not None][-1]
+    forged = replace(last, round=last.round + 1, prev_hash=last.hash, signature="")
+    return forged.signed(Ed25519PrivateKey.generate()).to_line()
+
+
+def _tamperings(ledger: Path) -> dict[str, list[str]]:
+    lines = _lines(ledger)
+    edited = json.loads(lines[1])
+    edited["steps"] = 19  # the same length (20 -> 19): only the content changes
+    return {
+        "edited": [lines[0], json.dumps(edited, sort_keys=True), *lines[2:]],
+        "removed": [*lines[:2], *lines[3:]],
+        "reordered": [lines[0], lines[2], lines[1], *lines[3:]],
+        "copy appended": [*lines, lines[1]],
+        "forged appended": [*lines, _forged_after_last(ledger)],
+        "garbage appended": [*lines, "not a record"],
+        "shortened": lines[:-1],
+    }
+
+
+@pytest.mark.parametrize(
+    "tampering",
+    [
+        "edited",
+        "removed",
+        "reordered",
+        "copy appended",
+        "forged appended",
+        "garbage appended",
+        "shortened",
+    ],
+)
+def test_a_read_after_a_clean_read_finds_exactly_what_a_full_check_finds(
+    ledger: Path, tampering: str
+) -> None:
+    """The incremental read (``read_checked`` with the last clean read) answers like
+    ``check_chain`` on the whole file, whatever was done to it since."""
+    key = load_public_key(_public(ledger))
+    _, problems, known = read_checked(ledger, key)
+    assert problems == [] and known is not None
+    _write(ledger, _tamperings(ledger)[tampering])
+
+    records, problems, _ = read_checked(ledger, key, known)
+
+    assert problems == check_chain(read_ledger(ledger), key)
+    assert records == read_ledger(ledger)
+    if tampering != "shortened":  # a shorter chain is valid: the coordinator's copies find it
+        assert problems
+
+
+def test_a_site_checks_only_the_lines_appended_since_its_last_read(
+    ledger: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A site reads its ledger several times a round; after the first clean read, each later
+    read verifies only the new records' signatures, and still refuses a tampered ledger."""
+    site = _site(ledger.parent)
+    assert len(site.history()) == 1  # a clean read: 5 rounds of one (noise, rate) entry
+    verified: list[bytes] = []
+    real_valid = ledger_module.signature_valid
+
+    def counting(key, signature: bytes, data: bytes) -> bool:  # type: ignore[no-untyped-def]
+        verified.append(data)
+        return real_valid(key, signature, data)
+
+    monkeypatch.setattr(ledger_module, "signature_valid", counting)
+    site.record(server_round=6, entry=ENTRY, update_sha256=DIGEST)
+    before = len(verified)
+    assert site.history() == [(ENTRY[0], ENTRY[1], ENTRY[2] * 6)]
+    assert len(verified) - before == 1  # the appended round 6 only, not all 7 records
+
+    lines = _lines(ledger)
+    edited = json.loads(lines[0])
+    edited["steps"] = 2  # claim less spend in round 1, after the site's clean reads
+    _write(ledger, [json.dumps(edited, sort_keys=True), *lines[1:]])
+    with pytest.raises(ConfigError, match="fails its check"):
+        site.history()
