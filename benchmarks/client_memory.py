@@ -1,13 +1,13 @@
-"""Resident memory of one ClientApp process over many DP rounds: glibc's default vs a flat heap.
+"""Resident memory of one ClientApp process over many DP rounds: oneDNN's cache bounded or not.
 
 One process plays every hospital of a pool scenario (as a simulation worker does; a hospital's
 warm ClientApp process plays one for a whole study): the real ClientApp
 (``client.app.build_client_app``, with the simulation's ``PartitionedPool``), each site with its
 own state directory, train + evaluate per round, the same global model every round. Each
-variant runs in its own fresh process, one after the other: ``default`` (glibc's allocator as
-it comes) and ``mmap-threshold`` (``MALLOC_MMAP_THRESHOLD_=131072`` in the environment: every
-allocation of 128 KiB or more gets its own mapping, returned to the system when freed, instead
-of glibc raising that threshold as large blocks are freed and then keeping them in its heap).
+variant runs in its own fresh process, one after the other: ``bounded`` (the product:
+``client.onednn`` bounds oneDNN's primitive cache to 64 entries) and ``onednn-default`` (the
+environment sets ``ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024``, oneDNN's own default, which a site's
+setting overrides in the product too).
 Prints the RSS after rounds 1, 5, 10, … and the mean seconds per round after round 1 (round 1
 calibrates every site's noise), as a Markdown table for BENCHMARKS.md.
 
@@ -36,6 +36,7 @@ from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import build_client_app
+from client.onednn import PRIMITIVE_CACHE_ENV
 from common import keys
 from common.config import MedfedConfig
 from common.models import build_run_model
@@ -44,7 +45,7 @@ from common.round_settings import encode_round_settings
 from simulations.scenario import load_scenario
 from simulations.sites import PartitionedPool
 
-VARIANTS = {"default": {}, "mmap-threshold": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
+VARIANTS = {"bounded": {}, "onednn-default": {PRIMITIVE_CACHE_ENV: "1024"}}
 
 
 def _rss_mb() -> float:

@@ -35,6 +35,7 @@ from client.augment import SiteAugmenter, augmented_dataset, generator_prior
 from client.budget import SitePrivacy
 from client.clinical_inputs import clinical_features
 from client.evaluate import evaluate_split
+from client.onednn import bound_primitive_cache
 from client.outbound import audit_outbound, contain_errors
 from client.policy import SitePolicy
 from client.privacy_state import one_round_at_a_time
@@ -85,8 +86,10 @@ def build_client_app(
     A local simulation injects ``partitions`` (simulated hospitals cut from one pool) and
     ``site_defaults`` (node-config values it decides for every simulated site).
     Inside ``mods``: exceptions become redacted error replies, and messages of Flower's
-    SecAgg+ workflow (legacy format) go to the SecAgg+ app instead.
+    SecAgg+ workflow (legacy format) go to the SecAgg+ app instead. oneDNN's primitive cache
+    is bounded first (``client.onednn``: before this process's first convolution).
     """
+    bound_primitive_cache()
     sources = SiteSources.create(
         progress=True, on_load=_log_loaded, partitions=partitions, site_defaults=site_defaults
     )
