@@ -1,11 +1,12 @@
-"""Bound oneDNN's primitive cache in a ClientApp process, so its memory stays flat over rounds.
+"""Bound oneDNN's primitive cache in a ClientApp process, so its memory grows less over rounds.
 
 PyTorch runs CPU convolutions through oneDNN, which keeps a compiled *primitive* for every
 input shape it has seen, up to 1,024 by default. Under DP-SGD each step draws its own batch
 size (Poisson sampling), so every step of every round adds primitives that are never reused:
 one process playing the 5 hospitals of a DP simulation grew by ~45 MiB a round (a simulated
-worker from ~0.6 GB to ~2.8 GB over 120 rounds). With the cache bounded to
-``PRIMITIVE_CACHE_CAPACITY`` entries the process stays flat (``benchmarks/client_memory.py``).
+worker from ~0.6 GB to ~2.8 GB over 120 rounds). Bounded to ``PRIMITIVE_CACHE_CAPACITY``
+entries it grows less (``benchmarks/client_memory.py``: over 15 rounds +496 MiB instead of
++683); what grows after that is not explained yet.
 
 oneDNN reads ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` when it first builds a primitive, so
 ``bound_primitive_cache`` runs when the ClientApp is built, before the process's first
