@@ -22,6 +22,7 @@ PRIMITIVE_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 PRIMITIVE_CACHE_CAPACITY = 64
 
 
-def bound_primitive_cache() -> int:
-    """Bound oneDNN's primitive cache unless the environment already says how; the bound."""
-    return int(os.environ.setdefault(PRIMITIVE_CACHE_ENV, str(PRIMITIVE_CACHE_CAPACITY)))
+def bound_primitive_cache() -> None:
+    """Bound oneDNN's primitive cache unless the environment already says how (oneDNN reads
+    the value itself: a site's setting is passed through, not parsed here)."""
+    os.environ.setdefault(PRIMITIVE_CACHE_ENV, str(PRIMITIVE_CACHE_CAPACITY))

@@ -222,34 +222,34 @@ def read_checked(
     """
     data = _ledger_bytes(path)
     raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-    if (
-        known is not None
-        and known.key == raw
-        and len(data) >= known.size
-        and hashlib.sha256(data[: known.size]).hexdigest() == known.digest
-    ):
-        appended = parse_lines(_ledger_text(path, data[known.size :]).splitlines())
-        last = known.records[-1].hash if known.records else GENESIS
-        clean: list[LedgerRecord] = []
-        for record in appended:
-            if record is None or record.prev_hash != last or not record.signature_ok(key):
-                break
-            clean.append(record)
-            last = record.hash
-        else:
-            records = [*known.records, *clean]
-            return list(records), [], _checked(raw, data, records)
+    if known is not None and known.key == raw and len(data) >= known.size:
+        digest = hashlib.sha256(data[: known.size])
+        if digest.hexdigest() == known.digest:
+            appended = parse_lines(_ledger_text(path, data[known.size :]).splitlines())
+            last = known.records[-1].hash if known.records else GENESIS
+            for record in appended:
+                if record is None or record.prev_hash != last or not record.signature_ok(key):
+                    break
+                last = record.hash
+            else:
+                records: list[LedgerRecord | None] = [*known.records, *appended]
+                digest.update(data[known.size :])
+                return records, [], _checked(raw, data, records, digest.hexdigest())
     records = parse_lines(_ledger_text(path, data).splitlines())
     problems = check_chain(records, key)
-    clean_records = [r for r in records if r is not None]
-    return records, problems, None if problems else _checked(raw, data, clean_records)
+    if problems:
+        return records, problems, None
+    return records, [], _checked(raw, data, records, hashlib.sha256(data).hexdigest())
 
 
-def _checked(key: bytes, data: bytes, records: Sequence[LedgerRecord]) -> CheckedLedger | None:
-    """What a clean read leaves for the next one (None when the file ends mid-line)."""
+def _checked(
+    key: bytes, data: bytes, records: Sequence[LedgerRecord | None], digest: str
+) -> CheckedLedger | None:
+    """What a clean read (no ``None`` among ``records``) leaves for the next one (None when
+    the file ends mid-line)."""
     if data and not data.endswith(b"\n"):
         return None
-    return CheckedLedger(key, len(data), hashlib.sha256(data).hexdigest(), tuple(records))
+    return CheckedLedger(key, len(data), digest, tuple(r for r in records if r is not None))
 
 
 def append_record(path: Path, record: LedgerRecord, key: Ed25519PrivateKey) -> LedgerRecord:
