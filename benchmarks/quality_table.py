@@ -87,10 +87,14 @@ def command_wall(log_dir: Path, scenario: str, seed: str) -> float | None:
     return float(found[-1]) if found else None
 
 
-def run_one(scenario: str, seed: int, runs_dir: Path, log_dir: Path) -> float | None:
+def run_one(
+    scenario: str, seed: int, runs_dir: Path, log_dir: Path, overrides: tuple[str, ...] = ()
+) -> float | None:
     """Run ``medfed simulate`` for one scenario and seed unless its run is complete.
 
-    Returns the wall time of the command (None when the run was already complete).
+    ``overrides`` are ``KEY=VALUE`` settings passed on as ``--set`` (an ablation of one lever:
+    give it its own ``--runs-dir``). Returns the wall time of the command (None when the run
+    was already complete).
     """
     run_dir = runs_dir / scenario / f"seed-{seed}"
     if run_dir.exists() and len(read_metrics(run_dir)) >= planned_rounds(run_dir) > 0:
@@ -100,6 +104,8 @@ def run_one(scenario: str, seed: int, runs_dir: Path, log_dir: Path) -> float | 
         command += ["--resume", str(run_dir)]
     else:
         command += ["--set", f"run.run-dir={run_dir}"]
+        for override in overrides:
+            command += ["--set", override]
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{scenario}-seed-{seed}.log"
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
@@ -156,13 +162,20 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "quality")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/quality_table.json")
     parser.add_argument("--no-run", action="store_true", help="only read the existing runs")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for every new run (an ablation; use its own --runs-dir)",
+    )
     args = parser.parse_args()
     runs_dir = args.runs_dir.resolve()
     started = time.monotonic()
     if not args.no_run:
         for scenario in args.scenarios:
             for seed in args.seeds:
-                run_one(scenario, seed, runs_dir, runs_dir / "logs")
+                run_one(scenario, seed, runs_dir, runs_dir / "logs", tuple(args.set))
     results: dict[str, dict[str, dict[str, object]]] = {}
     for scenario in args.scenarios:
         results[scenario] = {}
