@@ -170,7 +170,11 @@ def classification_metrics(
 ) -> ClassificationMetrics:
     """Metrics for class-probability ``scores`` (N, K) against integer ``labels``."""
     num_classes = scores.shape[1]
-    matrix = confusion_matrix(labels, predict(scores, threshold), labels=list(range(num_classes)))
+    if len(labels):
+        classes = list(range(num_classes))
+        matrix = confusion_matrix(labels, predict(scores, threshold), labels=classes)
+    else:  # an empty split (a small site's test or val): scikit-learn refuses empty input
+        matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     return ClassificationMetrics(
         num_examples=len(labels),
         loss=loss,

@@ -17,9 +17,11 @@ from client.privacy_state import ROUND_LOCK_FILE
 from client.train import plan_round, prepare_training
 from common import keys
 from common.config import MedfedConfig
+from common.data.synthetic import generate_site
 from common.models import build_model
 from common.privacy import epsilon_of
 from tests.clientapp_harness import CapturingHarness
+from tests.conftest import SMALL_IMAGES, SMALL_PX
 
 
 def _dataset(n: int = 40) -> TensorDataset:
@@ -104,6 +106,35 @@ def test_evaluate_reports_auc_between_zero_and_one(
     metrics = CapturingHarness(small_site, small_config).evaluate().content[keys.METRICS]
 
     assert 0.0 <= float(metrics[keys.EVAL_AUC]) <= 1.0
+    counts = sum(
+        int(metrics[k]) for k in (keys.TRUE_POS, keys.FALSE_POS, keys.TRUE_NEG, keys.FALSE_NEG)
+    )
+    assert counts == metrics[keys.NUM_EXAMPLES]
+
+
+@pytest.mark.parametrize("empty", ["test", "val"])
+def test_a_site_without_a_held_out_split_is_evaluated_with_zero_examples(
+    small_site: Path, small_config: MedfedConfig, tmp_path: Path, empty: str
+) -> None:
+    # An empty val split (eval.val-fraction = 0) or test split (a hospital that holds no
+    # images out, or a tiny site among 1,000 simulated ones) used to fail the evaluate
+    # handler with scikit-learn's "Found empty input array".
+    config, site = small_config, small_site
+    if empty == "val":
+        config = small_config.replace(**{"eval.val-fraction": 0.0})
+    else:
+        site = generate_site(
+            tmp_path / "no-test",
+            0,
+            seed=0,
+            num_images=SMALL_IMAGES,
+            image_size=SMALL_PX,
+            test_fraction=0.0,
+        )
+
+    metrics = CapturingHarness(site, config).evaluate().content[keys.METRICS]
+
+    assert metrics[keys.NUM_EXAMPLES] == (0 if empty == "test" else 12)
     counts = sum(
         int(metrics[k]) for k in (keys.TRUE_POS, keys.FALSE_POS, keys.TRUE_NEG, keys.FALSE_NEG)
     )
