@@ -194,7 +194,11 @@ def pool(sites: Sequence[ClassificationMetrics]) -> ClassificationMetrics:
         matrix[: site.num_classes, : site.num_classes] += site._matrix()
     return ClassificationMetrics(
         num_examples=total,
-        loss=sum(s.loss * s.num_examples for s in sites) / total if total else math.nan,
+        loss=(  # a site with no examples (its loss NaN) has no say
+            sum(s.loss * s.num_examples for s in sites if s.num_examples) / total
+            if total
+            else math.nan
+        ),
         auc=(
             sum(s.auc * s.num_examples for s in with_auc) / auc_weight if auc_weight else math.nan
         ),

@@ -101,6 +101,19 @@ def test_pooling_sums_confusion_counts_and_weights_auc_by_examples() -> None:
     assert pooled.auc == pytest.approx((10 * 0.9 + 30 * 0.7) / 40)  # the NaN site left out
 
 
+def test_a_site_with_an_empty_split_leaves_the_pooled_figures_as_they_were() -> None:
+    a = ClassificationMetrics(10, 0.2, 0.9, ((4, 1), (0, 5)))
+    empty = classification_metrics(np.zeros(0, dtype=np.int64), np.empty((0, 2)), math.nan)
+
+    pooled = pool([a, empty])
+
+    assert empty.num_examples == 0 and empty.confusion == ((0, 0), (0, 0))
+    assert pooled.num_examples == 10
+    assert pooled.loss == pytest.approx(0.2)  # not NaN: the empty site has no say
+    assert pooled.auc == pytest.approx(0.9)
+    assert pooled.confusion == a.confusion
+
+
 @pytest.mark.parametrize(
     "confusion", [((3, 1), (2, 4)), ((2, 1, 0), (1, 3, 1), (0, 0, 4))], ids=["binary", "3-class"]
 )
