@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from client.privacy_state import (
     PrivacyLedgerStore,
+    claim_state_dir,
     ledger_key_of,
     site_budget_of,
     state_dir_for,
@@ -58,10 +59,11 @@ class SitePrivacy:
         site_id: str,
         run_key: str,
     ) -> SitePrivacy:
-        """The ledger and budget of the site named ``site_id``."""
-        store = PrivacyLedgerStore(
-            state_dir_for(node_config, config, site_id), ledger_key_of(node_config)
-        )
+        """The ledger and budget of the site named ``site_id`` (``ConfigError`` if its state
+        directory is another site's: ``claim_state_dir``)."""
+        directory = state_dir_for(node_config, config, site_id)
+        claim_state_dir(directory, site_id)
+        store = PrivacyLedgerStore(directory, ledger_key_of(node_config))
         return cls(store, run_key, config.privacy, site_budget_of(node_config))
 
     def history(self) -> list[HistoryEntry]:

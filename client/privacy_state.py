@@ -14,6 +14,9 @@ time it is read (after a clean read, only the lines appended since, as long as e
 byte is unchanged: ``common.ledger.read_checked``), and a site refuses to train on a ledger
 that fails the check.
 
+A state directory is one site's (``claim_state_dir``): the first site to use it writes its
+site id into ``<state-dir>/site-id``, and another site's SuperNode pointed at it is refused.
+
 The signing key is node-config ``ledger-key`` (``medfed certs add-site`` writes one next to
 the node key). A site without one (simulation, tests, the demo) gets
 ``<state-dir>/ledger-key.pem`` (0600, with ``ledger-key.pem.pub``) on first use.
@@ -74,6 +77,7 @@ CALIBRATION_FILE = "privacy-calibration.json"
 LEDGER_KEY_FILE = "ledger-key.pem"
 DEFAULT_STATE_ROOT = "~/.cache/medfed/privacy"
 ROUND_LOCK_FILE = ".round.lock"
+SITE_STAMP_FILE = "site-id"
 # The last clean read of each ledger this process opened (``common.ledger.read_checked``):
 # a site reads its ledger several times a round, and a later read checks only what was
 # appended since. A simulation plays many sites in one process: keep the most recent few.
@@ -102,6 +106,36 @@ def state_dir_for(node_config: Mapping[str, object], config: MedfedConfig, site_
     if node_config.get(keys.NODE_DATA_PATH):
         return Path(DEFAULT_STATE_ROOT).expanduser() / site_id
     return Path(config.data.synthetic_root).expanduser() / ".privacy" / site_id
+
+
+def claim_state_dir(directory: Path, site_id: str) -> None:
+    """Stamp ``directory`` as ``site_id``'s state directory, or refuse another site's.
+
+    Two SuperNodes given one ``state-dir`` would book their rounds into one ledger under one
+    run key: each would see the other's rounds as its own redone ones and re-plan its noise
+    every round. The first site to use a state directory writes its site id into
+    ``<state-dir>/site-id`` (atomically: a link that fails if the file exists); any other
+    site is refused with ``ConfigError`` before it reads the ledger. The same site at a new
+    data path (same ``site-id`` or folder name) is still the same site.
+    """
+    stamp = directory / SITE_STAMP_FILE
+    if not stamp.exists():
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        draft = directory / f".{SITE_STAMP_FILE}.{os.getpid()}.{threading.get_ident()}"
+        draft.write_text(site_id + "\n")
+        try:
+            os.link(draft, stamp)
+        except FileExistsError:
+            pass  # another process of a site stamped it first: compare below
+        finally:
+            draft.unlink()
+    owner = stamp.read_text().strip()
+    if owner != site_id:
+        raise ConfigError(
+            f"the state directory {directory} belongs to site '{owner}', not '{site_id}': "
+            "give each SuperNode its own node config 'state-dir' (its privacy ledger is "
+            "that site's alone)"
+        )
 
 
 def ledger_key_of(node_config: Mapping[str, object]) -> Path | None:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Message
+from flwr.app import Message, MessageType
 
 from client.privacy_state import LEDGER_KEY_FILE, LEGACY_STATE_FILE, PrivacyLedgerStore
 from common import keys
 from common.config import MedfedConfig
 from common.errors import ConfigError
-from common.ledger import LEDGER_FILE, record_from_wire, update_digest
+from common.ledger import LEDGER_FILE, read_ledger, record_from_wire, update_digest
 from common.privacy import epsilon_of
 from common.signing import load_public_key, public_key_path
 from tests.clientapp_harness import CapturingHarness
@@ -155,3 +155,26 @@ def test_unreadable_legacy_state_stops_training_with_a_one_line_error(tmp_path: 
         PrivacyLedgerStore(tmp_path).load()
 
     assert "\n" not in str(excinfo.value)
+
+
+def test_a_second_site_on_a_state_dir_is_refused_and_the_owner_carries_on(
+    small_site: Path, config: MedfedConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two SuperNodes given one state-dir used to book into one ledger under one run key, each
+    # seeing the other's rounds as its own redone ones (re-planning its noise every round).
+    shared = tmp_path / "one-state-dir"
+
+    def site(name: str) -> CapturingHarness:
+        extras = {keys.NODE_SITE_ID: name}
+        return CapturingHarness(small_site, config, state_dir=shared, node_extras=extras)
+
+    owner, intruder = site("hospital-a"), site("hospital-b")
+    owner.train(1)
+
+    refused = intruder.send(MessageType.TRAIN, 1, check=False)
+
+    assert refused.has_error() and refused.error.reason.startswith("ConfigError at the site")
+    assert f"{shared} belongs to site 'hospital-a', not 'hospital-b'" in caplog.text
+    assert [r.round for r in read_ledger(shared / LEDGER_FILE)] == [1]  # nothing booked
+    owner.train(2)
+    assert [r.round for r in read_ledger(shared / LEDGER_FILE)] == [1, 2]
