@@ -31,9 +31,10 @@ import warnings
 from pathlib import Path
 
 import torch
-from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import Context, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
+from site_messages import play_round  # benchmarks/ is this script's sys.path[0]
 
 from client.app import build_client_app
 from client.onednn import PRIMITIVE_CACHE_ENV
@@ -41,7 +42,6 @@ from common import keys
 from common.config import MedfedConfig
 from common.models import build_run_model
 from common.params import model_to_arrays
-from common.round_settings import encode_round_settings
 from simulations.scenario import load_scenario
 from simulations.sites import PartitionedPool
 
@@ -106,16 +106,7 @@ def _rounds(
     seconds: list[float] = []
     for server_round in range(1, rounds + 1):
         started = time.perf_counter()
-        for kind in (MessageType.TRAIN, MessageType.EVALUATE):
-            for context in contexts:
-                settings = ConfigRecord(
-                    {**encode_round_settings(config, "memory"), keys.SERVER_ROUND: server_round}
-                )
-                content = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: settings})
-                message = Message(content=content, dst_node_id=context.node_id, message_type=kind)
-                reply = app(message, context)
-                if reply.has_error():
-                    raise SystemExit(f"round {server_round}: {reply.error.reason}")
+        play_round(app, config, contexts, arrays, "memory", server_round)
         seconds.append(time.perf_counter() - started)
         if server_round == 1 or server_round % 5 == 0:
             rss[server_round] = _rss_mb()

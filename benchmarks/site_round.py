@@ -26,8 +26,9 @@ import warnings
 from pathlib import Path
 
 import torch
-from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import Context, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
+from site_messages import play_round  # benchmarks/ is this script's sys.path[0]
 
 from client.app import build_client_app
 from client.budget import SitePrivacy
@@ -37,7 +38,6 @@ from common.config import MedfedConfig
 from common.data.synthetic import generate_site
 from common.models import build_run_model
 from common.params import model_to_arrays
-from common.round_settings import encode_round_settings
 
 SITE_IMAGES = 200
 PRIOR_ENTRY = (1.1, 0.5, 1)  # one DP step per round at q = 0.5, as in the DP recipe
@@ -89,14 +89,7 @@ def measure(prior_records: int, rounds: int, workdir: Path) -> dict[str, float]:
     seconds = []
     for server_round in range(1, rounds + 1):
         started = time.perf_counter()
-        for kind in (MessageType.TRAIN, MessageType.EVALUATE):
-            settings = ConfigRecord(
-                {**encode_round_settings(config, "this-study"), keys.SERVER_ROUND: server_round}
-            )
-            content = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: settings})
-            reply = app(Message(content=content, dst_node_id=7, message_type=kind), context)
-            if reply.has_error():
-                raise SystemExit(f"round {server_round} failed: {reply.error.reason}")
+        play_round(app, config, [context], arrays, "this-study", server_round)
         seconds.append(time.perf_counter() - started)
     # round 1 calibrates the run's noise (Opacus' search, once per run): not a steady round
     steady = seconds[1:] or seconds
