@@ -30,6 +30,8 @@ from common.ledger import (
     MIGRATED_ROUND,
     check_chain,
     check_epsilons,
+    last_record,
+    parse_lines,
     read_checked,
     read_ledger,
     record_from_wire,
@@ -420,3 +422,25 @@ def test_a_site_checks_only_the_lines_appended_since_its_last_read(
     _write(ledger, [json.dumps(edited, sort_keys=True), *lines[1:]])
     with pytest.raises(ConfigError, match="fails its check"):
         site.history()
+
+
+@pytest.mark.parametrize("chunk", [7, 100, 1 << 16])
+@pytest.mark.parametrize("after", ["nothing", "garbage lines", "no final newline", "non-UTF-8"])
+def test_the_record_an_append_chains_to_is_the_last_record_of_a_full_read(
+    ledger: Path, chunk: int, after: str
+) -> None:
+    """``append_record`` reads the ledger backwards for its last record; it must find the
+    record a full parse finds, whatever follows it and wherever the chunks cut."""
+    data = ledger.read_bytes()
+    tail = {
+        "nothing": b"",
+        "garbage lines": b"\nnot json\n[1, 2]\n\n",
+        "no final newline": b'{"half": "a record',
+        "non-UTF-8": b"\xff\xfe\n",
+    }[after]
+    ledger.write_bytes(data + tail)
+    expected = [r for r in parse_lines(data.decode().splitlines()) if r is not None][-1]
+
+    assert last_record(ledger, chunk) == expected
+    ledger.write_bytes(tail)
+    assert last_record(ledger, chunk) is None
