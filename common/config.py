@@ -53,6 +53,7 @@ StrategyName = Literal[
 PartitionKind = Literal["iid", "dirichlet", "quantity"]
 GeneratorName = Literal["none", "cvae"]
 ServerSplit = Literal["auto", "official", "off"]
+ServerLrSchedule = Literal["constant", "cosine"]
 
 ACCOUNTANTS: tuple[str, ...] = get_args(Accountant)
 GRAD_SAMPLE_MODES: tuple[str, ...] = get_args(GradSampleMode)
@@ -70,6 +71,9 @@ PARTITION_KINDS: tuple[str, ...] = get_args(PartitionKind)
 GENERATOR_NAMES: tuple[str, ...] = get_args(GeneratorName)
 CLINICAL_IMPUTE: tuple[str, ...] = get_args(ClinicalImpute)
 SERVER_SPLITS: tuple[str, ...] = get_args(ServerSplit)
+SERVER_LR_SCHEDULES: tuple[str, ...] = get_args(ServerLrSchedule)
+# strategies with a server learning rate (fedavgm: server-lr; fedadam / fedyogi: eta)
+SERVER_LR_STRATEGIES: tuple[str, ...] = ("fedavgm", "fedadam", "fedyogi")
 MIN_IMAGE_SIZE = 8  # the models halve the image three times before pooling
 
 
@@ -235,6 +239,9 @@ class StrategyConfig(_Section):
     proximal_mu: float = checked(0.01, at_least(0))
     # fedadam / fedyogi eta; fedavgm server learning rate
     server_lr: float = checked(0.1, above(0))
+    # how server-lr changes over the run (server.lr_schedule): constant, or cosine from
+    # server-lr at round 1 towards 0 at federation.num-rounds
+    server_lr_schedule: ServerLrSchedule = checked("constant", one_of(SERVER_LR_SCHEDULES))
     # fedavgm momentum; fedadam / fedyogi beta_1
     server_momentum: float = checked(0.9, within(0, 1, open_high=True))
     # fedadam / fedyogi second moment
@@ -400,6 +407,7 @@ class MedfedConfig:
         _check_clinical(self)
         _check_augment(self)
         _check_views(self)
+        _check_server_lr_schedule(self)
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> MedfedConfig:
@@ -503,6 +511,18 @@ def _check_views(config: MedfedConfig) -> None:
             train.augment_views,
             "needs per-sample gradients to average the views before clipping; ghost "
             "clipping never forms them: use privacy.grad-sample-mode=hooks",
+        )
+
+
+def _check_server_lr_schedule(config: MedfedConfig) -> None:
+    """A schedule needs a strategy that has a server learning rate."""
+    strategy = config.strategy
+    if strategy.server_lr_schedule != "constant" and strategy.name not in SERVER_LR_STRATEGIES:
+        raise refuse(
+            "strategy.server-lr-schedule",
+            strategy.server_lr_schedule,
+            f"needs a strategy with a server learning rate ({', '.join(SERVER_LR_STRATEGIES)}),"
+            f" not {strategy.name}",
         )
 
 

@@ -44,6 +44,7 @@ from server.availability import (
 )
 from server.declines import DeclineListener, report_declined, split_declined
 from server.iterate_average import IterateAverage
+from server.lr_schedule import ServerLrSchedule
 from server.validation import Candidate, validate_round
 
 LOG = logging.getLogger("medfed.server")
@@ -108,8 +109,11 @@ class GuardedStrategy(Strategy):
         on_evaluation_missed: EvaluationMissListener | None = None,
         node_sites: dict[int, str] | None = None,
         average: IterateAverage | None = None,
+        server_lr: ServerLrSchedule | None = None,
     ) -> None:
         self.inner = inner
+        # sets the inner strategy's server learning rate before each aggregation (None: as built)
+        self.server_lr = server_lr
         # the served model (server.iterate_average): what the sites are sent to evaluate
         self.average = average
         self.availability = availability or Availability(
@@ -224,6 +228,8 @@ class GuardedStrategy(Strategy):
             self.on_participation(participation)
         if not participation.aggregated:
             return None, None
+        if self.server_lr is not None:
+            self.server_lr.apply(self.inner, true_round)
         try:
             arrays, metrics = self.inner.aggregate_train(true_round, [m for _, m in accepted])
         except (AggregationError, InconsistentMessageReplies) as problem:

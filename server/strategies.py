@@ -33,6 +33,7 @@ from common.config import MedfedConfig, StrategyConfig
 from server.availability import Availability
 from server.guarded import GuardedStrategy
 from server.iterate_average import IterateAverage
+from server.lr_schedule import ServerLrSchedule
 from server.recorder import RoundRecorder
 
 StrategyBuilder = Callable[[StrategyConfig, dict[str, Any]], FedAvg]
@@ -121,6 +122,11 @@ def build_strategy(
         on_evaluation_missed=recorder.record_evaluation_missed,
         node_sites=node_sites,
         average=average,
+        server_lr=(
+            ServerLrSchedule.of(config)
+            if config.strategy.server_lr_schedule != "constant"
+            else None
+        ),
     )
 
 

@@ -265,3 +265,36 @@ def test_dropouts_are_deterministic_and_near_the_configured_rate() -> None:
     assert draws == [drops_out(0.2, 0, s, r) for s in range(100) for r in range(1, 21)]
     assert 0.17 < sum(draws) / len(draws) < 0.23
     assert not any(drops_out(0.0, 0, site, 1) for site in range(100))
+
+
+@pytest.mark.parametrize("name", ["fedavgm", "fedadam"])
+@pytest.mark.usefixtures("task_identity")
+def test_a_cosine_server_lr_schedule_sets_the_rate_each_round_aggregates_with(name: str) -> None:
+    # Round 6 of 10 is half-way along the cosine: the rate is half of strategy.server-lr, so
+    # (momentum 0, from a zero global model) the step is half the constant schedule's.
+    def round_six(schedule: str) -> np.ndarray:
+        config = _config(
+            **{
+                "strategy.name": name,
+                "strategy.server-lr": 1.0,
+                "strategy.server-momentum": 0.0,
+                "strategy.server-lr-schedule": schedule,
+                "federation.num-rounds": 10,
+            }
+        )
+        strategy = build_strategy(config, RoundRecorder(Captured()))
+        list(strategy.configure_train(6, _global(), ConfigRecord({}), FakeGrid(NODES)))
+        replies = [reply(train_content(_arrays(0.2, s), s), NODES[s], 6) for s in range(5)]
+        arrays, _ = strategy.aggregate_train(6, replies)
+        return arrays["w"].numpy()
+
+    constant, cosine = round_six("constant"), round_six("cosine")
+
+    # FedAvgM's step is rate x update; FedAdam's is eta x m / (sqrt(v) + tau): both linear
+    np.testing.assert_allclose(cosine, 0.5 * constant, rtol=1e-5)
+    assert np.abs(constant).max() > 0.01
+
+
+def test_a_server_lr_schedule_is_refused_for_a_strategy_without_a_server_rate() -> None:
+    with pytest.raises(ConfigError, match=r"strategy\.server-lr-schedule"):
+        _config(**{"strategy.name": "fedavg", "strategy.server-lr-schedule": "cosine"})
