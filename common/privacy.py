@@ -63,22 +63,31 @@ def noise_multiplier_for(
             )
         return noise
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_RDP_ALPHA_WARNING)
-            return float(
-                get_noise_multiplier(
-                    target_epsilon=target_epsilon,
-                    target_delta=delta,
-                    sample_rate=sample_rate,
-                    steps=steps,
-                    accountant=accountant,
-                )
-            )
+        return _calibrated(target_epsilon, delta, sample_rate, steps, accountant)
     except ValueError as problem:  # Opacus: "The privacy budget is too low."
         raise ConfigError(
             f"cannot reach epsilon {target_epsilon} in {steps} steps at sample rate "
             f"{sample_rate:.3g}: {problem}"
         ) from None
+
+
+@functools.lru_cache(maxsize=64)
+def _calibrated(
+    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
+) -> float:
+    """Opacus' noise search, remembered per process: the simulated hospitals a worker plays
+    share their recipe, and the search takes seconds (PRV), once per site otherwise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_RDP_ALPHA_WARNING)
+        return float(
+            get_noise_multiplier(
+                target_epsilon=target_epsilon,
+                target_delta=delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=accountant,
+            )
+        )
 
 
 def noise_multiplier_after(

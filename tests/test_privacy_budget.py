@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from flwr.app import Message, MessageType
 
+import common.privacy
+from client.budget import SitePrivacy
 from client.privacy_state import LEDGER_KEY_FILE, LEGACY_STATE_FILE, PrivacyLedgerStore
 from common import keys
 from common.config import MedfedConfig
@@ -178,3 +180,29 @@ def test_a_second_site_on_a_state_dir_is_refused_and_the_owner_carries_on(
     assert [r.round for r in read_ledger(shared / LEDGER_FILE)] == [1]  # nothing booked
     owner.train(2)
     assert [r.round for r in read_ledger(shared / LEDGER_FILE)] == [1, 2]
+
+
+def test_sites_of_one_recipe_in_one_process_search_for_their_noise_once(
+    tmp_path: Path, config: MedfedConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A simulation worker plays many hospitals with the same recipe; Opacus' noise search
+    # (seconds under PRV) used to run again for every site it had not played before.
+    searches: list[float] = []
+    real_search = common.privacy.get_noise_multiplier
+
+    def counting(**kwargs: object) -> float:
+        searches.append(float(kwargs["target_epsilon"]))  # type: ignore[arg-type]
+        return real_search(**kwargs)
+
+    monkeypatch.setattr(common.privacy, "get_noise_multiplier", counting)
+    recipe = {"target_epsilon": 6.125, "delta": 1e-5, "sample_rate": 0.5, "steps": 7}
+    noises = [
+        SitePrivacy(PrivacyLedgerStore(tmp_path / site), "run-1", config.privacy, None).calibrate(
+            **recipe, accountant="rdp"
+        )
+        for site in ("hospital-a", "hospital-b", "hospital-c")
+    ]
+
+    assert searches == [6.125]
+    assert noises[0] == noises[1] == noises[2] > 0
+    assert epsilon_of([(noises[0], 0.5, 7)], delta=1e-5, accountant="rdp") <= 6.125
