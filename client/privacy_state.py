@@ -129,7 +129,12 @@ def claim_state_dir(directory: Path, site_id: str) -> None:
             pass  # another process of a site stamped it first: compare below
         finally:
             draft.unlink()
-    owner = stamp.read_text().strip()
+    try:
+        owner = stamp.read_text().strip()
+    except (OSError, UnicodeDecodeError) as problem:
+        raise ConfigError(
+            f"cannot read {stamp} (which site owns this state directory): {problem}"
+        ) from None
     if owner != site_id:
         raise ConfigError(
             f"the state directory {directory} belongs to site '{owner}', not '{site_id}': "

@@ -12,7 +12,12 @@ from flwr.app import Message, MessageType
 
 import common.privacy
 from client.budget import SitePrivacy
-from client.privacy_state import LEDGER_KEY_FILE, LEGACY_STATE_FILE, PrivacyLedgerStore
+from client.privacy_state import (
+    LEDGER_KEY_FILE,
+    LEGACY_STATE_FILE,
+    PrivacyLedgerStore,
+    claim_state_dir,
+)
 from common import keys
 from common.config import MedfedConfig
 from common.errors import ConfigError
@@ -180,6 +185,15 @@ def test_a_second_site_on_a_state_dir_is_refused_and_the_owner_carries_on(
     assert [r.round for r in read_ledger(shared / LEDGER_FILE)] == [1]  # nothing booked
     owner.train(2)
     assert [r.round for r in read_ledger(shared / LEDGER_FILE)] == [1, 2]
+
+
+def test_an_unreadable_site_stamp_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "site-id").write_bytes(b"\xff\xfe")
+
+    with pytest.raises(ConfigError, match="which site owns this state directory") as excinfo:
+        claim_state_dir(tmp_path, "hospital-a")
+
+    assert "\n" not in str(excinfo.value)
 
 
 def test_sites_of_one_recipe_in_one_process_search_for_their_noise_once(
