@@ -35,7 +35,9 @@ GradSampleMode = Literal["hooks", "ghost", "ew", "functorch"]
 FrameMode = Literal["middle", "all", "stack"]
 ResizeMode = Literal["stretch", "pad"]
 SyntheticKind = Literal["images", "series", "clinical"]
-ModelName = Literal["small-cnn", "cnn-medium", "resnet18-gn", "seq-gru", "seq-lstm", "fusion-cnn"]
+ModelName = Literal[
+    "small-cnn", "cnn-medium", "resnet18-gn", "small-cnn-ws", "seq-gru", "seq-lstm", "fusion-cnn"
+]
 # models that take the encoded clinical variables (``data.clinical-columns``) with the image
 FUSION_MODELS = ("fusion-cnn",)
 ClinicalImpute = Literal["median", "mean"]
@@ -408,6 +410,7 @@ class MedfedConfig:
         _check_augment(self)
         _check_views(self)
         _check_server_lr_schedule(self)
+        _check_grad_sample_mode(self)
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> MedfedConfig:
@@ -511,6 +514,18 @@ def _check_views(config: MedfedConfig) -> None:
             train.augment_views,
             "needs per-sample gradients to average the views before clipping; ghost "
             "clipping never forms them: use privacy.grad-sample-mode=hooks",
+        )
+
+
+def _check_grad_sample_mode(config: MedfedConfig) -> None:
+    """Expanded weights cannot differentiate through a weight-standardized convolution."""
+    privacy = config.privacy
+    if privacy.enabled and privacy.grad_sample_mode == "ew" and config.model.name == "small-cnn-ws":
+        raise refuse(
+            "privacy.grad-sample-mode",
+            "ew",
+            "expanded weights cannot compute per-sample gradients through the weight "
+            "standardization of small-cnn-ws: use hooks",
         )
 
 

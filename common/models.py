@@ -7,6 +7,11 @@ with cross-entropy; the positive-class score is the softmax of logit 1).
 - ``small-cnn``: conv 16-32-64, ~24k parameters; the federated DP recipe in STACK-NOTES, and
   the best quality per CPU second on 28x28 MedMNIST (``benchmarks/medmnist_quality.py``:
   as good as ``cnn-medium`` at about 1/2 to 1/3 of its cost);
+- ``small-cnn-ws``: ``small-cnn`` with weight-standardized convolutions (each output
+  filter's weights are centred and scaled to unit variance before use, as in De et al. 2022,
+  "Unlocking high-accuracy differentially private image classification through scale"): a
+  DP lever of issue 19. Opacus has no grad sampler for it and computes its per-sample
+  gradients with functorch (exact, through the standardization; slower than ``small-cnn``);
 - ``cnn-medium``: conv 32-64-128, ~93k parameters; the mid-size choice for non-DP training
   or larger inputs (4x the parameters, 2-3x the CPU time of ``small-cnn``).
 - ``resnet18-gn``: ResNet-18 as in the MedMNIST benchmark's 28x28 variant (3x3 stem,
@@ -34,9 +39,22 @@ from common.clinical_columns import parse_clinical_columns
 from common.config import MedfedConfig, ModelConfig
 
 
-def _conv_block(in_ch: int, out_ch: int, groups: int) -> list[nn.Module]:
+class WSConv2d(nn.Conv2d):
+    """A convolution whose filters are standardized (zero mean, unit variance per output
+    channel) at every forward pass; the bias is left as is."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        mean = weight.mean(dim=(1, 2, 3), keepdim=True)
+        var = weight.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
+        standardized = (weight - mean) / torch.sqrt(var + 1e-5)
+        return self._conv_forward(x, standardized, self.bias)
+
+
+def _conv_block(in_ch: int, out_ch: int, groups: int, standardize: bool = False) -> list[nn.Module]:
+    conv = WSConv2d if standardize else nn.Conv2d
     return [
-        nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1),
+        conv(in_ch, out_ch, kernel_size=3, padding=1),
         nn.GroupNorm(groups, out_ch),
         nn.ReLU(),
     ]
@@ -49,14 +67,16 @@ class SmallCNN(nn.Module):
     a round takes seconds on one CPU core); ``width`` 32 about 93k.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 16) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, width: int = 16, standardize: bool = False
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            *_conv_block(in_channels, width, min(8, width // 4)),
+            *_conv_block(in_channels, width, min(8, width // 4), standardize),
             nn.MaxPool2d(2),
-            *_conv_block(width, 2 * width, 8),
+            *_conv_block(width, 2 * width, 8, standardize),
             nn.MaxPool2d(2),
-            *_conv_block(2 * width, 4 * width, 8),
+            *_conv_block(2 * width, 4 * width, 8, standardize),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
@@ -140,6 +160,7 @@ ModelBuilder = Callable[[int, int], nn.Module]
 
 MODEL_REGISTRY: dict[str, ModelBuilder] = {
     "small-cnn": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=16),
+    "small-cnn-ws": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=16, standardize=True),
     "cnn-medium": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=32),
     "resnet18-gn": lambda in_ch, n_cls: ResNet18GN(in_ch, n_cls),
     "seq-gru": lambda in_ch, n_cls: _sequence_model(in_ch, n_cls, "gru"),

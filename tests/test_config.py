@@ -35,6 +35,10 @@ def test_values_from_cli_strings_are_coerced() -> None:
         ({"nosection": 1}, "unknown config key 'nosection'"),
         ({"federation.num-rounds": "three"}, "expects int"),
         ({"privacy.enabled": 3}, "expects bool"),
+        (
+            {"model.name": "small-cnn-ws", "privacy.grad-sample-mode": "ew"},
+            "'privacy.grad-sample-mode' = 'ew': expanded weights cannot",
+        ),
     ],
 )
 def test_bad_keys_and_values_raise_one_line_errors(flat: dict, fragment: str) -> None:

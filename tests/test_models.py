@@ -70,3 +70,41 @@ def test_unknown_model_and_bad_class_count_are_refused_by_the_config() -> None:
         ModelConfig(name="vgg")
     with pytest.raises(ConfigError, match=r"'model.num-classes' = 1: must be in \[2, 16\]"):
         ModelConfig(num_classes=1)
+
+
+def test_weight_standardized_convolutions_use_unit_variance_filters() -> None:
+    model = build_model(ModelConfig(name="small-cnn-ws"), in_channels=1)
+    conv = model.features[0]
+    with torch.no_grad():
+        conv.weight.mul_(7.0).add_(3.0)  # scaling and shifting the raw filters changes nothing
+    x = torch.randn(2, 1, 28, 28)
+
+    scaled = conv(x)
+    with torch.no_grad():
+        conv.weight.sub_(3.0).div_(7.0)
+
+    assert torch.allclose(scaled, conv(x), rtol=1e-3, atol=1e-3)
+
+
+def test_opacus_per_sample_gradients_of_the_standardized_model_are_exact() -> None:
+    # No grad sampler is registered for WSConv2d: Opacus falls back to functorch. Its
+    # per-sample gradients must equal one backward pass per example.
+    from opacus import GradSampleModule
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="small-cnn-ws"), in_channels=1)
+    x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 1, 0])
+    loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
+    expected = []
+    for i in range(4):
+        model.zero_grad()
+        loss_fn(model(x[i : i + 1]), y[i : i + 1]).backward()
+        expected.append([p.grad.clone() for p in model.parameters()])
+
+    wrapped = GradSampleModule(model, loss_reduction="sum")
+    wrapped.zero_grad()
+    loss_fn(wrapped(x), y).backward()
+
+    for index, param in enumerate(model.parameters()):
+        per_sample = torch.stack([grads[index] for grads in expected])
+        assert torch.allclose(param.grad_sample, per_sample, atol=1e-5)
