@@ -10,8 +10,8 @@ with cross-entropy; the positive-class score is the softmax of logit 1).
 - ``small-cnn-ws``: ``small-cnn`` with weight-standardized convolutions (each output
   filter's weights are centred and scaled to unit variance before use, as in De et al. 2022,
   "Unlocking high-accuracy differentially private image classification through scale"): a
-  DP lever of issue 19. Opacus has no grad sampler for it and computes its per-sample
-  gradients with functorch (exact, through the standardization; slower than ``small-cnn``);
+  DP lever of issue 19 (``common.ws_conv``: the convolution and the grad sampler that keeps
+  Opacus' hooks path for it);
 - ``cnn-medium``: conv 32-64-128, ~93k parameters; the mid-size choice for non-DP training
   or larger inputs (4x the parameters, 2-3x the CPU time of ``small-cnn``).
 - ``resnet18-gn``: ResNet-18 as in the MedMNIST benchmark's 28x28 variant (3x3 stem,
@@ -39,20 +39,12 @@ from common.clinical_columns import parse_clinical_columns
 from common.config import MedfedConfig, ModelConfig
 
 
-class WSConv2d(nn.Conv2d):
-    """A convolution whose filters are standardized (zero mean, unit variance per output
-    channel) at every forward pass; the bias is left as is."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight
-        mean = weight.mean(dim=(1, 2, 3), keepdim=True)
-        var = weight.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
-        standardized = (weight - mean) / torch.sqrt(var + 1e-5)
-        return self._conv_forward(x, standardized, self.bias)
-
-
 def _conv_block(in_ch: int, out_ch: int, groups: int, standardize: bool = False) -> list[nn.Module]:
-    conv = WSConv2d if standardize else nn.Conv2d
+    conv: type[nn.Conv2d] = nn.Conv2d
+    if standardize:  # imported here: it registers a grad sampler with Opacus
+        from common.ws_conv import WSConv2d
+
+        conv = WSConv2d
     return [
         conv(in_ch, out_ch, kernel_size=3, padding=1),
         nn.GroupNorm(groups, out_ch),

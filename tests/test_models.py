@@ -87,12 +87,20 @@ def test_weight_standardized_convolutions_use_unit_variance_filters() -> None:
 
 
 def test_opacus_per_sample_gradients_of_the_standardized_model_are_exact() -> None:
-    # No grad sampler is registered for WSConv2d: Opacus falls back to functorch. Its
-    # per-sample gradients must equal one backward pass per example.
+    # common.ws_conv registers a grad sampler for WSConv2d (Opacus' hooks path, not its
+    # functorch fallback); its per-sample gradients must equal one backward pass per example,
+    # through the standardization, for filters far from standardized ones.
     from opacus import GradSampleModule
+
+    from common.ws_conv import WSConv2d
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(name="small-cnn-ws"), in_channels=1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, WSConv2d):
+                module.weight.mul_(5.0).add_(0.3)
+    assert WSConv2d in GradSampleModule.GRAD_SAMPLERS
     x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 1, 0])
     loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
     expected = []
