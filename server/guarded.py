@@ -110,8 +110,12 @@ class GuardedStrategy(Strategy):
         node_sites: dict[int, str] | None = None,
         average: IterateAverage | None = None,
         server_lr: ServerLrSchedule | None = None,
+        max_failed_rounds: int = 0,
     ) -> None:
         self.inner = inner
+        # rounds in a row in which every sampled site failed before the run stops (0: never)
+        self.max_failed_rounds = max_failed_rounds
+        self._failed_streak = 0
         # sets the inner strategy's server learning rate before each aggregation (None: as built)
         self.server_lr = server_lr
         # the served model (server.iterate_average): what the sites are sent to evaluate
@@ -226,6 +230,7 @@ class GuardedStrategy(Strategy):
             )
         if self.on_participation is not None:
             self.on_participation(participation)
+        self._count_failed_round(participation)
         if not participation.aggregated:
             return None, None
         if self.server_lr is not None:
@@ -237,6 +242,23 @@ class GuardedStrategy(Strategy):
             LOG.warning("round %d: aggregation failed, global model kept: %s", true_round, problem)
             return None, None
         return self._keep_dtypes(arrays), metrics
+
+    def _count_failed_round(self, participation: Participation) -> None:
+        """Stop the run when every sampled site has failed ``max_failed_rounds`` rounds in a
+        row (a crashed or killed site process, a broken site): going on would only record
+        rounds that change nothing, and report the run as finished."""
+        if participation.accepted or participation.rejected or not participation.failed:
+            self._failed_streak = 0
+            return
+        self._failed_streak += 1
+        if self.max_failed_rounds and self._failed_streak >= self.max_failed_rounds:
+            reasons = sorted(participation.failed.items())
+            shown = "; ".join(f"{site}: {short_reason(why, 120)}" for site, why in reasons[:2])
+            more = f" (and {len(reasons) - 2} more)" if len(reasons) > 2 else ""
+            raise RunStopped(
+                f"{self._failed_streak} rounds in a row in which every site failed "
+                f"(federation.max-failed-rounds); round {participation.round}: {shown}{more}"
+            )
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

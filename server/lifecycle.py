@@ -198,12 +198,13 @@ class RunLifecycle:
         return self.summary
 
     def _stopped(self, why: str) -> str:
-        """The one line an operator reads when too few sites were online to go on."""
+        """The one line an operator reads when the sites could not go on: too few online,
+        or every one failing round after round."""
         done = self.summary.rounds[-1].round if self.summary.rounds else self.start_round
         return (
             f"run stopped before round {done + 1}: {why}. "
             f"{done} of {self.config.federation.num_rounds} rounds done; "
-            f"resume when enough sites are online: run.resume=true "
+            f"resume when the sites can take part again: run.resume=true "
             f'run.run-dir="{self.run_dir.path}"'
         )
 

@@ -83,7 +83,7 @@ REPORT_TEMPLATE = r"""<!doctype html>
 <section id="overview">
 {% if stopped %}
   <p class="flag">Run stopped before round {{ stopped.after_round + 1 }}: {{ stopped.detail }}. It can be resumed from
-    its last checkpoint (<code>run.resume=true</code> with this run directory) once enough sites are online.</p>
+    its last checkpoint (<code>run.resume=true</code> with this run directory) once the sites can take part again.</p>
 {% endif %}
 {% if final %}
   <h2>Final round {{ final.round }}: pooled test metrics</h2>

@@ -122,6 +122,7 @@ def build_strategy(
         on_evaluation_missed=recorder.record_evaluation_missed,
         node_sites=node_sites,
         average=average,
+        max_failed_rounds=federation.max_failed_rounds,
         server_lr=(
             ServerLrSchedule.of(config)
             if config.strategy.server_lr_schedule != "constant"
