@@ -3,7 +3,7 @@
 ``WSConv2d`` standardizes each output filter (zero mean, unit variance) at every forward pass,
 as in De et al. 2022 ("Unlocking high-accuracy differentially private image classification
 through scale"). Opacus has no grad sampler for it and would fall back to functorch (vmap),
-about 1.6x slower than its hooks on ``small-cnn`` (BENCHMARKS.md). The sampler registered
+about twice the time of its hooks on ``small-cnn`` (BENCHMARKS.md). The sampler registered
 here keeps Opacus' own hooks path: the per-sample gradient with respect to the
 *standardized* filters is the ordinary convolution one (Opacus' ``unfold2d`` + einsum, as
 ``opacus.grad_sample.conv``), and the chain rule through the standardization maps it to the
