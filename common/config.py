@@ -36,7 +36,14 @@ FrameMode = Literal["middle", "all", "stack"]
 ResizeMode = Literal["stretch", "pad"]
 SyntheticKind = Literal["images", "series", "clinical"]
 ModelName = Literal[
-    "small-cnn", "cnn-medium", "resnet18-gn", "small-cnn-ws", "seq-gru", "seq-lstm", "fusion-cnn"
+    "small-cnn",
+    "cnn-medium",
+    "resnet18-gn",
+    "small-cnn-ws",
+    "scatter-cnn",
+    "seq-gru",
+    "seq-lstm",
+    "fusion-cnn",
 ]
 # models that take the encoded clinical variables (``data.clinical-columns``) with the image
 FUSION_MODELS = ("fusion-cnn",)

@@ -14,6 +14,9 @@ with cross-entropy; the positive-class score is the softmax of logit 1).
   Opacus' hooks path for it);
 - ``cnn-medium``: conv 32-64-128, ~93k parameters; the mid-size choice for non-DP training
   or larger inputs (4x the parameters, 2-3x the CPU time of ``small-cnn``).
+- ``scatter-cnn``: a CNN (32-64, ~42k parameters for grayscale) on fixed wavelet scattering
+  features (kymatio's ScatterNet), as in Tramèr & Boneh 2021: a DP lever of issue 19
+  (``common.scatter_cnn``);
 - ``resnet18-gn``: ResNet-18 as in the MedMNIST benchmark's 28x28 variant (3x3 stem,
   stride 1, no max-pool) with GroupNorm instead of BatchNorm; 11.2M parameters, slow on CPU.
 - ``fusion-cnn``: image + clinical variables. The ``small-cnn`` trunk's 64-d image embedding
@@ -155,6 +158,7 @@ MODEL_REGISTRY: dict[str, ModelBuilder] = {
     "small-cnn-ws": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=16, standardize=True),
     "cnn-medium": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=32),
     "resnet18-gn": lambda in_ch, n_cls: ResNet18GN(in_ch, n_cls),
+    "scatter-cnn": lambda in_ch, n_cls: _scatter_cnn(in_ch, n_cls),
     "seq-gru": lambda in_ch, n_cls: _sequence_model(in_ch, n_cls, "gru"),
     "seq-lstm": lambda in_ch, n_cls: _sequence_model(in_ch, n_cls, "lstm"),
 }
@@ -162,6 +166,12 @@ MODEL_REGISTRY: dict[str, ModelBuilder] = {
 FUSION_REGISTRY: dict[str, Callable[[int, int, int], nn.Module]] = {
     "fusion-cnn": lambda in_ch, n_cls, n_tab: FusionCNN(in_ch, n_cls, n_tab),
 }
+
+
+def _scatter_cnn(in_channels: int, num_classes: int) -> nn.Module:
+    from common.scatter_cnn import ScatterCNN  # kymatio is imported only for this model
+
+    return ScatterCNN(in_channels, num_classes)
 
 
 def _sequence_model(in_channels: int, num_classes: int, cell: str) -> nn.Module:

@@ -116,3 +116,39 @@ def test_opacus_per_sample_gradients_of_the_standardized_model_are_exact() -> No
     for index, param in enumerate(model.parameters()):
         per_sample = torch.stack([grads[index] for grads in expected])
         assert torch.allclose(param.grad_sample, per_sample, atol=1e-5)
+
+
+def test_scatter_cnn_sends_only_its_trainable_weights() -> None:
+    # The scattering filters are derived from the image size, not learned: they must never
+    # enter the state dict that travels to the server and into checkpoints.
+    model = build_model(ModelConfig(name="scatter-cnn", num_classes=5), in_channels=3)
+
+    logits_28 = model(torch.rand(2, 3, 28, 28))
+    logits_64 = model(torch.rand(2, 3, 64, 64))  # filters built per input shape
+
+    assert logits_28.shape == logits_64.shape == (2, 5)
+    state = model.state_dict()
+    assert sum(v.numel() for v in state.values()) == sum(p.numel() for p in model.parameters())
+    assert all(not key.startswith("scatter") for key in state)
+
+
+def test_opacus_per_sample_gradients_of_the_scatter_cnn_are_exact() -> None:
+    from opacus import GradSampleModule
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="scatter-cnn"), in_channels=1)
+    x, y = torch.randn(3, 1, 28, 28), torch.tensor([0, 1, 1])
+    loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
+    expected = []
+    for i in range(3):
+        model.zero_grad()
+        loss_fn(model(x[i : i + 1]), y[i : i + 1]).backward()
+        expected.append([p.grad.clone() for p in model.parameters()])
+
+    wrapped = GradSampleModule(model, loss_reduction="sum")
+    wrapped.zero_grad()
+    loss_fn(wrapped(x), y).backward()
+
+    for index, param in enumerate(model.parameters()):
+        per_sample = torch.stack([grads[index] for grads in expected])
+        assert torch.allclose(param.grad_sample, per_sample, atol=1e-5)
