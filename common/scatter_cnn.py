@@ -9,11 +9,13 @@ of the resolution); it has no trainable parameters, so Opacus sees only the CNN 
 per-sample gradients, clipping and noise are unchanged.
 
 The filters depend on the image size, so the transform is built on first use for each input
-shape. They are buffers the run derives, not weights it learns: they never enter the state
+shape (and device), once per process, and shared by every model instance. They are buffers the run derives, not weights it learns: they never enter the state
 dict (and so never travel to the server or into a checkpoint).
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -25,7 +27,9 @@ CHANNELS_PER_INPUT = (
 )
 
 
-def _scattering(height: int, width: int) -> nn.Module:
+@lru_cache(maxsize=8)
+def _scattering(height: int, width: int, device: str) -> nn.Module:
+    """The transform for one input shape on one device, built once per process (~0.2 s)."""
     # Imported here: kymatio's package-level torch frontend also imports its 3D transform,
     # whose scipy import fails on current scipy; the 2D frontend alone does not need it.
     from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D
@@ -34,21 +38,14 @@ def _scattering(height: int, width: int) -> nn.Module:
     for name in list(scattering._buffers):  # filters: derived, never sent or saved
         buffer = scattering._buffers.pop(name)
         scattering.register_buffer(name, buffer, persistent=False)
-    return scattering
+    return scattering.to(device)
 
 
 class ScatterFeatures(nn.Module):
     """``(N, C, H, W)`` -> ``(N, 81 C, H/4, W/4)`` scattering coefficients (no parameters)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._by_shape: dict[tuple[int, int], nn.Module] = {}  # not submodules: no state
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (int(x.shape[-2]), int(x.shape[-1]))
-        if shape not in self._by_shape:
-            self._by_shape[shape] = _scattering(*shape)
-        scattering = self._by_shape[shape].to(x.device)
+        scattering = _scattering(int(x.shape[-2]), int(x.shape[-1]), str(x.device))
         with torch.no_grad():  # a fixed transform of the input: nothing to differentiate
             features = scattering(x.contiguous())
         n, c, k, h, w = features.shape
