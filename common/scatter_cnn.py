@@ -9,12 +9,21 @@ of the resolution); it has no trainable parameters, so Opacus sees only the CNN 
 per-sample gradients, clipping and noise are unchanged.
 
 The filters depend on the image size, so the transform is built on first use for each input
-shape (and device), once per process, and shared by every model instance. They are buffers the run derives, not weights it learns: they never enter the state
-dict (and so never travel to the server or into a checkpoint).
+shape (and device), once per process, and shared by every model instance. They are buffers
+the run derives, not weights it learns: they never enter the state dict (and so never travel
+to the server or into a checkpoint).
+
+The transform costs more CPU than the CNN on top (FFTs at 81 filters per channel), and a
+site trains on the same images round after round: each image's coefficients are kept in a
+bounded in-process memo keyed by a digest of its pixels (``FEATURE_MEMO_BYTES``), so an
+image is transformed once per process, not once per round. An augmented view is a new
+image and is transformed afresh. The memo lives in the site's process, as the images do.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from functools import lru_cache
 
 import torch
@@ -41,13 +50,58 @@ def _scattering(height: int, width: int, device: str) -> nn.Module:
     return scattering.to(device)
 
 
+FEATURE_MEMO_BYTES = 512 * 2**20  # per process; least recently used coefficients go first
+
+
+class _FeatureMemo:
+    """Scattering coefficients by pixel digest, bounded in bytes (LRU)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: bytes) -> torch.Tensor | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: bytes, value: torch.Tensor) -> None:
+        size = value.numel() * value.element_size()
+        if key in self._items or size > self.max_bytes:
+            return
+        self._items[key] = value
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, evicted = self._items.popitem(last=False)
+            self._bytes -= evicted.numel() * evicted.element_size()
+
+
+_MEMO = _FeatureMemo(FEATURE_MEMO_BYTES)
+
+
+def _digest(image: torch.Tensor) -> bytes:
+    shape = ",".join(map(str, image.shape)).encode()
+    pixels = image.detach().cpu().contiguous().numpy().tobytes()
+    return hashlib.blake2b(pixels + shape, digest_size=16).digest() + str(image.device).encode()
+
+
 class ScatterFeatures(nn.Module):
     """``(N, C, H, W)`` -> ``(N, 81 C, H/4, W/4)`` scattering coefficients (no parameters)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scattering = _scattering(int(x.shape[-2]), int(x.shape[-1]), str(x.device))
-        with torch.no_grad():  # a fixed transform of the input: nothing to differentiate
-            features = scattering(x.contiguous())
+        keys = [_digest(image) for image in x]
+        cached = [_MEMO.get(key) for key in keys]
+        missing = [i for i, value in enumerate(cached) if value is None]
+        if missing:
+            scattering = _scattering(int(x.shape[-2]), int(x.shape[-1]), str(x.device))
+            with torch.no_grad():  # a fixed transform of the input: nothing to differentiate
+                fresh = scattering(x[missing].contiguous())
+            for index, value in zip(missing, fresh, strict=True):
+                cached[index] = value
+                _MEMO.put(keys[index], value)
+        features = torch.stack(cached)  # type: ignore[arg-type]
         n, c, k, h, w = features.shape
         return features.reshape(n, c * k, h, w)
 

@@ -152,3 +152,21 @@ def test_opacus_per_sample_gradients_of_the_scatter_cnn_are_exact() -> None:
     for index, param in enumerate(model.parameters()):
         per_sample = torch.stack([grads[index] for grads in expected])
         assert torch.allclose(param.grad_sample, per_sample, atol=1e-5)
+
+
+def test_scatter_features_are_remembered_per_image_and_recomputed_when_pixels_change() -> None:
+    from common.scatter_cnn import ScatterFeatures
+
+    features = ScatterFeatures()
+    x = torch.rand(6, 1, 28, 28)
+    first = features(x)
+    changed = x.clone()
+    changed[2] += 0.5  # a new image (an augmented view, say): its coefficients are new
+
+    again, other = features(x), features(changed)
+
+    assert torch.equal(first, again)
+    assert torch.equal(other[[0, 1, 3, 4, 5]], first[[0, 1, 3, 4, 5]])
+    assert not torch.allclose(other[2], first[2])
+    fresh = ScatterFeatures()  # no memo hit is possible for pixels never seen before
+    assert torch.allclose(other[2:3], fresh(changed[2:3]))
