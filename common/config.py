@@ -204,8 +204,9 @@ class FederationConfig(_Section):
     # seconds sampling waits for min-available sites; then it goes on with those online
     # (training needs min-sites of them, else the run stops with a resumable checkpoint)
     wait_timeout: float = checked(300.0, above(0))
-    # rounds in a row in which every sampled site failed (an error or no reply, none
-    # accepted) before the run stops with a resumable checkpoint (0 = never stop)
+    # rounds in a row that kept the global model (fewer than min-sites valid updates: sites
+    # failed, gave no reply or were rejected) before the run stops with a resumable
+    # checkpoint (0 = never stop)
     max_failed_rounds: int = checked(5, at_least(0))
 
 

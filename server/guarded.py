@@ -113,7 +113,8 @@ class GuardedStrategy(Strategy):
         max_failed_rounds: int = 0,
     ) -> None:
         self.inner = inner
-        # rounds in a row in which every sampled site failed before the run stops (0: never)
+        # rounds in a row that kept the global model (too few valid updates) before the run
+        # stops (0: never)
         self.max_failed_rounds = max_failed_rounds
         self._failed_streak = 0
         # sets the inner strategy's server learning rate before each aggregation (None: as built)
@@ -244,19 +245,27 @@ class GuardedStrategy(Strategy):
         return self._keep_dtypes(arrays), metrics
 
     def _count_failed_round(self, participation: Participation) -> None:
-        """Stop the run when every sampled site has failed ``max_failed_rounds`` rounds in a
-        row (a crashed or killed site process, a broken site): going on would only record
-        rounds that change nothing, and report the run as finished."""
-        if participation.accepted or participation.rejected or not participation.failed:
+        """Stop the run after ``max_failed_rounds`` rounds in a row that left the global model
+        as it was (too few valid updates: crashed or killed site processes, broken sites):
+        going on would only record rounds that change nothing, and report the run as
+        finished. Some sites still answering does not reset the count; an aggregated round
+        does."""
+        if participation.aggregated:
             self._failed_streak = 0
             return
         self._failed_streak += 1
         if self.max_failed_rounds and self._failed_streak >= self.max_failed_rounds:
-            reasons = sorted(participation.failed.items())
+            reasons = sorted({**participation.failed, **participation.rejected}.items())
             shown = "; ".join(f"{site}: {short_reason(why, 120)}" for site, why in reasons[:2])
             more = f" (and {len(reasons) - 2} more)" if len(reasons) > 2 else ""
+            valid = len(participation.accepted)
+            what = (
+                "every site failed"
+                if not valid
+                else f"only {valid} valid update(s) came, {self.min_replies} needed"
+            )
             raise RunStopped(
-                f"{self._failed_streak} rounds in a row in which every site failed "
+                f"{self._failed_streak} rounds in a row in which {what} "
                 f"(federation.max-failed-rounds); round {participation.round}: {shown}{more}"
             )
 

@@ -245,15 +245,17 @@ def test_a_resumed_run_still_names_the_sites_by_their_node_ids(tmp_path: Path) -
 
 
 class CrashingGrid(ScriptedGrid):
-    """Every site's training fails from ``from_round`` on (a worker killed by the machine's
-    memory monitor, say); no site's evaluation answers."""
+    """The ``crashing`` sites' training fails from ``from_round`` on (a worker killed by the
+    machine's memory monitor, say; default: every site); no site's evaluation answers."""
 
-    def __init__(self, nodes: list[int], from_round: int) -> None:
+    def __init__(self, nodes: list[int], from_round: int, crashing: set[int] | None = None):
         super().__init__(nodes, deaths={})
         self.from_round = from_round
+        self.crashing = set(nodes) if crashing is None else crashing
 
     def _answer(self, message: Message, phase: str) -> Message:
-        if phase == "evaluate" or self.round >= self.from_round:
+        crashed = message.metadata.dst_node_id in self.crashing and self.round >= self.from_round
+        if phase == "evaluate" or crashed:
             reason = "ray.exceptions.OutOfMemoryError: 1 worker(s) were killed"
             return Message(
                 Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
@@ -264,7 +266,7 @@ class CrashingGrid(ScriptedGrid):
         return Message(train_content(arrays, site_index=node - FIRST_NODE), reply_to=message)
 
 
-def _crashing_run(tmp_path: Path, max_failed_rounds: int):
+def _crashing_run(tmp_path: Path, max_failed_rounds: int, crashing: set[int] | None = None):
     config = MedfedConfig.from_flat(
         {
             "run.run-dir": str(tmp_path / "run"),
@@ -275,7 +277,7 @@ def _crashing_run(tmp_path: Path, max_failed_rounds: int):
             "privacy.enabled": False,
         }
     )
-    grid = CrashingGrid([11, 12], from_round=2)
+    grid = CrashingGrid([11, 12], from_round=2, crashing=crashing)
     return _bounded(RunLifecycle(config).run, grid, None, StrategyEngine())
 
 
@@ -298,6 +300,25 @@ def test_a_run_whose_sites_all_fail_round_after_round_stops_resumable_and_says_w
     assert "OutOfMemoryError" in summary.stopped and "run.resume=true" in summary.stopped
     event = (tmp_path / "run" / EVENTS_FILE).read_text()
     assert '"kind": "stopped"' in event and '"after_round": 3' in event
+
+
+def test_a_run_kept_from_progress_while_one_site_still_answers_stops_too(
+    tmp_path: Path, task_identity
+) -> None:
+    # Arrange: one of the two sites (min-sites 2) fails from round 2 on; the other still
+    # trains, so no round is "every site failed", yet the global model never changes again
+    # (a bug seen for real: Ray's memory monitor killed 4 of 5 simulated sites' workers and
+    # the runs went on for 80 rounds with "too few valid updates: global model kept")
+    # Act
+    summary = _crashing_run(tmp_path, max_failed_rounds=3, crashing={12})
+
+    # Assert
+    assert [r.round for r in summary.rounds] == [1, 2, 3]
+    assert summary.stopped.startswith(
+        "run stopped before round 4: 3 rounds in a row in which only 1 valid update(s) came, "
+        "2 needed (federation.max-failed-rounds); round 4: hospital-b: "
+    )
+    assert "OutOfMemoryError" in summary.stopped and "run.resume=true" in summary.stopped
 
 
 def test_max_failed_rounds_zero_lets_a_failing_run_go_to_its_end(
