@@ -39,7 +39,6 @@ from client.onednn import bound_primitive_cache
 from client.outbound import audit_outbound, contain_errors
 from client.policy import SitePolicy
 from client.privacy_state import one_round_at_a_time
-from client.round_garbage import collect_round_garbage
 from client.secagg import SecAggRouter, SiteHandlers
 from client.site import PartitionSource, SiteSources
 from client.train import LocalTrainingResult, train_locally
@@ -87,8 +86,7 @@ def build_client_app(
     A local simulation injects ``partitions`` (simulated hospitals cut from one pool) and
     ``site_defaults`` (node-config values it decides for every simulated site).
     Inside ``mods``: exceptions become redacted error replies, and messages of Flower's
-    SecAgg+ workflow (legacy format) go to the SecAgg+ app instead; after each reply the
-    round's reference cycles are collected (``client.round_garbage``). oneDNN's primitive cache
+    SecAgg+ workflow (legacy format) go to the SecAgg+ app instead. oneDNN's primitive cache
     is bounded first (``client.onednn``: before this process's first convolution).
     """
     bound_primitive_cache()
@@ -101,7 +99,7 @@ def build_client_app(
             evaluate=lambda content, context: handle_evaluate(content, context, sources),
         )
     )
-    app = ClientApp(mods=[*mods, collect_round_garbage, contain_errors, router])
+    app = ClientApp(mods=[*mods, contain_errors, router])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
