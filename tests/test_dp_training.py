@@ -112,6 +112,9 @@ def test_grad_sample_modes_train_and_account_the_same_steps(
     assert result.history == [(plan.noise_multiplier, plan.sample_rate, plan.steps)]
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    # the model leaves as it came: Opacus' hooks and per-sample gradients are gone
+    assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
+    assert not any(hasattr(p, "grad_sample") for p in model.parameters())
 
 
 def test_bad_grad_sample_mode_and_missing_secure_rng_are_config_errors(
