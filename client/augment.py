@@ -42,7 +42,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from client.budget import SitePrivacy
-from client.train import expected_warnings_silenced, privacy_engine
+from client.train import expected_warnings_silenced, privacy_engine, unhook_opacus
 from common.config import AugmentConfig, MedfedConfig, PrivacyConfig
 from common.files import atomic_write
 from common.generative import ConditionalVAE, vae_loss
@@ -128,12 +128,15 @@ def train_generator(
                 max_grad_norm=privacy.max_grad_norm,
                 poisson_sampling=True,
             )
-        for _ in range(augment.epochs):
-            for batch, batch_labels in loader:
-                optimizer.zero_grad(set_to_none=True)
-                logits, mu, logvar = trained(batch, batch_labels)
-                vae_loss(logits, batch, mu, logvar).backward()
-                optimizer.step()
+        try:
+            for _ in range(augment.epochs):
+                for batch, batch_labels in loader:
+                    optimizer.zero_grad(set_to_none=True)
+                    logits, mu, logvar = trained(batch, batch_labels)
+                    vae_loss(logits, batch, mu, logvar).backward()
+                    optimizer.step()
+        finally:
+            unhook_opacus(trained)
     clean = ConditionalVAE(model.shape, num_classes)  # type: ignore[arg-type]
     clean.load_state_dict(model.state_dict())
     clean.eval()

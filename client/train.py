@@ -51,18 +51,19 @@ class PreparedTraining:
     engine: PrivacyEngine | None
     plan: RoundPlan
 
-    def release(self) -> None:
-        """Take Opacus' hooks off the model once the round's steps are done.
 
-        The hooks refer back to their ``GradSampleModule``, which refers to the model: a
-        reference cycle that only Python's full collection frees, and a process holding
-        ~400k long-lived objects (torch, Flower, Opacus) seldom runs one. Until it did, each
-        round's wrapper, per-sample gradients and activations stayed resident: a site's
-        process grew ~29 MiB a round (BENCHMARKS.md, sessions 12-13). Unhooking breaks the
-        cycle, so reference counting frees them at once, at no cost.
-        """
-        if isinstance(self.model, AbstractGradSampleModule):
-            self.model.to_standard_module()
+def unhook_opacus(model: nn.Module) -> None:
+    """Take Opacus' hooks off ``model`` once its steps are done (no-op for a plain module).
+
+    The hooks refer back to their ``GradSampleModule``, which refers to the model: a
+    reference cycle that only Python's full collection frees, and a process holding ~400k
+    long-lived objects (torch, Flower, Opacus) seldom runs one. Until it did, each round's
+    wrapper, per-sample gradients and activations stayed resident: a site's process grew
+    ~29 MiB a round (BENCHMARKS.md, sessions 12-13). Unhooking breaks the cycle, so reference
+    counting frees them at once, at no cost.
+    """
+    if isinstance(model, AbstractGradSampleModule):
+        model.to_standard_module()
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,7 @@ def train_locally(
                 prepared, plan.steps, train.max_physical_batch, proximal, ViewSettings.of(train)
             )
         finally:
-            prepared.release()
+            unhook_opacus(prepared.model)
     new_history: list[HistoryEntry] = []
     if prepared.engine is not None:
         new_history = merge_history([], prepared.engine.accountant.history)

@@ -3,11 +3,13 @@ never sent, and under DP booked in the site's ledger within the run's target."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
 import torch
 from flwr.app import Message
+from opacus.grad_sample import AbstractGradSampleModule
 
 import client.augment as augment_module
 from client.augment import GENERATOR_DIR, GeneratorPlan, top_up, train_generator
@@ -114,6 +116,25 @@ def test_samples_have_the_image_shape_range_and_class() -> None:
     assert samples.dtype == images.dtype
     assert float(samples.min()) >= 0.0 and float(samples.max()) <= 1.0
     assert not torch.equal(samples[0], samples[1])  # drawn, not one fixed image
+
+
+def test_a_dp_generator_leaves_no_opacus_module_alive() -> None:
+    """Opacus' wrapper and its hooks formed reference cycles that outlived training until
+    Python's rare full collection; training unhooks them, so reference counting frees them."""
+    images = torch.rand(24, 1, 16, 16)
+    labels = torch.tensor([0, 1] * 12)
+    plan = GeneratorPlan(batch_size=8, sample_rate=1 / 3, steps=3, noise_multiplier=1.0)
+    gc.collect()
+    gc.disable()  # reference counting alone must free them
+    try:
+        _, entry = train_generator(
+            images, labels, 2, AugmentConfig(epochs=1), PrivacyConfig(accountant="rdp"), plan
+        )
+        alive = [o for o in gc.get_objects() if isinstance(o, AbstractGradSampleModule)]
+    finally:
+        gc.enable()
+    assert entry is not None and entry[0] == 1.0
+    assert alive == []
 
 
 def test_generator_trains_on_the_training_split_only(
