@@ -13,7 +13,10 @@ calibrates every site's noise), as a Markdown table for BENCHMARKS.md.
 
 Usage:
     PYTHONPATH=. .venv/bin/python benchmarks/client_memory.py [--scenario pneumonia-5-dirichlet-dp8]
-        [--rounds 20] [--out benchmarks/results/client_memory.json]
+        [--rounds 20] [--model small-cnn] [--variant bounded]
+        [--out benchmarks/results/client_memory.json]
+
+``--variant`` plays one variant in this process and prints its ``RESULT`` line (no table).
 """
 
 from __future__ import annotations
@@ -56,13 +59,18 @@ def _rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def play(scenario: str, rounds: int) -> dict[str, object]:
-    """Every site of ``scenario`` for ``rounds`` rounds in this process: RSS and s/round."""
+def play(scenario: str, rounds: int, model: str | None = None) -> dict[str, object]:
+    """Every site of ``scenario`` for ``rounds`` rounds in this process: RSS and s/round
+    (``model``: another registered model than the scenario's)."""
     torch.set_num_threads(1)  # a simulation worker's share of the cores
     workdir = Path(tempfile.mkdtemp(prefix="medfed-client-memory-"))
-    config = load_scenario(scenario).config(
-        {"data.synthetic-root": str(workdir / "synthetic"), "run.runs-dir": str(workdir / "runs")}
-    )
+    overrides = {
+        "data.synthetic-root": str(workdir / "synthetic"),
+        "run.runs-dir": str(workdir / "runs"),
+    }
+    if model is not None:
+        overrides["model.name"] = model
+    config = load_scenario(scenario).config(overrides)
     app = build_client_app(
         partitions=PartitionedPool(), site_defaults={keys.NODE_REQUIRE_DP: False}
     )
@@ -87,6 +95,7 @@ def play(scenario: str, rounds: int) -> dict[str, object]:
         shutil.rmtree(workdir, ignore_errors=True)
     return {
         "scenario": scenario,
+        "model": config.model.name,
         "sites": len(contexts),
         "rss_mb": rss,
         "mean_round_s": statistics.mean(seconds[1:]) if len(seconds) > 1 else seconds[0],
@@ -117,18 +126,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="pneumonia-5-dirichlet-dp8")
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--model", help="another registered model than the scenario's")
+    parser.add_argument(
+        "--variant", choices=VARIANTS, help="only this variant, in this process (no table)"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.variant:  # one variant, in this (fresh) process
         warnings.simplefilter("ignore")
-        result = {"variant": args.variant, **play(args.scenario, args.rounds)}
+        result = {"variant": args.variant, **play(args.scenario, args.rounds, args.model)}
         print("RESULT " + json.dumps(result))
         return
     results = []
     for variant, environment in VARIANTS.items():
         command = [sys.executable, __file__, "--scenario", args.scenario]
         command += ["--rounds", str(args.rounds), "--variant", variant]
+        command += ["--model", args.model] if args.model else []
         output = subprocess.run(
             command, capture_output=True, text=True, check=True, env={**os.environ, **environment}
         ).stdout

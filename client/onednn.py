@@ -6,7 +6,8 @@ size (Poisson sampling), so every step of every round adds primitives that are n
 one process playing the 5 hospitals of a DP simulation grew by ~45 MiB a round (a simulated
 worker from ~0.6 GB to ~2.8 GB over 120 rounds). Bounded to ``PRIMITIVE_CACHE_CAPACITY``
 entries it grows less (``benchmarks/client_memory.py``: over 15 rounds +496 MiB instead of
-+683); what grows after that is not explained yet.
++683). The rest of that growth was each round's Opacus wrapper waiting in a reference cycle
+for Python's full collection; local training now unhooks it (``client.train.unhook_opacus``).
 
 oneDNN reads ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` when it first builds a primitive, so
 ``bound_primitive_cache`` runs when the ClientApp is built, before the process's first
