@@ -42,7 +42,7 @@ from common.config import MedfedConfig
 from common.models import build_model
 
 MODES = ("plain", "hooks", "ghost", "ew")
-ALL_MODES = (*MODES, "functorch", "hooks-conv", "plain-cl", "hooks-cl")
+ALL_MODES = (*MODES, "functorch", "hooks-conv", "plain-cl", "hooks-cl", "ew-cl")
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "../shared/data/medmnist/pneumoniamnist.npz"
 
 

@@ -27,6 +27,7 @@ from functools import cached_property
 import torch
 from opacus import PrivacyEngine
 from opacus.grad_sample import AbstractGradSampleModule
+from opacus.optimizers import DPOptimizerFastGradientClipping
 from opacus.utils.batch_memory_manager import BatchMemoryManager
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -210,24 +211,55 @@ def run_steps(
     for *inputs, labels in _batches(prepared, max_physical_batch):
         prepared.optimizer.zero_grad(set_to_none=True)
         # inputs: (images,) or, for a fusion model, (images, clinical features)
-        targets = labels
-        if views is not None:
-            inputs, targets = views.expand(inputs, labels)
-        loss = prepared.criterion(model_logits(prepared.model, *inputs), targets)
-        if proximal is not None and engine is None:
-            (loss + proximal.penalty()).backward()
+        if not len(labels) and _forms_per_sample_gradients(prepared):
+            # ew and functorch fail on a batch of 0 images; none has a gradient to form
+            no_per_sample_gradients(prepared.model)
         else:
-            loss.backward()
-        if views is not None and engine is not None:
-            average_view_gradients(prepared.model, views.count)
-        prepared.optimizer.step()
-        if len(labels):
-            total_loss += float(loss.detach()) * len(labels)
-            total_seen += len(labels)
+            loss = _backward(prepared, inputs, labels, proximal, views)
+            if len(labels):  # an empty batch's mean loss is NaN
+                total_loss += float(loss.detach()) * len(labels)
+                total_seen += len(labels)
+        prepared.optimizer.step()  # an empty Poisson batch still takes its noise-only step
         taken = _steps_taken(engine) - start if engine is not None else taken + 1
         if taken >= steps:
             break
     return total_loss / max(total_seen, 1)
+
+
+def _forms_per_sample_gradients(prepared: PreparedTraining) -> bool:
+    """DP through per-sample gradients (hooks, ew, functorch); ghost clipping forms norms."""
+    return prepared.engine is not None and not isinstance(
+        prepared.optimizer, DPOptimizerFastGradientClipping
+    )
+
+
+def _backward(
+    prepared: PreparedTraining,
+    inputs: list[torch.Tensor],
+    labels: torch.Tensor,
+    proximal: ProximalTerm | None,
+    views: ViewSettings | None,
+) -> torch.Tensor:
+    """The batch's loss, its gradients (per sample under DP, views averaged) filled in."""
+    targets = labels
+    if views is not None:
+        inputs, targets = views.expand(inputs, labels)
+    loss = prepared.criterion(model_logits(prepared.model, *inputs), targets)
+    if proximal is not None and prepared.engine is None:
+        (loss + proximal.penalty()).backward()
+    else:
+        loss.backward()
+    if views is not None and prepared.engine is not None:
+        average_view_gradients(prepared.model, views.count)
+    return loss
+
+
+def no_per_sample_gradients(model: nn.Module) -> None:
+    """Per-sample gradients of an empty batch: Opacus' optimizer clips and sums none of
+    them (zeros) and adds the step's noise, as for an empty batch under ``hooks``."""
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.grad_sample = parameter.new_zeros((0, *parameter.shape))
 
 
 # Opacus/torch warnings that are expected here and would flood every round's log.

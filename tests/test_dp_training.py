@@ -117,6 +117,33 @@ def test_grad_sample_modes_train_and_account_the_same_steps(
     assert not any(hasattr(p, "grad_sample") for p in model.parameters())
 
 
+@pytest.mark.parametrize("mode", ["hooks", "ghost", "ew", "functorch"])
+def test_an_empty_poisson_batch_takes_a_noise_only_step_in_every_per_sample_mode(
+    small_config: MedfedConfig, mode: str
+) -> None:
+    # batch 1 of 10 images: q = 0.1, so about a third of the 30 steps draw no image at all.
+    # ew and functorch failed on a batch of 0 images; DP-SGD still owes that step its noise.
+    config = small_config.replace(
+        **{
+            "privacy.grad-sample-mode": mode,
+            "privacy.noise-multiplier": 1.0,
+            "train.batch-size": 1,
+            "train.local-steps": 30,
+        }
+    )
+    plan = plan_round(10, config.train, config.privacy, planned_rounds=1)
+    torch.manual_seed(0)
+    model = build_model(config.model, 1)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    result = train_locally(model, _dataset(10), config.train, config.privacy, plan=plan)
+
+    assert plan.steps == 30
+    assert result.history == [(1.0, 0.1, 30)]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
 def test_bad_grad_sample_mode_and_missing_secure_rng_are_config_errors(
     small_config: MedfedConfig,
 ) -> None:
