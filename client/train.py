@@ -7,8 +7,10 @@ touching the data.
 Each round restores the site's accountant history into a fresh engine, so epsilon is
 cumulative. Logical batches larger than ``train.max-physical-batch`` are split by Opacus'
 ``BatchMemoryManager``. ``privacy.grad-sample-mode`` picks Opacus' per-sample gradient
-engine (``hooks`` by default: fastest on ``small-cnn``; ``ghost`` was the slowest on our
-conv nets and ``ew`` is faster for ``cnn-medium``, see BENCHMARKS.md).
+engine; ``auto`` (the default) takes ``ew`` (torch's expanded weights: the per-sample
+gradients replace the batch gradient instead of being formed beside it; the fastest on
+``small-cnn``, ``cnn-medium`` and ``scatter-cnn`` on a quiet machine) where every trainable
+layer allows it, else ``hooks``; ``ghost`` was the slowest on our conv nets (BENCHMARKS.md).
 ``privacy.secure-mode`` draws noise and batches from a cryptographically secure generator
 (Opacus ``secure_mode``; needs the ``torchcsprng`` package): turn it on for a production
 deployment; it is off by default because it is slower and that package is not installed
@@ -119,6 +121,36 @@ class LocalTrainingResult:
         )
 
 
+# Layers whose per-sample gradients torch's expanded weights (Opacus' "ew") compute, as long
+# as a subclass keeps their forward (weight standardization, WSConv2d, does not)
+EW_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.Embedding,
+)
+
+
+def grad_sample_mode_for(model: nn.Module, requested: str) -> str:
+    """The Opacus mode that trains ``model``: ``requested``, or for ``auto`` ``ew`` when
+    every module holding trainable parameters is an ``EW_LAYERS`` layer with its own
+    forward, else ``hooks`` (e.g. weight-standardized convolutions, Opacus' DP RNNs)."""
+    if requested != "auto":
+        return requested
+    for module in model.modules():
+        if not any(p.requires_grad for p in module.parameters(recurse=False)):
+            continue
+        if not any(
+            isinstance(module, layer) and type(module).forward is layer.forward
+            for layer in EW_LAYERS
+        ):
+            return "hooks"
+    return "ew"
+
+
 def prepare_training(
     model: nn.Module,
     dataset: TensorDataset,
@@ -137,6 +169,7 @@ def prepare_training(
         return PreparedTraining(model, optimizer, criterion, loader, None, plan)
     engine = privacy_engine(privacy)
     engine.accountant.history = [tuple(e) for e in history]  # type: ignore[misc]
+    mode = grad_sample_mode_for(model, privacy.grad_sample_mode)
     wrapped = engine.make_private(
         module=model,
         optimizer=optimizer,
@@ -145,9 +178,9 @@ def prepare_training(
         noise_multiplier=plan.noise_multiplier,
         max_grad_norm=privacy.max_grad_norm,
         poisson_sampling=True,
-        grad_sample_mode=privacy.grad_sample_mode,
+        grad_sample_mode=mode,
     )
-    if privacy.grad_sample_mode == "ghost":  # ghost clipping also wraps the loss
+    if mode == "ghost":  # ghost clipping also wraps the loss
         dp_model, dp_optimizer, criterion, dp_loader = wrapped
     else:
         dp_model, dp_optimizer, dp_loader = wrapped

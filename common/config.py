@@ -31,7 +31,7 @@ Scalar = bool | int | float | str
 # implement them (common.models, server.strategies, simulations.partition, ...) import these
 # or are tested to match them.
 Accountant = Literal["prv", "rdp", "gdp"]
-GradSampleMode = Literal["hooks", "ghost", "ew", "functorch"]
+GradSampleMode = Literal["auto", "hooks", "ghost", "ew", "functorch"]
 FrameMode = Literal["middle", "all", "stack"]
 ResizeMode = Literal["stretch", "pad"]
 SyntheticKind = Literal["images", "series", "clinical"]
@@ -74,7 +74,7 @@ MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 SEQUENCE_MODELS: tuple[str, ...] = ("seq-gru", "seq-lstm")
 # Opacus engines whose per-sample gradients of those models match one-sample-at-a-time ones
 # (tests/test_sequence_models.py); ghost clipping cannot norm layers called once per frame
-SEQUENCE_GRAD_SAMPLE_MODES: tuple[str, ...] = ("hooks", "ew", "functorch")
+SEQUENCE_GRAD_SAMPLE_MODES: tuple[str, ...] = ("auto", "hooks", "ew", "functorch")
 STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 PARTITION_KINDS: tuple[str, ...] = get_args(PartitionKind)
 GENERATOR_NAMES: tuple[str, ...] = get_args(GeneratorName)
@@ -183,8 +183,9 @@ class PrivacyConfig(_Section):
     accountant: Accountant = checked("prv", one_of(ACCOUNTANTS))
     # > 0: use it; 0: derive it from target-epsilon and the plan
     noise_multiplier: float = checked(0.0, at_least(0))
-    # Opacus per-sample gradients
-    grad_sample_mode: GradSampleMode = checked("hooks", one_of(GRAD_SAMPLE_MODES))
+    # Opacus per-sample gradients; auto: ew (expanded weights) where every trainable layer is
+    # one torch differentiates per sample as written, else hooks (client.train.grad_sample_mode_for)
+    grad_sample_mode: GradSampleMode = checked("auto", one_of(GRAD_SAMPLE_MODES))
     secure_mode: bool = False  # cryptographically secure noise (needs the torchcsprng package)
 
 

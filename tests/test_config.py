@@ -82,7 +82,7 @@ BAD_VALUES = [
     ("privacy.delta", 1.0, "must be in (0, 1)"),
     ("privacy.max-grad-norm", -1.0, "must be greater than 0"),
     ("privacy.noise-multiplier", -0.5, "must be at least 0"),
-    ("privacy.grad-sample-mode", "magic", "expected one of hooks, ghost, ew, functorch"),
+    ("privacy.grad-sample-mode", "magic", "expected one of auto, hooks, ghost, ew, functorch"),
     ("federation.num-rounds", 0, "must be at least 1"),
     ("federation.num-sites", 0, "must be at least 1"),
     ("federation.fraction-train", 0.0, "must be in (0, 1]"),

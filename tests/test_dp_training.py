@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from opacus.grad_sample import wrap_model
 from torch.utils.data import TensorDataset
 
-from client.train import plan_round, prepare_training, train_locally
-from common.config import MedfedConfig
+from client.train import grad_sample_mode_for, plan_round, prepare_training, train_locally
+from common.config import MODEL_NAMES, MedfedConfig, ModelConfig
 from common.errors import ConfigError
 from common.models import build_model
 from common.privacy import epsilon_of
@@ -96,7 +99,7 @@ def test_local_steps_and_physical_batch_split_count_logical_steps(
     )
 
 
-@pytest.mark.parametrize("mode", ["hooks", "ghost", "ew", "functorch"])
+@pytest.mark.parametrize("mode", ["auto", "hooks", "ghost", "ew", "functorch"])
 def test_grad_sample_modes_train_and_account_the_same_steps(
     small_config: MedfedConfig, mode: str
 ) -> None:
@@ -142,6 +145,49 @@ def test_an_empty_poisson_batch_takes_a_noise_only_step_in_every_per_sample_mode
     assert result.history == [(1.0, 0.1, 30)]
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def _model_inputs(name: str, count: int) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(2)
+    if name.startswith("seq-"):  # ordered stacks (N, C, D, H, W)
+        return (torch.rand(count, 1, 3, 16, 16, generator=generator),)
+    images = torch.rand(count, 1, 16, 16, generator=generator)
+    if name == "fusion-cnn":  # images and two clinical variables
+        return images, torch.rand(count, 2, generator=generator)
+    return (images,)
+
+
+# the models whose layers torch's expanded weights cannot differentiate per sample as written
+HOOKS_UNDER_AUTO = {"small-cnn-ws", "seq-gru", "seq-lstm"}
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_auto_takes_expanded_weights_only_where_they_give_each_image_its_own_gradient(
+    name: str,
+) -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name=name), 1, tabular_features=2 * (name == "fusion-cnn"))
+    inputs, labels = _model_inputs(name, 3), torch.tensor([0, 1, 1])
+
+    mode = grad_sample_mode_for(model, "auto")
+
+    assert mode == ("hooks" if name in HOOKS_UNDER_AUTO else "ew")
+    assert grad_sample_mode_for(model, "ghost") == "ghost"  # a mode named is a mode taken
+    expected = []
+    for i in range(3):  # one image at a time: its true gradient
+        model.zero_grad()
+        one = [x[i : i + 1] for x in inputs]
+        torch.nn.functional.cross_entropy(model(*one), labels[i : i + 1]).backward()
+        expected.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    wrapped_model = copy.deepcopy(model)
+    wrapped = wrap_model(wrapped_model, grad_sample_mode=mode, loss_reduction="sum")
+    torch.nn.functional.cross_entropy(wrapped(*inputs), labels, reduction="sum").backward()
+    for param_name, param in wrapped_model.named_parameters():
+        for i in range(3):
+            torch.testing.assert_close(
+                param.grad_sample[i], expected[i][param_name], atol=1e-5, rtol=1e-4
+            )
 
 
 def test_bad_grad_sample_mode_and_missing_secure_rng_are_config_errors(

@@ -88,7 +88,7 @@ def test_sequence_model_trains_under_dp_sgd(name: str) -> None:
         ({"data.frames": "stack"}, r"'data.frames' = 'stack': needs a sequence model"),
         (
             {"model.name": "seq-lstm", "data.frames": "stack", "privacy.grad-sample-mode": "ghost"},
-            r"'privacy.grad-sample-mode' = 'ghost': seq-lstm needs one of hooks",
+            r"'privacy.grad-sample-mode' = 'ghost': seq-lstm needs one of auto, hooks",
         ),
     ],
 )
