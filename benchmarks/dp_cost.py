@@ -7,19 +7,22 @@ with Poisson sampling at the same expected batch). Per-step time = the fastest o
 the minimum is the least inflated figure); an epoch is ceil(N / batch) such steps. Prints
 s/epoch, examples/s and the ratio to plain SGD, as a Markdown table for BENCHMARKS.md.
 
+``auto`` is the product's default (``privacy.grad-sample-mode``): ``ew`` on these models.
+
 Experimental variants (``--modes``), measured for issue 19 and not product settings:
 ``hooks-conv`` swaps Opacus' default Conv2d per-sample gradient (unfold + einsum) for its
 alternative ``convolution2d_backward_as_a_convolution`` (one grouped convolution; shipped by
-Opacus but not registered) while the chunk runs; ``plain-cl`` / ``hooks-cl`` put the model in
-channels-last memory format. ``hooks-cl`` is faster but WRONG: with channels-last weights,
-Opacus 1.6's hooks give wrong per-sample gradients for convolutions with more than one input
-channel (differences of 0.2-0.3 against the contiguous layout on small-cnn); it is measured
-only to record that this "win" is not one.
+Opacus but not registered) while the chunk runs; ``plain-cl`` / ``hooks-cl`` / ``ew-cl`` put
+the model in channels-last memory format. ``ew-cl`` is right but no faster than ``ew``;
+``hooks-cl`` is faster but WRONG: with channels-last weights, Opacus 1.6's hooks give wrong
+per-sample gradients for convolutions with more than one input channel (differences of
+0.2-0.3 against the contiguous layout on small-cnn); it is measured only to record that this
+"win" is not one.
 
 Usage:
     PYTHONPATH=. .venv/bin/python benchmarks/dp_cost.py [--models small-cnn cnn-medium]
         [--batch-size 256] [--threads 2] [--repeats 10] [--chunk 5]
-        [--data ../shared/data/medmnist/pneumoniamnist.npz]
+        [--data ../shared/data/medmnist/pneumoniamnist.npz] [--profile]
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from common.config import MedfedConfig
 from common.models import build_model
 
 MODES = ("plain", "hooks", "ghost", "ew")
-ALL_MODES = (*MODES, "functorch", "hooks-conv", "plain-cl", "hooks-cl", "ew-cl")
+ALL_MODES = (*MODES, "auto", "functorch", "hooks-conv", "plain-cl", "hooks-cl", "ew-cl")
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "../shared/data/medmnist/pneumoniamnist.npz"
 
 
@@ -108,6 +111,20 @@ def step_seconds(
     return {mode: min(t) / chunk for mode, t in times.items()}
 
 
+def profile_mode(name: str, mode: str, dataset: TensorDataset, batch_size: int, chunk: int) -> None:
+    """Print torch.profiler's table (operators by their own CPU time) for two chunks of
+    ``mode``, after one warm-up chunk: where a step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    run_chunk = prepare(name, mode, dataset, batch_size, chunk)
+    run_chunk()
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        run_chunk()
+        run_chunk()
+    print(f"{name}, {mode}: {2 * chunk} steps of batch {batch_size}")
+    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["small-cnn", "cnn-medium"])
@@ -117,6 +134,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=5, help="steps per timed chunk")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--modes", nargs="+", choices=ALL_MODES, default=list(MODES))
+    parser.add_argument(
+        "--profile", action="store_true", help="profile each model and mode instead of timing"
+    )
     args = parser.parse_args()
     modes = tuple(dict.fromkeys(["plain", *args.modes]))
     torch.set_num_threads(args.threads)
@@ -124,6 +144,13 @@ def main() -> None:
         images = torch.from_numpy(arrays["train_images"]).float().div(255).unsqueeze(1)
         labels = torch.from_numpy(arrays["train_labels"].reshape(-1).astype(np.int64))
     dataset = TensorDataset(images, labels)  # [0, 1]: run_steps normalises each batch
+    if args.profile:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name in args.models:
+                for mode in modes:
+                    profile_mode(name, mode, dataset, args.batch_size, args.chunk)
+        return
     print(f"{len(dataset)} images, batch {args.batch_size}, {args.threads} threads")
     print("| model | mode | s / epoch | examples / s | x plain |")
     print("|---|---|---|---|---|")
