@@ -157,7 +157,8 @@ def _model_inputs(name: str, count: int) -> tuple[torch.Tensor, ...]:
     return (images,)
 
 
-# the models whose layers torch's expanded weights cannot differentiate per sample as written
+# the models auto leaves to hooks: a trainable layer outside client.train.EW_LAYERS (weight-
+# standardized convolutions; Opacus' DP RNNs, whose ew gradients are right but unmeasured for speed)
 HOOKS_UNDER_AUTO = {"small-cnn-ws", "seq-gru", "seq-lstm"}
 
 
