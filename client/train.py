@@ -122,16 +122,9 @@ class LocalTrainingResult:
 
 
 # Layers whose per-sample gradients torch's expanded weights (Opacus' "ew") compute, as long
-# as a subclass keeps their forward (weight standardization, WSConv2d, does not)
-EW_LAYERS: tuple[type[nn.Module], ...] = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.GroupNorm,
-    nn.LayerNorm,
-    nn.Embedding,
-)
+# as a subclass keeps their forward (weight standardization, WSConv2d, does not): the layers
+# of medfed's models, each checked against one-image-at-a-time gradients in the tests
+EW_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d, nn.GroupNorm)
 
 
 def grad_sample_mode_for(model: nn.Module, requested: str) -> str:
@@ -246,7 +239,7 @@ def run_steps(
         # inputs: (images,) or, for a fusion model, (images, clinical features)
         if not len(labels) and _forms_per_sample_gradients(prepared):
             # ew and functorch fail on a batch of 0 images; none has a gradient to form
-            no_per_sample_gradients(prepared.model)
+            _no_per_sample_gradients(prepared.model)
         else:
             loss = _backward(prepared, inputs, labels, proximal, views)
             if len(labels):  # an empty batch's mean loss is NaN
@@ -287,7 +280,7 @@ def _backward(
     return loss
 
 
-def no_per_sample_gradients(model: nn.Module) -> None:
+def _no_per_sample_gradients(model: nn.Module) -> None:
     """Per-sample gradients of an empty batch: Opacus' optimizer clips and sums none of
     them (zeros) and adds the step's noise, as for an empty batch under ``hooks``."""
     for parameter in model.parameters():
