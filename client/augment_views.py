@@ -11,7 +11,10 @@ no extra privacy cost, only K times the compute.
 
 A shift moves the image by up to ``train.augment-shift`` pixels in each direction, filling
 with the border's pixels (replicate padding), as random-crop-with-padding does for natural
-images. Views are drawn from torch's global generator, which the site seeds per round, so a
+images. ``train.augment-intensity`` = a > 0 also changes each view's brightness and contrast,
+as a scanner or a hospital's windowing would: the view is scaled by a factor drawn from
+[1 - a, 1 + a] (brightness), then stretched about its own mean by another (contrast), and
+clipped to [0, 1]; all channels and frames of a view change together. Views are drawn from torch's global generator, which the site seeds per round, so a
 resumed round reproduces its views.
 """
 
@@ -22,11 +25,14 @@ from torch import nn
 from torch.nn import functional
 
 
-def augmented_views(images: torch.Tensor, views: int, shift: int, flip: bool) -> torch.Tensor:
+def augmented_views(
+    images: torch.Tensor, views: int, shift: int, flip: bool, intensity: float = 0.0
+) -> torch.Tensor:
     """``views`` augmented copies of every image, an image's copies next to each other.
 
-    ``images``: (N, C, H, W) or (N, C, D, H, W) in any value range. Returns
-    (N * views, ...) where rows ``i * views .. (i + 1) * views - 1`` are views of image ``i``.
+    ``images``: (N, C, H, W) or (N, C, D, H, W); in [0, 1] when ``intensity`` > 0, else any
+    value range. Returns (N * views, ...) where rows ``i * views .. (i + 1) * views - 1`` are
+    views of image ``i``.
     """
     if views < 1:
         raise ValueError("views must be at least 1")
@@ -48,7 +54,20 @@ def augmented_views(images: torch.Tensor, views: int, shift: int, flip: bool) ->
         repeated = torch.where(
             flipped.view(-1, *([1] * (repeated.dim() - 1))), repeated.flip(-1), repeated
         )
+    if intensity > 0:
+        repeated = _jitter_intensity(repeated, intensity)
     return repeated
+
+
+def _jitter_intensity(views: torch.Tensor, amount: float) -> torch.Tensor:
+    """Each view's brightness, then its contrast about its own mean, scaled by a factor from
+    [1 - amount, 1 + amount]; the result clipped to [0, 1]."""
+    shape = (len(views), *([1] * (views.dim() - 1)))
+    brightness = 1 + (2 * torch.rand(shape) - 1) * amount
+    contrast = 1 + (2 * torch.rand(shape) - 1) * amount
+    brighter = views * brightness
+    mean = brighter.mean(dim=tuple(range(1, views.dim())), keepdim=True)
+    return ((brighter - mean) * contrast + mean).clamp(0, 1)
 
 
 def average_view_gradients(model: nn.Module, views: int) -> None:

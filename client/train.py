@@ -76,13 +76,16 @@ class ViewSettings:
     count: int
     shift: int
     flip: bool
+    intensity: float = 0.0
 
     @classmethod
     def of(cls, train: TrainConfig) -> ViewSettings | None:
         """The run's view settings, or None when ``train.augment-views`` is 0."""
         if train.augment_views < 1:
             return None
-        return cls(train.augment_views, train.augment_shift, train.augment_flip)
+        return cls(
+            train.augment_views, train.augment_shift, train.augment_flip, train.augment_intensity
+        )
 
     def expand(
         self, inputs: Sequence[torch.Tensor], labels: torch.Tensor
@@ -91,7 +94,7 @@ class ViewSettings:
         images, *others = inputs
         return (
             [
-                augmented_views(images, self.count, self.shift, self.flip),
+                augmented_views(images, self.count, self.shift, self.flip, self.intensity),
                 *(other.repeat_interleave(self.count, dim=0) for other in others),
             ],
             labels.repeat_interleave(self.count, dim=0),

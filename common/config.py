@@ -169,6 +169,8 @@ class TrainConfig(_Section):
     augment_views: int = checked(0, at_least(0))
     augment_shift: int = checked(2, at_least(0))  # pixels a view moves at most, each way
     augment_flip: bool = False  # also flip views left-right at random
+    # > 0: also scale each view's brightness and contrast by factors in [1 - this, 1 + this]
+    augment_intensity: float = checked(0.0, within(0, 1, open_high=True))
 
 
 @dataclass(frozen=True)
@@ -518,7 +520,8 @@ AUGMENT_ACCOUNTANTS = ("prv", "rdp")
 
 
 def _check_views(config: MedfedConfig) -> None:
-    """Several views per example need per-sample gradients to average before clipping."""
+    """Several views per example need per-sample gradients to average before clipping; the
+    intensity of views needs views."""
     train, privacy = config.train, config.privacy
     if train.augment_views > 1 and privacy.enabled and privacy.grad_sample_mode == "ghost":
         raise refuse(
@@ -526,6 +529,13 @@ def _check_views(config: MedfedConfig) -> None:
             train.augment_views,
             "needs per-sample gradients to average the views before clipping; ghost "
             "clipping never forms them: use privacy.grad-sample-mode=hooks",
+        )
+    if train.augment_intensity > 0 and train.augment_views < 1:
+        raise refuse(
+            "train.augment-intensity",
+            train.augment_intensity,
+            "changes the augmented views, and train.augment-views is 0 (none): set "
+            "train.augment-views to 1 or more",
         )
 
 

@@ -106,3 +106,31 @@ def test_views_cost_no_privacy_and_change_the_update() -> None:
 def test_ghost_clipping_cannot_average_views() -> None:
     with pytest.raises(ConfigError, match=r"'train.augment-views' = 4: needs per-sample"):
         MedfedConfig().replace(**{"train.augment-views": 4, "privacy.grad-sample-mode": "ghost"})
+
+
+def test_intensity_changes_each_views_brightness_and_contrast_within_range() -> None:
+    torch.manual_seed(4)
+    images = torch.rand(5, 1, 8, 8) * 0.5 + 0.25  # in [0.25, 0.75]: no clipping at 0.2
+    views = augmented_views(images, views=6, shift=0, flip=False, intensity=0.2)
+    originals = images.repeat_interleave(6, dim=0)
+    assert views.shape == originals.shape
+    assert float(views.min()) >= 0 and float(views.max()) <= 1
+    # each view is an affine map of its own image: a * x + b, with a = brightness * contrast
+    flat_view, flat_image = views.flatten(1), originals.flatten(1)
+    centred_image = flat_image - flat_image.mean(1, keepdim=True)
+    centred_view = flat_view - flat_view.mean(1, keepdim=True)
+    scale = (centred_view * centred_image).sum(1) / (centred_image**2).sum(1)
+    assert torch.allclose(centred_view, scale[:, None] * centred_image, atol=1e-5)
+    assert float(scale.min()) >= 0.8**2 - 1e-5 and float(scale.max()) <= 1.2**2 + 1e-5
+    brightness = flat_view.mean(1) / flat_image.mean(1)
+    assert float(brightness.min()) >= 0.8 - 1e-5 and float(brightness.max()) <= 1.2 + 1e-5
+    assert float(scale.std()) > 0.01 and float(brightness.std()) > 0.01  # drawn per view
+
+
+def test_intensity_without_views_is_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"'train.augment-intensity' = 0.2: .*augment-views"):
+        MedfedConfig().replace(**{"train.augment-intensity": 0.2})
+    config = MedfedConfig().replace(**{"train.augment-intensity": 0.2, "train.augment-views": 1})
+    assert config.train.augment_intensity == 0.2
+    with pytest.raises(ConfigError, match=r"'train.augment-intensity' = 1.5: must be in"):
+        MedfedConfig().replace(**{"train.augment-intensity": 1.5, "train.augment-views": 1})
