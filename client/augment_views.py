@@ -14,8 +14,9 @@ with the border's pixels (replicate padding), as random-crop-with-padding does f
 images. ``train.augment-intensity`` = a > 0 also changes each view's brightness and contrast,
 as a scanner or a hospital's windowing would: the view is scaled by a factor drawn from
 [1 - a, 1 + a] (brightness), then stretched about its own mean by another (contrast), and
-clipped to [0, 1]; all channels and frames of a view change together. Views are drawn from torch's global generator, which the site seeds per round, so a
-resumed round reproduces its views.
+clipped to [0, 1]; all channels and frames of a view change together. Views are drawn from
+torch's global generator, which the site seeds per round, so a resumed round reproduces its
+views.
 """
 
 from __future__ import annotations
