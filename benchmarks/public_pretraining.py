@@ -21,26 +21,18 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
+from medmnist_quality import DATA_DIR, Split, load_medmnist  # benchmarks/ is sys.path[0]
 from opacus import PrivacyEngine
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from common.config import ModelConfig
-from common.data.medmnist import to_unit_batch
 from common.data.preprocess import model_logits
 from common.models import build_model
 
-DATA = Path(__file__).resolve().parents[1] / "../shared/data/medmnist"
 EPSILON, DELTA, EPOCHS, BATCH = 8.0, 1e-5, 40, 64
-
-
-def load(name: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    with np.load(DATA / f"{name}.npz") as arrays:
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"].ravel()
-    return to_unit_batch(images), torch.from_numpy(labels).long()
 
 
 @torch.no_grad()
@@ -51,11 +43,10 @@ def auc(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     return float(roc_auc_score(labels.numpy(), scores))
 
 
-def pretrain(config: ModelConfig, epochs: int = 8) -> nn.Module:
+def pretrain(config: ModelConfig, public: dict[str, Split], epochs: int = 8) -> nn.Module:
     """The model trained without DP on the public PneumoniaMNIST train split."""
     torch.manual_seed(0)
-    images, labels = load("pneumoniamnist", "train")
-    val_images, val_labels = load("pneumoniamnist", "val")
+    (images, labels), (val_images, val_labels) = public["train"], public["val"]
     model = build_model(config, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     for epoch in range(epochs):
@@ -71,14 +62,16 @@ def pretrain(config: ModelConfig, epochs: int = 8) -> nn.Module:
     return model
 
 
-def private_run(config: ModelConfig, start: nn.Module | None, lr: float, seed: int) -> dict:
+def private_run(
+    config: ModelConfig, private: dict[str, Split], start: nn.Module | None, lr: float, seed: int
+) -> dict:
     """DP-SGD on BreastMNIST from ``start``'s features (None: a random start)."""
     torch.manual_seed(seed)
     model = build_model(config, 1)
     if start is not None:
         features = {k: v for k, v in start.state_dict().items() if not k.startswith("classifier")}
         model.load_state_dict(features, strict=False)
-    train, val, test = (load("breastmnist", split) for split in ("train", "val", "test"))
+    train, val, test = private["train"], private["val"], private["test"]
     engine = PrivacyEngine(accountant="prv")
     model, optimizer, loader = engine.make_private_with_epsilon(
         module=model,
@@ -117,12 +110,13 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     config = ModelConfig(name=args.model)
-    public = pretrain(config)
+    public = pretrain(config, load_medmnist(DATA_DIR / "pneumoniamnist.npz"))
+    private = load_medmnist(DATA_DIR / "breastmnist.npz")
     runs = []
     for start in (None, public):
         for lr in (0.1, 0.5):
             for seed in (0, 1):
-                runs.append(private_run(config, start, lr, seed))
+                runs.append(private_run(config, private, start, lr, seed))
                 print(json.dumps(runs[-1]), flush=True)
     if args.out is not None:
         args.out.write_text(json.dumps({"model": args.model, "runs": runs}, indent=2))

@@ -29,9 +29,9 @@ import torch
 from ema_ablation import best_val, mean_sd, run_config  # benchmarks/ is sys.path[0]
 from torch.nn import functional
 
-from common.data.preprocess import model_logits
+from common.config import MedfedConfig
 from server.checkpoint import CHECKPOINT_DIR, read_checkpoint
-from server.public_eval import BATCH, PublicEvaluator
+from server.public_eval import PublicEvaluator
 
 
 def fixed_views(images: torch.Tensor, shift: int, flip: bool) -> list[torch.Tensor]:
@@ -50,24 +50,16 @@ def fixed_views(images: torch.Tensor, shift: int, flip: bool) -> list[torch.Tens
 class AugmentedEvaluator(PublicEvaluator):
     """``PublicEvaluator`` whose scores are the mean probabilities over ``fixed_views``."""
 
-    def __init__(self, config, shift: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, config: MedfedConfig, shift: int) -> None:
         super().__init__(config)
         self.shift, self.flip = shift, config.train.augment_flip
 
-    @torch.no_grad()
     def _scores(self, images: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
-        self.model.eval()
-        probabilities = []
-        for view in fixed_views(images, self.shift, self.flip):
-            logits = torch.cat(
-                [
-                    model_logits(self.model, view[start : start + BATCH])
-                    for start in range(0, len(view), BATCH)
-                ]
-            )
-            probabilities.append(torch.softmax(logits, dim=1))
-        mean = torch.stack(probabilities).mean(dim=0)
-        return mean.numpy(), mean.clamp_min(1e-12).log()  # log-probabilities: the test loss
+        score = super()._scores  # the plain evaluator's batched probabilities
+        views = fixed_views(images, self.shift, self.flip)
+        mean = np.mean([score(view)[0] for view in views], axis=0)
+        log_probabilities = torch.from_numpy(np.log(np.clip(mean, 1e-12, None)))
+        return mean, log_probabilities  # the test loss is taken on these
 
 
 def scores(run_dir: Path, shift: int, from_round: int) -> dict[str, list[dict[str, object]]]:
