@@ -9,7 +9,7 @@ selection on validation only; the operating threshold was chosen on official val
 Next to it: the final round's official test AUC, the pooled site figures (the sites' own
 held-out images), max epsilon, and wall time. A run directory that already holds every
 round is read, not re-run, so the table can be grown seed by seed (``--seeds 1 2``) and
-re-written from what is there (``--no-run``).
+re-written from what is there (``--no-run``; only the ``--seeds`` given are read).
 
 Usage (``make bench-quality`` runs the whole table: 9 scenarios x 3 seeds):
     PYTHONPATH=. .venv/bin/python benchmarks/quality_table.py \\
@@ -179,7 +179,8 @@ def main() -> None:
     results: dict[str, dict[str, dict[str, object]]] = {}
     for scenario in args.scenarios:
         results[scenario] = {}
-        for seed_dir in sorted((runs_dir / scenario).glob("seed-*")):
+        for seed in args.seeds:  # only the command's seeds, whatever else shares the runs dir
+            seed_dir = runs_dir / scenario / f"seed-{seed}"
             lines = read_metrics(seed_dir)
             if lines and len(lines) >= planned_rounds(seed_dir):
                 summary = summarise_run(lines)
