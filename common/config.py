@@ -39,6 +39,7 @@ ModelName = Literal[
     "small-cnn",
     "cnn-medium",
     "resnet18-gn",
+    "cnn-medium-bn",
     "small-cnn-ws",
     "scatter-cnn",
     "seq-gru",
@@ -70,6 +71,9 @@ FRAME_MODES: tuple[str, ...] = get_args(FrameMode)
 RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
 SYNTHETIC_KINDS: tuple[str, ...] = get_args(SyntheticKind)
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+# models with BatchNorm: each image's output depends on the rest of its batch, so DP-SGD
+# (per-image gradients, clipped one by one) cannot train them; non-DP runs only
+BATCHNORM_MODELS: tuple[str, ...] = ("cnn-medium-bn",)
 # models that read ordered stacks (N, C, D, H, W): data.frames = "stack" and no other
 SEQUENCE_MODELS: tuple[str, ...] = ("seq-gru", "seq-lstm")
 # Opacus engines whose per-sample gradients of those models match one-sample-at-a-time ones
@@ -425,6 +429,7 @@ class MedfedConfig:
         _check_views(self)
         _check_server_lr_schedule(self)
         _check_grad_sample_mode(self)
+        _check_batchnorm(self)
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> MedfedConfig:
@@ -548,6 +553,17 @@ def _check_grad_sample_mode(config: MedfedConfig) -> None:
             "ew",
             "expanded weights cannot compute per-sample gradients through the weight "
             "standardization of small-cnn-ws: use hooks",
+        )
+
+
+def _check_batchnorm(config: MedfedConfig) -> None:
+    """BatchNorm mixes the images of a batch: no per-image gradient exists to clip."""
+    if config.privacy.enabled and config.model.name in BATCHNORM_MODELS:
+        raise refuse(
+            "model.name",
+            config.model.name,
+            "uses BatchNorm, which mixes the images of a batch, so DP-SGD has no per-image "
+            "gradient to clip: use cnn-medium (GroupNorm) or set privacy.enabled = false",
         )
 
 

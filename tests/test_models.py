@@ -1,4 +1,5 @@
-"""Model registry: every model is DP-compatible and handles gray/RGB, binary/multi-class."""
+"""Model registry: every model but the BatchNorm ones is DP-compatible; all handle gray/RGB,
+binary/multi-class."""
 
 from __future__ import annotations
 
@@ -6,12 +7,19 @@ import pytest
 import torch
 from opacus.validators import ModuleValidator
 
-from common.config import MODEL_NAMES, SEQUENCE_MODELS, ModelConfig
+from common.config import (
+    BATCHNORM_MODELS,
+    MODEL_NAMES,
+    SEQUENCE_MODELS,
+    MedfedConfig,
+    ModelConfig,
+)
 from common.errors import ConfigError
 from common.models import FUSION_REGISTRY, MODEL_REGISTRY, build_model
+from common.params import arrays_to_model, model_to_arrays
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))
+@pytest.mark.parametrize("name", sorted(set(MODEL_REGISTRY) - set(BATCHNORM_MODELS)))
 def test_every_registered_model_passes_opacus_validation(name: str) -> None:
     model = build_model(ModelConfig(name=name, num_classes=2), in_channels=1)
 
@@ -44,6 +52,7 @@ def test_model_sizes_are_what_the_docs_say() -> None:
 
     assert 20_000 < size("small-cnn") < 25_000
     assert 80_000 < size("cnn-medium") < 100_000
+    assert size("cnn-medium-bn") == size("cnn-medium")  # the same weights, another norm
     assert 11_000_000 < size("resnet18-gn") < 11_500_000
     assert 30_000 < size("seq-gru") < 35_000
     assert 35_000 < size("seq-lstm") < 38_000
@@ -166,3 +175,42 @@ def test_scatter_features_are_remembered_per_image_and_recomputed_when_pixels_ch
     direct = ScatteringTorch2D(J=2, shape=(28, 28), L=8)(changed).reshape(6, 81, 7, 7)
     assert torch.allclose(first[[0, 1, 3, 4, 5]], direct[[0, 1, 3, 4, 5]], atol=1e-6)
     assert torch.allclose(other, direct, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", BATCHNORM_MODELS)
+def test_batchnorm_models_fail_opacus_validation_and_dp_runs_refuse_them(name: str) -> None:
+    model = build_model(ModelConfig(name=name), in_channels=1)
+    assert ModuleValidator.validate(model, strict=False)  # Opacus would refuse it too
+
+    private = {"model.name": name, "privacy.enabled": True}
+    with pytest.raises(ConfigError, match=rf"'model.name' = '{name}': uses BatchNorm"):
+        MedfedConfig.from_flat(private)
+    assert MedfedConfig.from_flat({**private, "privacy.enabled": False}).model.name == name
+
+
+def test_batchnorm_running_statistics_travel_and_average_with_the_weights() -> None:
+    """FedAvg of two sites' replies (Flower's own weighted mean) gives the global model the
+    mean of their running statistics; evaluation then uses them, not the batch's."""
+    from flwr.app import MetricRecord, RecordDict
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    torch.manual_seed(0)
+    replies = []
+    for shift in (0.0, 4.0):  # two sites whose images differ in brightness
+        site = build_model(ModelConfig(name="cnn-medium-bn"), in_channels=1).train()
+        site(torch.rand(16, 1, 28, 28) + shift)  # one training-mode pass updates the stats
+        replies.append(
+            RecordDict({"arrays": model_to_arrays(site), "metrics": MetricRecord({"n": 10})})
+        )
+    stats = [r["arrays"]["features.1.running_mean"].numpy() for r in replies]
+    assert not (stats[0] == stats[1]).all()
+
+    merged = build_model(ModelConfig(name="cnn-medium-bn"), in_channels=1)
+    arrays_to_model(aggregate_arrayrecords(replies, "n"), merged)
+
+    norm = merged.features[1]
+    torch.testing.assert_close(norm.running_mean.numpy(), (stats[0] + stats[1]) / 2)
+    assert int(norm.num_batches_tracked) == 1
+    merged.eval()
+    one = torch.rand(1, 1, 28, 28)
+    torch.testing.assert_close(merged(one)[0], merged(torch.cat([one, one + 9]))[0])
