@@ -167,6 +167,8 @@ def _data_config(
         flat["data.class-names"] = ",".join(f"class-{i}" for i in range(num_classes))
     flat["model.num-classes"] = num_classes
     flat["model.name"] = model  # frames=stack goes with a sequence model only
+    # scoring takes no gradient: training-only rules (DP refuses BatchNorm) do not apply
+    flat["privacy.enabled"] = False
     try:
         return MedfedConfig.from_flat(flat).data
     except ConfigError as problem:

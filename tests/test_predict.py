@@ -208,6 +208,24 @@ def test_explain_writes_one_overlay_per_image(tmp_path, site, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_batchnorm_model_trained_without_dp_predicts_and_explains(tmp_path, site, capsys):
+    """cnn-medium-bn is refused for DP training; its saved model is still usable (regression:
+    loading it checked the saved settings against the DP-only rule and refused it)."""
+    config = _config(tmp_path, **{"model.name": "cnn-medium-bn", "privacy.enabled": False})
+    run = _save(config, threshold=0.5)
+    explain = tmp_path / "cam"
+
+    code, out, err = _run(
+        ["predict", str(run), str(site / "img_00003.dcm"), "--explain", str(explain)], capsys
+    )
+
+    assert code == 0, err
+    (row,) = csv.DictReader(io.StringIO(out))
+    probabilities = [float(value) for key, value in row.items() if key.startswith("p_")]
+    assert len(probabilities) == 2 and abs(sum(probabilities) - 1) < 1e-3
+    assert len(list(explain.iterdir())) == 1
+
+
 def test_old_model_file_falls_back_to_defaults(tmp_path, site, capsys):
     model = build_model(MedfedConfig().model, 1)
     old = {
