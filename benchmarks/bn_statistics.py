@@ -15,12 +15,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from ema_ablation import run_config  # benchmarks/ is sys.path[0]
 from flwr.app import Array, ArrayRecord
+from quality_table import read_metrics, summarise_run
 from torch import nn
 
 from common.config import MedfedConfig
@@ -29,14 +30,6 @@ from common.data.preprocess import model_logits
 from common.params import model_to_arrays
 from server.checkpoint import CHECKPOINT_DIR, read_checkpoint
 from server.public_eval import PublicEvaluator
-
-
-def best_val_round(run_dir: Path) -> int:
-    """The round whose global model scored the best official val AUC."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines if line.strip()]
-    scored = [row for row in rows if row.get("official")]
-    return int(max(scored, key=lambda row: row["official"]["val_auc"])["round"])
 
 
 def pooled_train_statistics(model: nn.Module, config: MedfedConfig) -> None:
@@ -67,9 +60,8 @@ def main() -> None:
     )
     print("|---|---|---|---|")
     for run_dir in args.runs:
-        stored = json.loads((run_dir / "config.json").read_text())["config"]
-        config = MedfedConfig.from_flat(stored)
-        chosen = best_val_round(run_dir)
+        config = run_config(run_dir)
+        chosen = int(summarise_run(read_metrics(run_dir))["best_round"])  # type: ignore[call-overload]
         checkpoint = read_checkpoint(run_dir / CHECKPOINT_DIR / f"round-{chosen:04d}.npz")
         arrays = ArrayRecord({k: Array(np.asarray(v)) for k, v in checkpoint.arrays.items()})
         evaluator = PublicEvaluator(config)
