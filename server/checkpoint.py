@@ -8,6 +8,11 @@ default) keeps every round's, N > 0 the N newest (a checkpoint of the small defa
 tens of kB; a ResNet-18's about 45 MB, where a limit is worth setting). ``load_latest`` returns the
 newest readable one; ``check_compatible`` refuses to resume under different settings.
 
+One setting may grow on a resume: ``federation.num-rounds`` (``extended_rounds``), to train a
+run that was still improving for more rounds. Only where the rounds already run do not depend
+on the planned count: not under DP (each site calibrated its noise to spend its epsilon over
+the planned rounds) and not with a server learning-rate schedule that decays over them.
+
 Settings that do not change the computation (where runs are written, the name, the round
 timeout and sampling wait, checkpoint retention, simulation parallelism, the resume flag
 itself) are left out of the hash.
@@ -70,6 +75,37 @@ def check_compatible(stored: dict[str, Scalar], config: MedfedConfig) -> None:
         )
         more = f" and {len(differing) - 4} more" if len(differing) > 4 else ""
         raise ConfigError(f"cannot resume: settings differ from the original run: {shown}{more}")
+
+
+ROUNDS_KEY = "federation.num-rounds"
+
+
+def extended_rounds(stored: dict[str, Scalar], config: MedfedConfig) -> int | None:
+    """The planned round count ``config`` extends (``None``: the same count as ``stored``).
+
+    ``ConfigError`` naming the key when the run may not be extended or would be shortened.
+    """
+    planned = int(stored.get(ROUNDS_KEY, config.federation.num_rounds))  # type: ignore[arg-type]
+    wanted = config.federation.num_rounds
+    if wanted == planned:
+        return None
+    prefix = f"cannot resume with config key '{ROUNDS_KEY}' = {wanted}"
+    if wanted < planned:
+        raise ConfigError(
+            f"{prefix}: the run was planned for {planned} rounds; a run can be extended, "
+            "not shortened (stop it instead)"
+        )
+    if config.privacy.enabled:
+        raise ConfigError(
+            f"{prefix}: the sites calibrated their DP noise to spend privacy.target-epsilon "
+            f"over the planned {planned} rounds; start a new run to train longer"
+        )
+    if config.strategy.server_lr_schedule != "constant":
+        raise ConfigError(
+            f"{prefix}: strategy.server-lr-schedule = "
+            f"'{config.strategy.server_lr_schedule}' decays over the planned {planned} rounds"
+        )
+    return planned
 
 
 @dataclass

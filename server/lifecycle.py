@@ -37,9 +37,11 @@ from server.attestations import AttestationStore
 from server.availability import RunStopped
 from server.checkpoint import (
     CHECKPOINT_DIR,
+    ROUNDS_KEY,
     Checkpoint,
     check_compatible,
     config_hash,
+    extended_rounds,
     load_latest,
     save_checkpoint,
 )
@@ -90,9 +92,16 @@ def check_resume(config: MedfedConfig) -> tuple[RunDirectory, Checkpoint | None]
             )
         return None
     run_dir = RunDirectory.open_existing(run.run_dir)
-    check_compatible(run_dir.stored_config(), config)
+    stored = run_dir.stored_config()
+    planned = extended_rounds(stored, config)
+    check_compatible(stored, config if planned is None else config.replace(**{ROUNDS_KEY: planned}))
     checkpoint = load_latest(run_dir.path)
-    if checkpoint is not None and checkpoint.config_hash != config_hash(config):
+    # a checkpoint written before an extension carries the round count planned then
+    counts = {config.federation.num_rounds, *run_dir.planned_rounds_before()}
+    if planned is not None:
+        counts.add(planned)
+    accepted = {config_hash(config.replace(**{ROUNDS_KEY: count})) for count in counts}
+    if checkpoint is not None and checkpoint.config_hash not in accepted:
         raise ConfigError(f"cannot resume: the checkpoint in {run_dir.path} has other settings")
     return run_dir, checkpoint
 
@@ -108,6 +117,8 @@ class RunLifecycle:
             self.run_dir, self.checkpoint = RunDirectory.create(config), None
         else:
             self.run_dir, self.checkpoint = resumed
+            if extended_rounds(self.run_dir.stored_config(), config) is not None:
+                self.run_dir.record_extension(config)
             self.run_dir.rewrite_metrics(self.checkpoint.metrics if self.checkpoint else [])
         self.summary = RunSummary(self.run_dir.path)
         self.history: list[dict[str, object]] = []

@@ -94,6 +94,28 @@ class RunDirectory:
         except (OSError, ValueError, KeyError) as problem:
             raise ConfigError(f"{self.path / CONFIG_FILE} cannot be read: {problem}") from None
 
+    def planned_rounds_before(self) -> list[int]:
+        """The planned round counts of the run before each extension (oldest first)."""
+        try:
+            stored = json.loads((self.path / CONFIG_FILE).read_text())
+        except (OSError, ValueError) as problem:
+            raise ConfigError(f"{self.path / CONFIG_FILE} cannot be read: {problem}") from None
+        return [int(step["from"]) for step in stored.get("extended", [])]
+
+    def record_extension(self, config: MedfedConfig) -> None:
+        """Store the run's new planned round count, keeping the one it replaces."""
+        stored = json.loads((self.path / CONFIG_FILE).read_text())
+        before = stored["config"]["federation.num-rounds"]
+        stored["config"]["federation.num-rounds"] = config.federation.num_rounds
+        stored.setdefault("extended", []).append(
+            {
+                "from": before,
+                "to": config.federation.num_rounds,
+                "at": dt.datetime.now().isoformat(timespec="seconds"),
+            }
+        )
+        self.write_json(CONFIG_FILE, stored)
+
     def rewrite_metrics(self, lines: list[dict[str, object]]) -> None:
         """Atomically replace ``metrics.jsonl`` (used when resuming from a checkpoint)."""
         self._atomic_write(

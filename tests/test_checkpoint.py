@@ -15,6 +15,7 @@ from server.checkpoint import (
     Checkpoint,
     check_compatible,
     config_hash,
+    extended_rounds,
     load_latest,
     read_checkpoint,
     save_checkpoint,
@@ -129,3 +130,58 @@ def test_the_lifecycle_resumes_from_the_checkpoint_and_refuses_other_settings(
         check_resume(MedfedConfig().replace(**{"run.resume": True}))
     with pytest.raises(ConfigError, match="is not a medfed run directory"):
         RunDirectory.open_existing(tmp_path)
+
+
+def test_a_run_without_dp_can_be_extended_but_not_shortened(tmp_path: Path) -> None:
+    config = MedfedConfig().replace(
+        **{
+            "run.run-dir": str(tmp_path / "run"),
+            "federation.num-rounds": 4,
+            "privacy.enabled": False,
+        }
+    )
+    run_dir, _ = _open(config)
+    done = _checkpoint(4)
+    done.config_hash = config_hash(config)
+    save_checkpoint(run_dir.path, done)
+    resumed = config.replace(**{"run.resume": True})
+    with pytest.raises(ConfigError, match=r"'federation.num-rounds' = 3: .*not shortened"):
+        check_resume(resumed.replace(**{"federation.num-rounds": 3}))
+    cosine = MedfedConfig.from_flat(
+        {
+            **run_dir.stored_config(),
+            "strategy.name": "fedavgm",
+            "strategy.server-lr-schedule": "cosine",
+        }
+    )
+    with pytest.raises(ConfigError, match=r"'federation.num-rounds' = 6: .*server-lr-schedule"):
+        extended_rounds(cosine.to_flat(), cosine.replace(**{"federation.num-rounds": 6}))
+    assert extended_rounds(run_dir.stored_config(), resumed) is None
+    longer = resumed.replace(**{"federation.num-rounds": 6})
+    reopened, checkpoint = _open(longer)
+    assert checkpoint is not None and checkpoint.round == 4
+    assert reopened.stored_config()["federation.num-rounds"] == 6  # the report's planned count
+    assert reopened.planned_rounds_before() == [4]
+    # killed before round 5 was checkpointed: the round-4 checkpoint (planned 4) still resumes
+    assert check_resume(longer) is not None
+    # and the other settings are still checked against the original run's
+    with pytest.raises(ConfigError, match=r"settings differ .*run.seed"):
+        check_resume(longer.replace(**{"run.seed": 3}))
+
+
+def test_a_dp_run_cannot_be_extended(tmp_path: Path) -> None:
+    config = MedfedConfig().replace(
+        **{"run.run-dir": str(tmp_path / "run"), "federation.num-rounds": 4}
+    )
+    run_dir, _ = _open(config)
+    done = _checkpoint(4)
+    done.config_hash = config_hash(config)
+    save_checkpoint(run_dir.path, done)
+    longer = config.replace(**{"run.resume": True, "federation.num-rounds": 8})
+    with pytest.raises(
+        ConfigError,
+        match=r"'federation.num-rounds' = 8: the sites calibrated their DP noise .* over the "
+        r"planned 4 rounds",
+    ):
+        check_resume(longer)
+    assert "extended" not in (run_dir.path / "config.json").read_text()

@@ -136,6 +136,12 @@ def test_killed_run_resumes_to_the_same_final_parameters(tmp_path: Path) -> None
         )
     )
 
+    # A DP run cannot be extended: its sites' noise was calibrated for the planned rounds
+    longer = _medfed("--resume", str(run_dir), "--rounds", "6", runs=runs)
+    output, _ = longer.communicate(timeout=scaled(120))
+    assert longer.returncode == 2
+    assert "'federation.num-rounds' = 6: the sites calibrated their DP noise" in output
+
     # Resume and compare
     output = _finish(_medfed("--resume", str(run_dir), runs=runs))
     assert f"Resuming {run_dir.name} after round {killed_at.round}/4" in output
@@ -160,3 +166,29 @@ def test_killed_run_resumes_to_the_same_final_parameters(tmp_path: Path) -> None
     assert [m["loss"] for m in lines] == [m["loss"] for m in reference.metrics]
     # The sites' privacy state continues across the resume: epsilon is not restarted.
     assert [m["epsilon"] for m in lines] == [m["epsilon"] for m in reference.metrics]
+
+
+def test_a_finished_run_without_dp_extended_equals_the_longer_run(tmp_path: Path) -> None:
+    """``medfed simulate --resume RUN --rounds 4`` on a finished 2-round run gives, bit for
+    bit, what a 4-round run gives: nothing in the rounds run depends on the planned count."""
+    scenario = tmp_path / "resume-check.toml"
+    scenario.write_text(SCENARIO.replace("enabled = true", "enabled = false"))
+    reference_runs = tmp_path / "reference"
+    _finish(_medfed(str(scenario), runs=reference_runs))
+    reference = load_latest(_run_dir(reference_runs))
+    assert reference is not None and reference.round == 4
+
+    runs = tmp_path / "extended"
+    _finish(_medfed(str(scenario), "--rounds", "2", runs=runs))
+    run_dir = _run_dir(runs)
+    output = _finish(_medfed("--resume", str(run_dir), "--rounds", "4", runs=runs))
+    assert f"Resuming {run_dir.name} after round 2/4" in output
+    extended = load_latest(run_dir)
+    assert extended is not None and extended.round == 4
+    for name, value in reference.arrays.items():
+        np.testing.assert_array_equal(extended.arrays[name], value, err_msg=name)
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["loss"] for m in lines] == [m["loss"] for m in reference.metrics]
+    stored = json.loads((run_dir / "config.json").read_text())
+    assert stored["config"]["federation.num-rounds"] == 4
+    assert [(step["from"], step["to"]) for step in stored["extended"]] == [(2, 4)]
