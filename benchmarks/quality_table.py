@@ -44,12 +44,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+ROUNDS_KEY = "federation.num-rounds"
+
+
 def planned_rounds(run_dir: Path) -> int:
     """``federation.num-rounds`` of the run (0 when it never started)."""
     path = run_dir / "config.json"
     if not path.exists():
         return 0
-    return int(json.loads(path.read_text())["config"]["federation.num-rounds"])
+    return int(json.loads(path.read_text())["config"][ROUNDS_KEY])
 
 
 def summarise_run(lines: list[dict[str, object]]) -> dict[str, object]:
@@ -97,15 +100,17 @@ def run_one(
     was already complete).
     """
     run_dir = runs_dir / scenario / f"seed-{seed}"
-    if run_dir.exists() and len(read_metrics(run_dir)) >= planned_rounds(run_dir) > 0:
+    wanted = [int(o.partition("=")[2]) for o in overrides if o.startswith(f"{ROUNDS_KEY}=")]
+    planned = wanted[-1] if wanted else planned_rounds(run_dir)
+    if run_dir.exists() and len(read_metrics(run_dir)) >= planned > 0:
         return None
     command = [sys.executable, "-m", "medfed", "simulate", scenario, "--seed", str(seed)]
-    if run_dir.exists():  # an interrupted run: continue it from its last checkpoint
+    if run_dir.exists():  # interrupted (or extended to more rounds): go on from its checkpoint
         command += ["--resume", str(run_dir)]
     else:
         command += ["--set", f"run.run-dir={run_dir}"]
-        for override in overrides:
-            command += ["--set", override]
+    for override in overrides:  # a resumed lever run keeps its lever
+        command += ["--set", override]
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{scenario}-seed-{seed}.log"
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
