@@ -113,11 +113,13 @@ class RunLifecycle:
         self.config = config
         self.console = console or Console()
         resumed = check_resume(config)
+        self.extended_from: int | None = None  # the planned rounds a resume extends
         if resumed is None:
             self.run_dir, self.checkpoint = RunDirectory.create(config), None
         else:
             self.run_dir, self.checkpoint = resumed
-            if extended_rounds(self.run_dir.stored_config(), config) is not None:
+            self.extended_from = extended_rounds(self.run_dir.stored_config(), config)
+            if self.extended_from is not None:
                 self.run_dir.record_extension(config)
             self.run_dir.rewrite_metrics(self.checkpoint.metrics if self.checkpoint else [])
         self.summary = RunSummary(self.run_dir.path)
@@ -178,13 +180,19 @@ class RunLifecycle:
         if self.summary.rounds:  # a resumed run's clock goes on from its last round
             self.recorder.start_clock(elapsed_before=self.summary.rounds[-1].elapsed_s)
         if self.config.run.resume and self.start_round < num_rounds:
+            extended = (
+                f" (extended from {self.extended_from} planned rounds)"
+                if self.extended_from is not None
+                else ""
+            )
             self.console.print(
                 f"Resuming {self.run_dir.path.name} after round {self.start_round}/{num_rounds}"
+                + extended
             )
             self.run_dir.append_event(
                 self.start_round,
                 "resumed",
-                f"continued from the round-{self.start_round} checkpoint",
+                f"continued from the round-{self.start_round} checkpoint{extended}",
             )
         with RoundProgress(num_rounds, self.console, completed=self.start_round) as progress:
             self._progress = progress

@@ -182,7 +182,7 @@ def test_a_finished_run_without_dp_extended_equals_the_longer_run(tmp_path: Path
     _finish(_medfed(str(scenario), "--rounds", "2", runs=runs))
     run_dir = _run_dir(runs)
     output = _finish(_medfed("--resume", str(run_dir), "--rounds", "4", runs=runs))
-    assert f"Resuming {run_dir.name} after round 2/4" in output
+    assert f"Resuming {run_dir.name} after round 2/4 (extended from 2 planned rounds)" in output
     extended = load_latest(run_dir)
     assert extended is not None and extended.round == 4
     for name, value in reference.arrays.items():
