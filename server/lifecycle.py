@@ -187,7 +187,8 @@ class RunLifecycle:
             )
             self.console.print(
                 f"Resuming {self.run_dir.path.name} after round {self.start_round}/{num_rounds}"
-                + extended
+                + extended,
+                soft_wrap=True,  # one line in a log, however narrow the terminal
             )
             self.run_dir.append_event(
                 self.start_round,
