@@ -118,9 +118,7 @@ class RunLifecycle:
             self.run_dir, self.checkpoint = RunDirectory.create(config), None
         else:
             self.run_dir, self.checkpoint = resumed
-            self.extended_from = extended_rounds(self.run_dir.stored_config(), config)
-            if self.extended_from is not None:
-                self.run_dir.record_extension(config)
+            self.extended_from = self.run_dir.record_extension(config)  # checked above
             self.run_dir.rewrite_metrics(self.checkpoint.metrics if self.checkpoint else [])
         self.summary = RunSummary(self.run_dir.path)
         self.history: list[dict[str, object]] = []

@@ -26,6 +26,7 @@ from flwr.app import ArrayRecord
 from common.config import MedfedConfig, Scalar
 from common.errors import ConfigError
 from common.model_file import MODEL_FILE, model_payload
+from server.checkpoint import ROUNDS_KEY
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -78,36 +79,41 @@ class RunDirectory:
             raise ConfigError(f"{directory.path} is not a medfed run directory (no {CONFIG_FILE})")
         return directory
 
+    def _config_file(self) -> dict[str, object]:
+        """``config.json`` as written (``ConfigError`` if it cannot be read)."""
+        try:
+            return dict(json.loads((self.path / CONFIG_FILE).read_text()))
+        except (OSError, ValueError, TypeError) as problem:
+            raise ConfigError(f"{self.path / CONFIG_FILE} cannot be read: {problem}") from None
+
     def run_key(self) -> str:
         """The run's key in each site's privacy state (its directory's name for a run
         directory written before keys had a random suffix)."""
-        try:
-            stored = json.loads((self.path / CONFIG_FILE).read_text())
-        except (OSError, ValueError) as problem:
-            raise ConfigError(f"{self.path / CONFIG_FILE} cannot be read: {problem}") from None
-        return str(stored.get("run_key") or self.path.name)
+        return str(self._config_file().get("run_key") or self.path.name)
 
     def stored_config(self) -> dict[str, Scalar]:
-        """The flat settings the run was started with."""
-        try:
-            return dict(json.loads((self.path / CONFIG_FILE).read_text())["config"])
-        except (OSError, ValueError, KeyError) as problem:
-            raise ConfigError(f"{self.path / CONFIG_FILE} cannot be read: {problem}") from None
+        """The flat settings the run was started with (its planned rounds as extended)."""
+        stored = self._config_file()
+        if not isinstance(stored.get("config"), dict):
+            raise ConfigError(f"{self.path / CONFIG_FILE} cannot be read: no settings in it")
+        return dict(stored["config"])  # type: ignore[arg-type]
 
     def planned_rounds_before(self) -> list[int]:
         """The planned round counts of the run before each extension (oldest first)."""
-        try:
-            stored = json.loads((self.path / CONFIG_FILE).read_text())
-        except (OSError, ValueError) as problem:
-            raise ConfigError(f"{self.path / CONFIG_FILE} cannot be read: {problem}") from None
-        return [int(step["from"]) for step in stored.get("extended", [])]
+        steps = self._config_file().get("extended", [])
+        return [int(step["from"]) for step in steps]  # type: ignore[union-attr]
 
-    def record_extension(self, config: MedfedConfig) -> None:
-        """Store the run's new planned round count, keeping the one it replaces."""
-        stored = json.loads((self.path / CONFIG_FILE).read_text())
-        before = stored["config"]["federation.num-rounds"]
-        stored["config"]["federation.num-rounds"] = config.federation.num_rounds
-        stored.setdefault("extended", []).append(
+    def record_extension(self, config: MedfedConfig) -> int | None:
+        """Store ``config``'s planned round count if it extends the run's, keeping the one it
+        replaces; return that one (``None``: the count is unchanged, nothing written)."""
+        stored = self._config_file()
+        settings: dict[str, Scalar] = stored["config"]  # type: ignore[assignment]
+        before = int(settings[ROUNDS_KEY])  # type: ignore[arg-type]
+        if before == config.federation.num_rounds:
+            return None
+        settings[ROUNDS_KEY] = config.federation.num_rounds
+        extended: list[dict[str, object]] = stored.setdefault("extended", [])  # type: ignore[assignment]
+        extended.append(
             {
                 "from": before,
                 "to": config.federation.num_rounds,
@@ -115,6 +121,7 @@ class RunDirectory:
             }
         )
         self.write_json(CONFIG_FILE, stored)
+        return before
 
     def rewrite_metrics(self, lines: list[dict[str, object]]) -> None:
         """Atomically replace ``metrics.jsonl`` (used when resuming from a checkpoint)."""
