@@ -118,7 +118,7 @@ class RunLifecycle:
             self.run_dir, self.checkpoint = RunDirectory.create(config), None
         else:
             self.run_dir, self.checkpoint = resumed
-            self.extended_from = self.run_dir.record_extension(config)  # checked above
+            self.extended_from = self.run_dir.record_resume(config)  # checked above
             self.run_dir.rewrite_metrics(self.checkpoint.metrics if self.checkpoint else [])
         self.summary = RunSummary(self.run_dir.path)
         self.history: list[dict[str, object]] = []

@@ -28,6 +28,8 @@ from common.errors import ConfigError
 from common.model_file import MODEL_FILE, model_payload
 from server.checkpoint import ROUNDS_KEY
 
+RESUME_KEY = "run.resume"  # the stored settings keep the start's value
+RUN_DIR_KEY = "run.run-dir"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 REPORT_FILE = "report.html"
@@ -62,7 +64,7 @@ class RunDirectory:
         directory.write_json(
             CONFIG_FILE,
             {
-                "config": config.to_flat(),
+                "config": {**config.to_flat(), RUN_DIR_KEY: str(directory.path)},
                 "run_key": f"{directory.path.name}-{secrets.token_hex(4)}",
                 "created": dt.datetime.now().isoformat(timespec="seconds"),
                 "flwr_version": flwr.__version__,
@@ -103,25 +105,31 @@ class RunDirectory:
         steps = self._config_file().get("extended", [])
         return [int(step["from"]) for step in steps]  # type: ignore[union-attr]
 
-    def record_extension(self, config: MedfedConfig) -> int | None:
-        """Store ``config``'s planned round count if it extends the run's, keeping the one it
-        replaces; return that one (``None``: the count is unchanged, nothing written)."""
+    def record_resume(self, config: MedfedConfig) -> int | None:
+        """Store the settings a resume runs with where they differ from the stored ones (the
+        directory's new place after a move, a longer planned round count, a new timeout), each
+        change kept under ``"resumed"``; return the planned round count an extension replaces
+        (``None``: not extended)."""
         stored = self._config_file()
         settings: dict[str, Scalar] = stored["config"]  # type: ignore[assignment]
-        before = int(settings[ROUNDS_KEY])  # type: ignore[arg-type]
-        if before == config.federation.num_rounds:
+        resumed = {**config.to_flat(), RESUME_KEY: settings.get(RESUME_KEY, False)}
+        resumed[RUN_DIR_KEY] = str(self.path)
+        changed = {key: value for key, value in resumed.items() if settings.get(key) != value}
+        if not changed:
             return None
-        settings[ROUNDS_KEY] = config.federation.num_rounds
-        extended: list[dict[str, object]] = stored.setdefault("extended", [])  # type: ignore[assignment]
-        extended.append(
-            {
-                "from": before,
-                "to": config.federation.num_rounds,
-                "at": dt.datetime.now().isoformat(timespec="seconds"),
-            }
+        now = dt.datetime.now().isoformat(timespec="seconds")
+        before = int(settings[ROUNDS_KEY])  # type: ignore[arg-type]
+        history: list[dict[str, object]] = stored.setdefault("resumed", [])  # type: ignore[assignment]
+        history.append(
+            {"at": now, "changed": {key: [settings.get(key), changed[key]] for key in changed}}
         )
+        settings.update(changed)
+        extended_from = before if ROUNDS_KEY in changed else None
+        if extended_from is not None:
+            extended: list[dict[str, object]] = stored.setdefault("extended", [])  # type: ignore[assignment]
+            extended.append({"from": before, "to": settings[ROUNDS_KEY], "at": now})
         self.write_json(CONFIG_FILE, stored)
-        return before
+        return extended_from
 
     def rewrite_metrics(self, lines: list[dict[str, object]]) -> None:
         """Atomically replace ``metrics.jsonl`` (used when resuming from a checkpoint)."""

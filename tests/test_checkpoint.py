@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from server.checkpoint import (
     save_checkpoint,
 )
 from server.lifecycle import RunLifecycle, check_resume
+from server.report_data import load_run
 from server.rundir import METRICS_FILE, RunDirectory
 
 
@@ -185,3 +188,35 @@ def test_a_dp_run_cannot_be_extended(tmp_path: Path) -> None:
     ):
         check_resume(longer)
     assert "extended" not in (run_dir.path / "config.json").read_text()
+
+
+def test_a_moved_run_directory_records_its_new_place_when_resumed(tmp_path: Path) -> None:
+    """Regression: the settings kept the old ``run.run-dir``, so the report of a run resumed
+    after its directory was moved named the place it no longer was."""
+    config = MedfedConfig().replace(
+        **{"run.run-dir": str(tmp_path / "old"), "federation.num-rounds": 4}
+    )
+    run_dir, _ = _open(config)
+    done = _checkpoint(2)
+    done.config_hash = config_hash(config)
+    save_checkpoint(run_dir.path, done)
+    moved = tmp_path / "new"
+    shutil.move(run_dir.path, moved)
+
+    resumed = config.replace(
+        **{"run.run-dir": str(moved), "run.resume": True, "federation.round-timeout": 30}
+    )
+    reopened, checkpoint = _open(resumed)
+    assert checkpoint is not None and checkpoint.round == 2
+    settings = load_run(moved).config
+    assert settings["run.run-dir"] == str(moved.resolve())
+    assert settings["federation.round-timeout"] == 30
+    assert settings["run.resume"] is False  # the stored settings are those of a run's start
+    assert reopened.planned_rounds_before() == []  # moved, not extended
+    history = json.loads((moved / "config.json").read_text())["resumed"]
+    assert history[-1]["changed"]["run.run-dir"] == [
+        str((tmp_path / "old").resolve()),
+        str(moved.resolve()),
+    ]
+    _open(resumed)  # resumed again from the same place: nothing more to record
+    assert len(json.loads((moved / "config.json").read_text())["resumed"]) == 1
