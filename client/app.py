@@ -233,7 +233,7 @@ def _plan_train_and_record(
     result = train_locally(
         model,
         train_set,
-        config.train,
+        config.train.for_round(settings.server_round, config.federation.num_rounds),
         config.privacy,
         plan=plan,
         history=privacy.history(),

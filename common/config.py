@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal, TypeVar, get_args
 from common.clinical_columns import clinical_columns_rule, parse_clinical_columns
 from common.errors import ConfigError
 from common.keys import MAX_CLASSES
+from common.lr_schedules import LR_SCHEDULES, LrSchedule, schedule_factor
 from common.rules import above, at_least, check_fields, checked, not_empty, one_of, refuse, within
 
 Scalar = bool | int | float | str
@@ -63,7 +64,6 @@ StrategyName = Literal[
 PartitionKind = Literal["iid", "dirichlet", "quantity"]
 GeneratorName = Literal["none", "cvae"]
 ServerSplit = Literal["auto", "official", "off"]
-ServerLrSchedule = Literal["constant", "cosine"]
 
 ACCOUNTANTS: tuple[str, ...] = get_args(Accountant)
 GRAD_SAMPLE_MODES: tuple[str, ...] = get_args(GradSampleMode)
@@ -84,7 +84,6 @@ PARTITION_KINDS: tuple[str, ...] = get_args(PartitionKind)
 GENERATOR_NAMES: tuple[str, ...] = get_args(GeneratorName)
 CLINICAL_IMPUTE: tuple[str, ...] = get_args(ClinicalImpute)
 SERVER_SPLITS: tuple[str, ...] = get_args(ServerSplit)
-SERVER_LR_SCHEDULES: tuple[str, ...] = get_args(ServerLrSchedule)
 # strategies with a server learning rate (fedavgm: server-lr; fedadam / fedyogi: eta)
 SERVER_LR_STRATEGIES: tuple[str, ...] = ("fedavgm", "fedadam", "fedyogi")
 MIN_IMAGE_SIZE = 8  # the models halve the image three times before pooling
@@ -175,6 +174,14 @@ class TrainConfig(_Section):
     augment_flip: bool = False  # also flip views left-right at random
     # > 0: also scale each view's brightness and contrast by factors in [1 - this, 1 + this]
     augment_intensity: float = checked(0.0, within(0, 1, open_high=True))
+    # how learning-rate changes over the run's rounds (common.lr_schedules): constant, or
+    # cosine from learning-rate in round 1 towards 0 at federation.num-rounds
+    lr_schedule: LrSchedule = checked("constant", one_of(LR_SCHEDULES))
+
+    def for_round(self, server_round: int, num_rounds: int) -> TrainConfig:
+        """These settings with the learning rate of round ``server_round`` of ``num_rounds``."""
+        factor = schedule_factor(self.lr_schedule, server_round, num_rounds)
+        return dataclasses.replace(self, learning_rate=self.learning_rate * factor)
 
 
 @dataclass(frozen=True)
@@ -261,7 +268,7 @@ class StrategyConfig(_Section):
     server_lr: float = checked(0.1, above(0))
     # how server-lr changes over the run (server.lr_schedule): constant, or cosine from
     # server-lr at round 1 towards 0 at federation.num-rounds
-    server_lr_schedule: ServerLrSchedule = checked("constant", one_of(SERVER_LR_SCHEDULES))
+    server_lr_schedule: LrSchedule = checked("constant", one_of(LR_SCHEDULES))
     # fedavgm momentum; fedadam / fedyogi beta_1
     server_momentum: float = checked(0.9, within(0, 1, open_high=True))
     # fedadam / fedyogi second moment

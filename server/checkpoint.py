@@ -105,6 +105,11 @@ def extended_rounds(stored: dict[str, Scalar], config: MedfedConfig) -> int | No
             f"{prefix}: strategy.server-lr-schedule = "
             f"'{config.strategy.server_lr_schedule}' decays over the planned {planned} rounds"
         )
+    if config.train.lr_schedule != "constant":
+        raise ConfigError(
+            f"{prefix}: train.lr-schedule = '{config.train.lr_schedule}' decays the sites' "
+            f"learning rate over the planned {planned} rounds"
+        )
     return planned
 
 

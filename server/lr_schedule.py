@@ -7,18 +7,19 @@ A schedule is server-side post-processing of the sites' (noised) updates: no pri
 
 - ``constant``: ``strategy.server-lr`` every round (Flower's behaviour);
 - ``cosine``: ``server-lr * (1 + cos(pi * (r - 1) / R)) / 2`` in round ``r`` of ``R =
-  federation.num-rounds``: the full rate in round 1, decaying smoothly towards 0.
+  federation.num-rounds`` (``common.lr_schedules``, which the sites' ``train.lr-schedule``
+  shares): the full rate in round 1, decaying smoothly towards 0.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from flwr.serverapp.strategy import FedAvg, FedAvgM
 from flwr.serverapp.strategy.fedopt import FedOpt
 
 from common.config import MedfedConfig
+from common.lr_schedules import schedule_factor
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class ServerLrSchedule:
     """The server learning rate of every round of a run."""
 
     base: float
-    kind: str  # common.config.SERVER_LR_SCHEDULES
+    kind: str  # common.lr_schedules.LR_SCHEDULES
     num_rounds: int
 
     @classmethod
@@ -36,10 +37,7 @@ class ServerLrSchedule:
 
     def at(self, server_round: int) -> float:
         """The server learning rate of round ``server_round`` (1-based)."""
-        if self.kind == "cosine":
-            progress = min(max(server_round - 1, 0), self.num_rounds) / self.num_rounds
-            return self.base * (1 + math.cos(math.pi * progress)) / 2
-        return self.base
+        return self.base * schedule_factor(self.kind, server_round, self.num_rounds)
 
     def apply(self, strategy: FedAvg, server_round: int) -> None:
         """Set ``strategy``'s server learning rate for the round it is about to aggregate."""
