@@ -47,9 +47,10 @@ from server.checkpoint import (
 )
 from server.console import RoundProgress
 from server.iterate_average import IterateAverage
-from server.public_eval import best_by_val, public_evaluator
+from server.public_eval import public_evaluator
 from server.recorder import RoundRecord, RoundRecorder
 from server.report import write_run_report
+from server.report_data import best_by_val
 from server.rundir import RunDirectory
 
 StateSource = Callable[[], dict[str, np.ndarray]]

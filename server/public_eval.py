@@ -156,16 +156,3 @@ def public_evaluator(config: MedfedConfig) -> PublicEvaluator | None:
     """The server's evaluator on the official splits, or None when ``eval.server-split``
     leaves them out (see the module docstring)."""
     return PublicEvaluator(config) if server_split_enabled(config) else None
-
-
-def best_by_val(history: list[dict[str, object]]) -> tuple[int, dict[str, object]] | None:
-    """The round whose official val AUC is highest (earliest on ties) and its figures."""
-    best: tuple[int, dict[str, object]] | None = None
-    best_auc = -math.inf
-    for line in history:
-        official = line.get("official") or {}
-        auc = official.get("val_auc") if isinstance(official, dict) else None
-        if isinstance(auc, int | float) and auc > best_auc:
-            best_auc = float(auc)
-            best = (int(line["round"]), official)  # type: ignore[call-overload]
-    return best

@@ -22,6 +22,7 @@ from server.report_data import (
     CLINICAL,
     RunFiles,
     all_sites,
+    best_by_val,
     calibration_of,
     class_curves,
     class_names,
@@ -129,6 +130,22 @@ def _by_round_tables(rounds: Sequence[Mapping[str, object]]) -> list[dict]:
     return tables
 
 
+def official_rows(rounds: Sequence[Mapping[str, object]]) -> list[tuple[str, Mapping[str, object]]]:
+    """The official test split's figures (``server.public_eval``: a run cut from a public
+    pool) at the final round and at the round with the best official val AUC, the figure
+    comparable with published results; empty when the server scored no official split."""
+    final = rounds[-1] if rounds else {}
+    if not isinstance(final.get("official"), Mapping):
+        return []
+    rows: list[tuple[str, Mapping[str, object]]] = [
+        (f"final round {final['round']}", final["official"])  # type: ignore[list-item]
+    ]
+    best = best_by_val([dict(r) for r in rounds])
+    if best is not None:
+        rows.append((f"round {best[0]}: best official val AUC", best[1]))
+    return rows
+
+
 def render_report(
     title: str,
     config: Mapping[str, object],
@@ -178,6 +195,7 @@ def render_report(
         "point": point,
         "threshold": threshold,
         "threshold_rule": final.get("threshold_rule"),
+        "official": official_rows(rounds),
         "confusion": _confusion(final, config),
         "calibration_plot": plots.calibration(calibration) if calibration else None,
         "privacy": _privacy(rounds, config),

@@ -9,6 +9,7 @@ missing or empty field and the report then says "not recorded for this run".
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -422,3 +423,16 @@ def fairness_of(record: Record) -> Fairness | None:
         tables,
         [str(s) for s in (data.get("suppressed") or [])],  # type: ignore[union-attr]
     )
+
+
+def best_by_val(history: Sequence[Mapping[str, object]]) -> tuple[int, Mapping[str, object]] | None:
+    """The round whose official val AUC is highest (earliest on ties) and its figures."""
+    best: tuple[int, Mapping[str, object]] | None = None
+    best_auc = -math.inf
+    for line in history:
+        official = line.get("official") or {}
+        auc = official.get("val_auc") if isinstance(official, Mapping) else None
+        if isinstance(auc, int | float) and auc > best_auc:
+            best_auc = float(auc)
+            best = (int(line["round"]), official)  # type: ignore[call-overload]
+    return best

@@ -86,7 +86,7 @@ REPORT_TEMPLATE = r"""<!doctype html>
     its last checkpoint (<code>run.resume=true</code> with this run directory) once the sites can take part again.</p>
 {% endif %}
 {% if final %}
-  <h2>Final round {{ final.round }}: pooled test metrics</h2>
+  <h2>Final round {{ final.round }}: pooled test metrics{% if official %} of the sites' own test splits{% endif %}</h2>
   <div class="cards">
     <div class="card"><b>{{ final.auc | rate }}</b><span>ROC-AUC</span></div>
     <div class="card"><b>{{ final.sensitivity | rate }}</b><span>sensitivity</span></div>
@@ -97,6 +97,20 @@ REPORT_TEMPLATE = r"""<!doctype html>
       <span>threshold{% if threshold_rule %} ({{ threshold_rule }}){% elif threshold is none %} (default; none recorded){% endif %}</span></div>
     <div class="card"><b>{{ final.epsilon_max | epsilon }}</b><span>max ε (δ = {{ privacy.delta }})</span></div>
   </div>
+  {% if official %}
+  <h3 id="official">The data set's official test split, scored on the server</h3>
+  <div class="scroll"><table>
+    <tr><th class="text">model</th><th>official val AUC</th><th>test ROC-AUC</th><th>balanced accuracy</th>
+      <th>sensitivity</th><th>specificity</th><th>threshold (from val)</th><th>test images</th></tr>
+    {% for label, row in official %}
+    <tr><td class="text">{{ label }}</td><td>{{ row.val_auc | rate }}</td><td>{{ row.auc | rate }}</td>
+      <td>{{ row.balanced_accuracy | rate }}</td><td>{{ row.sensitivity | rate }}</td><td>{{ row.specificity | rate }}</td>
+      <td>{% if row.threshold is not none %}{{ row.threshold | rate }}{% else %}arg-max{% endif %}</td><td>{{ row.n_test | count }}</td></tr>
+    {% endfor %}
+  </table></div>
+  <p class="note">Public images the server holds (never a site's): the figures comparable with published results
+    on this data set. The round chosen on official val is how the benchmark tables pick a run's figure.</p>
+  {% endif %}
 {% else %}
   <h2>Overview</h2>
   <p class="missing">No round completed: there is nothing to report yet.</p>

@@ -17,8 +17,9 @@ from common.errors import ConfigError
 from common.models import build_model
 from common.params import model_to_arrays
 from server.console import round_line
-from server.public_eval import PublicEvaluator, best_by_val, server_split_enabled
+from server.public_eval import PublicEvaluator, server_split_enabled
 from server.recorder import RoundRecorder
+from server.report_data import best_by_val
 
 RNG = np.random.default_rng(7)
 

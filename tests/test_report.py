@@ -307,3 +307,31 @@ def test_a_round_every_site_declined_and_a_run_without_rounds_render() -> None:
     assert "No site reported ε" in declined_page.text["privacy"]
     assert "No round completed" in empty_page.text["overview"]
     assert set(SECTIONS) <= set(empty_page.text)
+
+
+def test_a_run_scored_on_an_official_split_shows_it_beside_the_pooled_figures() -> None:
+    """Regression: a MedMNIST scenario's headline was the sites' pooled test AUC (0.902 on
+    a BreastMNIST run whose official test AUC, the figure comparable with published ones, was
+    0.827, or 0.839 at its best-val round) and the official figures were only a plot line."""
+
+    def official(val_auc: float, auc: float) -> dict[str, object]:
+        return {"val_auc": val_auc, "auc": auc, "balanced_accuracy": 0.75, "sensitivity": 0.8,
+                "specificity": 0.7, "threshold": 0.42, "n_test": 156}  # fmt: skip
+
+    rounds: list[dict[str, object]] = [
+        {"round": 1, "auc": 0.88, "official": official(0.90, 0.81)},
+        {"round": 2, "auc": 0.90, "official": official(0.95, 0.84)},
+        {"round": 3, "auc": 0.902, "official": official(0.93, 0.83)},
+    ]
+
+    page = _parse(render_report("run", {"privacy.enabled": False}, rounds))
+    without = _parse(render_report("run", {}, [{"round": 1, "auc": 0.9}]))
+
+    overview = page.text["overview"]
+    assert "pooled test metrics of the sites' own test splits" in overview
+    assert re.search(
+        r"final round 3\s*0\.930\s*0\.830\s*0\.750\s*0\.800\s*0\.700\s*0\.420\s*156", overview
+    )
+    assert re.search(r"round 2: best official val AUC\s*0\.950\s*0\.840", overview)
+    assert "official test split" not in without.text["overview"]
+    assert "own test splits" not in without.text["overview"]
