@@ -130,19 +130,34 @@ def _by_round_tables(rounds: Sequence[Mapping[str, object]]) -> list[dict]:
     return tables
 
 
-def official_rows(rounds: Sequence[Mapping[str, object]]) -> list[tuple[str, Mapping[str, object]]]:
+OFFICIAL_COLUMNS = (
+    "val_auc",
+    "auc",
+    "balanced_accuracy",
+    "sensitivity",
+    "specificity",
+    "threshold",
+    "n_test",
+)
+
+
+def official_rows(rounds: Sequence[Mapping[str, object]]) -> list[tuple[str, dict[str, object]]]:
     """The official test split's figures (``server.public_eval``: a run cut from a public
     pool) at the final round and at the round with the best official val AUC, the figure
-    comparable with published results; empty when the server scored no official split."""
+    comparable with published results; empty when the server scored no official split.
+    A figure a round did not record is ``None`` (shown as missing)."""
+
+    def row(official: object) -> dict[str, object]:
+        figures = official if isinstance(official, Mapping) else {}
+        return {key: figures.get(key) for key in OFFICIAL_COLUMNS}
+
+    rows: list[tuple[str, dict[str, object]]] = []
     final = rounds[-1] if rounds else {}
-    if not isinstance(final.get("official"), Mapping):
-        return []
-    rows: list[tuple[str, Mapping[str, object]]] = [
-        (f"final round {final['round']}", final["official"])  # type: ignore[list-item]
-    ]
-    best = best_by_val([dict(r) for r in rounds])
+    if any(value is not None for value in row(final.get("official")).values()):
+        rows.append((f"final round {final['round']}", row(final["official"])))
+    best = best_by_val(rounds)
     if best is not None:
-        rows.append((f"round {best[0]}: best official val AUC", best[1]))
+        rows.append((f"round {best[0]}: best official val AUC", row(best[1])))
     return rows
 
 

@@ -326,6 +326,8 @@ def test_a_run_scored_on_an_official_split_shows_it_beside_the_pooled_figures() 
 
     page = _parse(render_report("run", {"privacy.enabled": False}, rounds))
     without = _parse(render_report("run", {}, [{"round": 1, "auc": 0.9}]))
+    # a round nothing was evaluated in records an empty official dict (a failing run's report)
+    nothing = _parse(render_report("run", {}, [{"round": 1, "auc": None, "official": {}}]))
 
     overview = page.text["overview"]
     assert "pooled test metrics of the sites' own test splits" in overview
@@ -335,3 +337,4 @@ def test_a_run_scored_on_an_official_split_shows_it_beside_the_pooled_figures() 
     assert re.search(r"round 2: best official val AUC\s*0\.950\s*0\.840", overview)
     assert "official test split" not in without.text["overview"]
     assert "own test splits" not in without.text["overview"]
+    assert "official test split" not in nothing.text["overview"]
