@@ -100,16 +100,15 @@ def extended_rounds(stored: dict[str, Scalar], config: MedfedConfig) -> int | No
             f"{prefix}: the sites calibrated their DP noise to spend privacy.target-epsilon "
             f"over the planned {planned} rounds; start a new run to train longer"
         )
-    if config.strategy.server_lr_schedule != "constant":
-        raise ConfigError(
-            f"{prefix}: strategy.server-lr-schedule = "
-            f"'{config.strategy.server_lr_schedule}' decays over the planned {planned} rounds"
-        )
-    if config.train.lr_schedule != "constant":
-        raise ConfigError(
-            f"{prefix}: train.lr-schedule = '{config.train.lr_schedule}' decays the sites' "
-            f"learning rate over the planned {planned} rounds"
-        )
+    schedules = {
+        "strategy.server-lr-schedule": config.strategy.server_lr_schedule,
+        "train.lr-schedule": config.train.lr_schedule,
+    }
+    for key, schedule in schedules.items():
+        if schedule != "constant":
+            raise ConfigError(
+                f"{prefix}: {key} = '{schedule}' decays over the planned {planned} rounds"
+            )
     return planned
 
 

@@ -14,7 +14,7 @@ workflow. Both get the same run key, settings, checkpoints and resume.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -50,7 +50,7 @@ from server.iterate_average import IterateAverage
 from server.public_eval import public_evaluator
 from server.recorder import RoundRecord, RoundRecorder
 from server.report import write_run_report
-from server.report_data import best_by_val
+from server.report_data import official_points
 from server.rundir import RunDirectory
 
 StateSource = Callable[[], dict[str, np.ndarray]]
@@ -296,20 +296,21 @@ def print_summary(summary: RunSummary, config: MedfedConfig, console: Console) -
 
 def official_summary(summary: RunSummary) -> list[str]:
     """The official test split's figures (server side): final round and best-val round."""
-    final = summary.final
-    if final is None or not final.official:
+    points = official_points([record.to_json() for record in summary.rounds])
+    if not points or points[0].best_val:  # the final round scored no official split
         return []
-    lines = [f"official test, final round {final.round}: {official_figures(final.official)}"]
-    best = best_by_val([record.to_json() for record in summary.rounds])
-    if best is not None:
-        lines.append(
-            f"official test, round {best[0]} (best official val AUC "
-            f"{ratio(best[1].get('val_auc'))}): {official_figures(best[1])}"  # type: ignore[arg-type]
+    lines = []
+    for point in points:
+        where = (
+            f"round {point.round} (best official val AUC {ratio(point.figures.get('val_auc'))})"  # type: ignore[arg-type]
+            if point.best_val
+            else f"final round {point.round}"
         )
+        lines.append(f"official test, {where}: {official_figures(point.figures)}")
     return lines
 
 
-def official_figures(official: dict[str, object]) -> str:
+def official_figures(official: Mapping[str, object]) -> str:
     """``auc 0.951 bal.acc 0.880 (sens 0.91 spec 0.85 @0.62)``."""
 
     def get(key: str) -> float | None:

@@ -22,7 +22,6 @@ from server.report_data import (
     CLINICAL,
     RunFiles,
     all_sites,
-    best_by_val,
     calibration_of,
     class_curves,
     class_names,
@@ -31,6 +30,7 @@ from server.report_data import (
     fairness_of,
     load_run,
     metric_series,
+    official_points,
     operating_point,
     participation_events,
     site_summaries,
@@ -142,23 +142,18 @@ OFFICIAL_COLUMNS = (
 
 
 def official_rows(rounds: Sequence[Mapping[str, object]]) -> list[tuple[str, dict[str, object]]]:
-    """The official test split's figures (``server.public_eval``: a run cut from a public
-    pool) at the final round and at the round with the best official val AUC, the figure
-    comparable with published results; empty when the server scored no official split.
-    A figure a round did not record is ``None`` (shown as missing)."""
-
-    def row(official: object) -> dict[str, object]:
-        figures = official if isinstance(official, Mapping) else {}
-        return {key: figures.get(key) for key in OFFICIAL_COLUMNS}
-
-    rows: list[tuple[str, dict[str, object]]] = []
-    final = rounds[-1] if rounds else {}
-    if any(value is not None for value in row(final.get("official")).values()):
-        rows.append((f"final round {final['round']}", row(final["official"])))
-    best = best_by_val(rounds)
-    if best is not None:
-        rows.append((f"round {best[0]}: best official val AUC", row(best[1])))
-    return rows
+    """The official test split's figures (a run cut from a public pool) at the final round
+    and at the best-official-val round, the figure comparable with published results; empty
+    when the server scored no official split. A figure not recorded is ``None``."""
+    return [
+        (
+            f"round {point.round}: best official val AUC"
+            if point.best_val
+            else f"final round {point.round}",
+            {key: point.figures.get(key) for key in OFFICIAL_COLUMNS},
+        )
+        for point in official_points(rounds)
+    ]
 
 
 def render_report(

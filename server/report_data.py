@@ -436,3 +436,26 @@ def best_by_val(history: Sequence[Mapping[str, object]]) -> tuple[int, Mapping[s
             best_auc = float(auc)
             best = (int(line["round"]), official)  # type: ignore[call-overload]
     return best
+
+
+@dataclass(frozen=True)
+class OfficialPoint:
+    """The official split's figures (``server.public_eval``) of one round worth showing."""
+
+    round: int
+    best_val: bool  # True: the round with the best official val AUC; False: the final round
+    figures: Mapping[str, object]
+
+
+def official_points(rounds: Sequence[Mapping[str, object]]) -> list[OfficialPoint]:
+    """The final round (when it recorded official figures), then the best-official-val round
+    (when any round did): what the console and the report show of the official split."""
+    points: list[OfficialPoint] = []
+    final = rounds[-1] if rounds else {}
+    figures = final.get("official")
+    if isinstance(figures, Mapping) and any(value is not None for value in figures.values()):
+        points.append(OfficialPoint(int(final["round"]), False, figures))  # type: ignore[call-overload]
+    best = best_by_val(rounds)
+    if best is not None:
+        points.append(OfficialPoint(best[0], True, best[1]))
+    return points

@@ -112,8 +112,11 @@ class RunDirectory:
         (``None``: not extended)."""
         stored = self._config_file()
         settings: dict[str, Scalar] = stored["config"]  # type: ignore[assignment]
-        resumed = {**config.to_flat(), RESUME_KEY: settings.get(RESUME_KEY, False)}
-        resumed[RUN_DIR_KEY] = str(self.path)
+        resumed = {
+            **config.to_flat(),
+            RESUME_KEY: settings.get(RESUME_KEY, False),
+            RUN_DIR_KEY: str(self.path),
+        }
         changed = {key: value for key, value in resumed.items() if settings.get(key) != value}
         if not changed:
             return None
