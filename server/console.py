@@ -7,6 +7,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from common.numbers import number, ratio
 from server.recorder import RoundRecord
+from server.report_data import no_site_test_split
 
 
 def operating_point(record: RoundRecord) -> str:
@@ -19,7 +20,8 @@ def operating_point(record: RoundRecord) -> str:
 
 def round_line(record: RoundRecord, num_rounds: int) -> str:
     """One line: round, loss, accuracy, ROC-AUC, sensitivity and specificity at the operating
-    threshold, max epsilon, participating sites; with a public pool, the official test
+    threshold (pooled over the sites' test splits; "no site test split" when they hold none),
+    max epsilon, participating sites; with a public pool, the official test
     split's AUC and balanced accuracy (server side, threshold chosen on official val).
 
     Sites that declined (privacy budget / site policy), failed, timed out or whose update was
@@ -28,9 +30,14 @@ def round_line(record: RoundRecord, num_rounds: int) -> str:
     that the global model was kept.
     """
     eps = "off" if record.epsilon_max is None else number(record.epsilon_max)
+    pooled = (
+        "no site test split"
+        if no_site_test_split(record.site_metrics)
+        else f"loss {number(record.loss, 4)}  acc {ratio(record.accuracy)}"
+        f"  auc {ratio(record.auc)}  {operating_point(record)}"
+    )
     line = (
-        f"round {record.round}/{num_rounds}  loss {number(record.loss, 4)}"
-        f"  acc {ratio(record.accuracy)}  auc {ratio(record.auc)}  {operating_point(record)}"
+        f"round {record.round}/{num_rounds}  {pooled}"
         f"  eps(max) {eps}  sites {len(record.train_sites)} [{', '.join(record.train_sites)}]"
     )
     if record.official:

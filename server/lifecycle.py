@@ -50,7 +50,7 @@ from server.iterate_average import IterateAverage
 from server.public_eval import public_evaluator
 from server.recorder import RoundRecord, RoundRecorder
 from server.report import write_run_report
-from server.report_data import official_points
+from server.report_data import no_site_test_split, official_points
 from server.rundir import RunDirectory
 
 StateSource = Callable[[], dict[str, np.ndarray]]
@@ -257,6 +257,9 @@ def print_summary(summary: RunSummary, config: MedfedConfig, console: Console) -
     if final is None:
         console.print(f"No round completed. Run directory: {summary.run_dir}")
         return
+    if no_site_test_split(final.site_metrics):
+        _print_without_site_tests(summary, config, console)
+        return
     title = f"Final round {final.round}"
     if final.threshold is not None:
         title += f" (threshold {final.threshold:.2f}, {final.threshold_rule} on validation)"
@@ -265,9 +268,7 @@ def print_summary(summary: RunSummary, config: MedfedConfig, console: Console) -
     for heading in ("AUC", "sensitivity", "specificity", "accuracy"):
         table.add_column(heading, justify="right")
     table.add_column(f"ε (δ={number(config.privacy.delta)})", justify="right")
-    latest_epsilon: dict[str, float] = {}
-    for record in summary.rounds:  # a site sampled out of the last round spent ε earlier
-        latest_epsilon.update(record.epsilon)
+    latest_epsilon = _latest_epsilon(summary)
     for site, auc in final.site_auc.items():
         eps = latest_epsilon.get(site)
         metrics = final.site_metrics.get(site, {})
@@ -292,6 +293,30 @@ def print_summary(summary: RunSummary, config: MedfedConfig, console: Console) -
     for line in official_summary(summary):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(f"Run directory: {summary.run_dir}")
+
+
+def _latest_epsilon(summary: RunSummary) -> dict[str, float]:
+    """Each site's ε after its last round (a site sampled out of the last round spent earlier)."""
+    latest: dict[str, float] = {}
+    for record in summary.rounds:
+        latest.update(record.epsilon)
+    return latest
+
+
+def _print_without_site_tests(summary: RunSummary, config: MedfedConfig, console: Console) -> None:
+    """The closing lines of a run whose sites hold no test split: what each site spent, the
+    official split's figures, where the run directory is."""
+    final = summary.final
+    assert final is not None
+    lines = [f"Final round {final.round}: the sites hold no test split of their own"]
+    latest_epsilon = _latest_epsilon(summary)
+    if latest_epsilon:
+        spent = ", ".join(f"{site} {number(eps)}" for site, eps in sorted(latest_epsilon.items()))
+        lines.append(f"ε (δ={number(config.privacy.delta)}) per site: {spent}")
+    lines += official_summary(summary)
+    lines.append(f"Run directory: {summary.run_dir}")
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def official_summary(summary: RunSummary) -> list[str]:

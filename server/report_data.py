@@ -114,6 +114,14 @@ def site_values(record: Record) -> dict[str, dict[str, object]]:
     return metrics
 
 
+def no_site_test_split(site_metrics: Mapping[str, Mapping[str, object]]) -> bool:
+    """True when sites evaluated a round (``site_metrics``: site -> its figures) but none
+    holds a test image of its own (``data.test-fraction = 0`` and no test folder): the pooled
+    figures are empty, not low."""
+    counts = [values.get("num_examples") for values in site_metrics.values()]
+    return bool(counts) and all(count == 0 for count in counts)
+
+
 def all_sites(rounds: Sequence[Record]) -> list[str]:
     """Every site named anywhere in the run, sorted."""
     names: set[str] = set()

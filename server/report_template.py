@@ -86,6 +86,15 @@ REPORT_TEMPLATE = r"""<!doctype html>
     its last checkpoint (<code>run.resume=true</code> with this run directory) once the sites can take part again.</p>
 {% endif %}
 {% if final %}
+  {% if no_site_tests %}
+  <h2>Final round {{ final.round }}</h2>
+  <p class="note">The sites hold no test split of their own (<code>data.test-fraction</code> = 0 and no test
+    folder), so there are no pooled site figures{% if official %}: the data set's official split below is the
+    run's test{% endif %}.</p>
+  {% if final.epsilon_max is not none %}<div class="cards">
+    <div class="card"><b>{{ final.epsilon_max | epsilon }}</b><span>max ε (δ = {{ privacy.delta }})</span></div>
+  </div>{% endif %}
+  {% else %}
   <h2>Final round {{ final.round }}: pooled test metrics{% if official %} of the sites' own test splits{% endif %}</h2>
   <div class="cards">
     <div class="card"><b>{{ final.auc | rate }}</b><span>ROC-AUC</span></div>
@@ -97,6 +106,7 @@ REPORT_TEMPLATE = r"""<!doctype html>
       <span>threshold{% if threshold_rule %} ({{ threshold_rule }}){% elif threshold is none %} (default; none recorded){% endif %}</span></div>
     <div class="card"><b>{{ final.epsilon_max | epsilon }}</b><span>max ε (δ = {{ privacy.delta }})</span></div>
   </div>
+  {% endif %}
   {% if official %}
   <h3 id="official">The data set's official test split, scored on the server</h3>
   <div class="scroll"><table>

@@ -338,3 +338,51 @@ def test_a_run_scored_on_an_official_split_shows_it_beside_the_pooled_figures() 
     assert "official test split" not in without.text["overview"]
     assert "own test splits" not in without.text["overview"]
     assert "official test split" not in nothing.text["overview"]
+
+
+def test_a_run_whose_sites_hold_no_test_split_says_so_instead_of_empty_figures(
+    tmp_path: Path,
+) -> None:
+    """Regression: with ``data.test-fraction = 0`` (every site trains on its whole shard, the
+    server scores the official split) the round lines, the closing table and the report's
+    headline were rows of "n/a" and dashes, with "threshold 0.50 (no validation data)"."""
+    from server.console import round_line
+    from server.lifecycle import RunSummary, print_summary
+    from server.recorder import RoundRecord
+
+    empty = {"num_examples": 0, "auc": None, "confusion": [[0, 0], [0, 0]]}
+    official = {"val_auc": 0.9, "auc": 0.8, "balanced_accuracy": 0.7, "sensitivity": 0.75,
+                "specificity": 0.65, "threshold": 0.42, "n_test": 156}  # fmt: skip
+    record = RoundRecord(
+        round=2, train_sites=["hospital-a", "hospital-b"], eval_sites=["hospital-a", "hospital-b"],
+        train_loss=0.4, loss=float("nan"), accuracy=float("nan"), auc=float("nan"),
+        epsilon_max=3.5, epsilon={"hospital-a": 3.5, "hospital-b": 3.25},
+        site_auc={"hospital-a": float("nan"), "hospital-b": float("nan")},
+        site_accuracy={"hospital-a": float("nan"), "hospital-b": float("nan")}, elapsed_s=1.0,
+        site_metrics={"hospital-a": empty, "hospital-b": empty}, threshold=0.5,
+        threshold_rule="youden (no validation data: 0.5)", official=official,
+    )  # fmt: skip
+
+    line = round_line(record, 2)
+    assert "no site test split" in line and "n/a" not in line
+    assert "official test auc 0.800 bacc 0.700" in line
+
+    out = io.StringIO()
+    print_summary(RunSummary(tmp_path, [record]), MedfedConfig(), Console(file=out, width=200))
+    printed = out.getvalue()
+    assert "Final round 2: the sites hold no test split of their own" in printed
+    assert "per site: hospital-a 3.50, hospital-b 3.25" in printed
+    assert "official test, final round 2: auc 0.800 bal.acc 0.700" in printed
+    assert "n/a" not in printed and "no validation data" not in printed
+
+    page = _parse(render_report("run", {"privacy.delta": 1e-5}, [record.to_json()]))
+    overview = page.text["overview"]
+    assert "The sites hold no test split of their own" in overview
+    assert "pooled test metrics" not in overview and "no validation data" not in overview
+    assert re.search(r"final round 2\s*0\.900\s*0\.800\s*0\.700", overview)
+    assert "3.5" in overview  # the max ε card stays
+
+    # a site that does hold test images keeps the pooled table and line
+    held = {**empty, "num_examples": 12}
+    record.site_metrics = {"hospital-a": held, "hospital-b": empty}
+    assert "no site test split" not in round_line(record, 2)
