@@ -179,6 +179,9 @@ def render_report(
     threshold = final.get("threshold")
     calibration = calibration_of(final)
     per_class = class_curves(final)  # multi-class: one-vs-rest test curves
+    no_site_tests = no_site_test_split(site_values(final))
+    if no_site_tests:  # nothing pooled: empty curves, zero matrices
+        curves, per_class, calibration = {}, {}, None
     context = {
         "title": title,
         "created": created,
@@ -207,11 +210,11 @@ def render_report(
         "threshold": threshold,
         "threshold_rule": final.get("threshold_rule"),
         "official": official_rows(rounds),
-        "no_site_tests": no_site_test_split(site_values(final)),
-        "confusion": _confusion(final, config),
+        "no_site_tests": no_site_tests,
+        "confusion": None if no_site_tests else _confusion(final, config),
         "calibration_plot": plots.calibration(calibration) if calibration else None,
         "privacy": _privacy(rounds, config),
-        "fairness": fairness_of(final),
+        "fairness": None if no_site_tests else fairness_of(final),
         "events": participation_events(rounds, run_events),
         # the run's last event, when it is a stop not followed by a resume
         "stopped": run_events[-1]

@@ -65,6 +65,9 @@ REPORT_TEMPLATE = r"""<!doctype html>
 </style>
 </head>
 <body>
+{% macro missing(text) -%}
+<p class="missing">{% if no_site_tests %}The sites hold no test split of their own: nothing pooled to show.{% else %}{{ text }}{% endif %}</p>
+{%- endmacro %}
 <main>
 <header>
   <h1>{{ title }}</h1>
@@ -188,6 +191,7 @@ REPORT_TEMPLATE = r"""<!doctype html>
   {% endfor %}
   </div>
   <h3>Per site, final round</h3>
+  {% if no_site_tests %}{{ missing("") }}{% else %}
   <div class="scroll"><table>
     <tr><th class="text">site</th><th>test images</th>{% for c in site_columns %}<th>{{ c | replace("_", " ") }}</th>{% endfor %}
       <th>TN</th><th>FP</th><th>FN</th><th>TP</th></tr>
@@ -199,6 +203,7 @@ REPORT_TEMPLATE = r"""<!doctype html>
       {% else %}<td>–</td><td>–</td><td>–</td><td>–</td>{% endif %}</tr>
     {% endfor %}
   </table></div>
+  {% endif %}
   {% else %}
   <p class="missing">No round completed.</p>
   {% endif %}
@@ -214,7 +219,7 @@ REPORT_TEMPLATE = r"""<!doctype html>
       sensitivity {{ point.tpr | rate }}, specificity {{ (1 - point.fpr) | rate }} on test.
     {% elif threshold is none %}No operating threshold (arg-max decision).{% endif %}</figcaption></figure>
   {% else %}
-  <p class="missing">ROC curve not recorded for this run (the sites did not send threshold-grid counts).</p>
+  {{ missing("ROC curve not recorded for this run (the sites did not send threshold-grid counts).") }}
   {% endif %}
 </section>
 
@@ -225,7 +230,7 @@ REPORT_TEMPLATE = r"""<!doctype html>
     <figcaption>Reliability of the positive-class probability on the pooled test split: in each of the
       score bins, the share of images that were truly positive against the mean predicted probability.</figcaption></figure>
   {% else %}
-  <p class="missing">Calibration counts not recorded for this run.</p>
+  {{ missing("Calibration counts not recorded for this run.") }}
   {% endif %}
 </section>
 </div>
@@ -244,7 +249,7 @@ REPORT_TEMPLATE = r"""<!doctype html>
     {% endfor %}
   </table>
   {% else %}
-  <p class="missing">No confusion matrix recorded.</p>
+  {{ missing("No confusion matrix recorded.") }}
   {% endif %}
 </section>
 
@@ -301,7 +306,7 @@ REPORT_TEMPLATE = r"""<!doctype html>
   </div>
   {% if fairness.suppressed %}<p class="note">Suppressed (fewer than {{ fairness.min_group | number }} images): {{ fairness.suppressed | join(", ") }}.</p>{% endif %}
   {% else %}
-  <p class="missing">Fairness breakdown not recorded for this run.</p>
+  {{ missing("Fairness breakdown not recorded for this run.") }}
   {% endif %}
 </section>
 
@@ -329,7 +334,7 @@ REPORT_TEMPLATE = r"""<!doctype html>
 
 <section id="notes">
   <h2>How to read this report</h2>
-  <p class="note">Per-image scores never leave a site. {% if curves %}Pooled AUC and ROC come from the sites'
+  <p class="note">Per-image scores never leave a site. {% if curves or no_site_tests %}Pooled AUC and ROC come from the sites'
     summed true/false positive counts at a grid of probability cut-offs; sensitivity, specificity, precision and F1 from
     the summed confusion matrices at the operating threshold.{% else %}In this run pooled AUC is the example-weighted mean
     of the site AUCs; sensitivity, specificity, precision, F1 and balanced accuracy come from the summed confusion matrices

@@ -381,6 +381,8 @@ def test_a_run_whose_sites_hold_no_test_split_says_so_instead_of_empty_figures(
     assert "pooled test metrics" not in overview and "no validation data" not in overview
     assert re.search(r"final round 2\s*0\.900\s*0\.800\s*0\.700", overview)
     assert "3.5" in overview  # the max ε card stays
+    for section in ("roc", "calibration", "confusion", "fairness"):  # no empty plots or zeros
+        assert page.text[section].endswith("nothing pooled to show."), section
 
     # a site that does hold test images keeps the pooled table and line
     held = {**empty, "num_examples": 12}
