@@ -47,6 +47,7 @@ from common.config import MedfedConfig
 from common.data.sites import SiteData
 from common.errors import ConfigError
 from common.ledger import record_to_wire, update_digest
+from common.logs import drop_opacus_root_handler
 from common.metrics import to_wire
 from common.models import build_run_model
 from common.params import arrays_to_model, model_to_arrays
@@ -87,9 +88,11 @@ def build_client_app(
     ``site_defaults`` (node-config values it decides for every simulated site).
     Inside ``mods``: exceptions become redacted error replies, and messages of Flower's
     SecAgg+ workflow (legacy format) go to the SecAgg+ app instead. oneDNN's primitive cache
-    is bounded first (``client.onednn``: before this process's first convolution).
+    is bounded first (``client.onednn``: before this process's first convolution), and the
+    root log handler Opacus' import installs is removed (``common.logs``).
     """
     bound_primitive_cache()
+    drop_opacus_root_handler()
     sources = SiteSources.create(
         progress=True, on_load=_log_loaded, partitions=partitions, site_defaults=site_defaults
     )

@@ -14,6 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 from rich.console import Console
 
 from common.config import MedfedConfig
+from common.logs import drop_opacus_root_handler
 from server.lifecycle import RoundEngine, RunLifecycle, RunSummary
 from server.rounds import StrategyEngine
 from server.secagg import SecAggEngine
@@ -41,6 +42,7 @@ def build_server_app(
     config: MedfedConfig | None = None, console: Console | None = None
 ) -> ServerApp:
     """A ServerApp running medfed; without ``config`` it reads Flower's run-config."""
+    drop_opacus_root_handler()  # or every Flower log line prints twice
     app = ServerApp()
 
     @app.main()

@@ -53,6 +53,10 @@ def test_init_writes_a_ca_and_a_server_certificate_for_every_name(
     out = capsys.readouterr().out
     assert "PRIVATE KEY" not in out
     assert (certs / SERVER_KEY).read_text().splitlines()[1] not in out
+    # Regression: the closing hint told the coordinator to run add-site in its own certs
+    # folder, i.e. to make the hospitals' private keys, which the README keeps at the sites
+    assert f"add-site {certs}" not in out
+    assert "on its own machine" in out and "only its .pub file" in out
 
 
 def test_add_site_writes_an_openssh_p384_key_pair_flower_accepts(

@@ -69,7 +69,11 @@ def run_init(args: argparse.Namespace) -> int:
     print(f"CA private key      {files.ca_key}  (0600, keep offline at the coordinator)")
     print(f"SuperLink cert      {files.server_cert}  for {', '.join(files.server_names)}")
     print(f"SuperLink key       {files.server_key}  (0600, coordinator only)")
-    print(f"Next: medfed certs add-site {args.directory} SITE_ID, once per hospital")
+    print(
+        "Next: each hospital makes its own node key on its own machine "
+        "(medfed certs add-site KEYS_DIR SITE_ID) and sends you only its .pub file, "
+        "which you register with flwr supernode register"
+    )
     return 0
 
 
@@ -90,7 +94,8 @@ def run_add_site(args: argparse.Namespace) -> int:
         "(give it to whoever verifies the site's privacy ledger)"
     )
     print(
-        "Register it at the coordinator before the site starts its SuperNode:\n"
+        f"Send {files.public_key.name} (only) to the coordinator, who registers its copy "
+        "before the site starts its SuperNode:\n"
         f"  flwr supernode register {files.public_key.resolve()} medfed --name {files.site_id}"
     )
     return 0
