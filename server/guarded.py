@@ -302,7 +302,11 @@ class GuardedStrategy(Strategy):
             node = _node_of(message, destinations)
             answered.add(node)
             if message.has_error():
-                missed[self._site_of_node(node)] = _error_reason(message)
+                reason = _error_reason(message)
+                refused = keys.parse_not_approved(reason)  # a gate's refusal names its site
+                if refused is not None and refused[1] is not None:
+                    self._node_sites.setdefault(node, site_name(refused[1]))
+                missed[self._site_of_node(node)] = reason
             elif (index := _site_index(message)) is not None:
                 self._node_sites.setdefault(node, site_name(index))
         sampled = {message.metadata.dst_node_id for message in self._sent_evaluate}

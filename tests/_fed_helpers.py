@@ -75,6 +75,7 @@ def recording_strategy() -> tuple[GuardedStrategy, RoundRecorder, list[RoundReco
         min_replies=1,
         on_participation=recorder.record_participation,
         on_declined=recorder.record_declined,
+        on_evaluation_missed=recorder.record_evaluation_missed,
     )
     return strategy, recorder, recorded
 

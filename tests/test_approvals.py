@@ -103,10 +103,19 @@ def test_the_server_names_a_gate_refusal_as_a_decline_not_a_failure(
 
     with caplog.at_level(logging.WARNING, logger="medfed.server"):
         assert strategy.aggregate_train(1, refusals) == (None, None)
+        list(strategy.configure_evaluate(1, model, ConfigRecord({}), FakeGrid([5, 6])))
+        eval_refusals = [
+            error_reply(node, f"ClientApp error: {keys.not_approved_reason(HASH_B, index)}")
+            for index, node in enumerate((5, 6))
+        ]
+        assert strategy.aggregate_evaluate(1, eval_refusals) is None
     recorder.end_round(1, model)
 
     (record,) = recorded
     assert record.declined == {"hospital-a": "app not approved", "hospital-b": "app not approved"}
     assert record.failed == {} and record.train_sites == []
+    # Regression: the evaluation refusals were named "node 5", "node 6" beside the declines
+    assert sorted(record.eval_missed) == ["hospital-a", "hospital-b"]
+    assert all(keys.NOT_APPROVED in why for why in record.eval_missed.values())
     assert f"hospital-a refused the app: {keys.NOT_APPROVED}: {HASH_B}" in caplog.text
     assert json.loads(json.dumps(record.to_json()))["declined"]["hospital-b"] == "app not approved"
