@@ -152,7 +152,7 @@ def table(results: dict[str, dict[str, dict[str, object]]]) -> str:
             mean_sd(column("test_auc")),
             mean_sd(column("test_balanced_accuracy")),
             mean_sd(column("final_test_auc")),
-            mean_sd(column("final_pooled_site_auc")),
+            mean_sd(column("final_pooled_site_auc")) if column("final_pooled_site_auc") else "-",
             f"{max(eps):.2f}" if eps else "-",
             f"{statistics.mean(walls):.0f}" if walls else "-",
         ]
