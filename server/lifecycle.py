@@ -258,7 +258,7 @@ def print_summary(summary: RunSummary, config: MedfedConfig, console: Console) -
         console.print(f"No round completed. Run directory: {summary.run_dir}")
         return
     if no_site_test_split(final.site_metrics):
-        _print_without_site_tests(summary, config, console)
+        _print_without_site_tests(summary, final, config, console)
         return
     title = f"Final round {final.round}"
     if final.threshold is not None:
@@ -303,11 +303,11 @@ def _latest_epsilon(summary: RunSummary) -> dict[str, float]:
     return latest
 
 
-def _print_without_site_tests(summary: RunSummary, config: MedfedConfig, console: Console) -> None:
+def _print_without_site_tests(
+    summary: RunSummary, final: RoundRecord, config: MedfedConfig, console: Console
+) -> None:
     """The closing lines of a run whose sites hold no test split: what each site spent, the
     official split's figures, where the run directory is."""
-    final = summary.final
-    assert final is not None
     lines = [f"Final round {final.round}: the sites hold no test split of their own"]
     latest_epsilon = _latest_epsilon(summary)
     if latest_epsilon:
