@@ -174,14 +174,13 @@ def render_report(
     final: Mapping[str, object] = rounds[-1] if rounds else {}
     sites = all_sites(rounds)
     colors = plots.site_colors(sites)
-    curves = curves_of(final)
+    # sites holding no test split of their own send all-zero counts: nothing pooled to show
+    no_site_tests = no_site_test_split(site_values(final))
+    curves = {} if no_site_tests else curves_of(final)
     point = operating_point(final, curves.get("test"))
     threshold = final.get("threshold")
-    calibration = calibration_of(final)
-    per_class = class_curves(final)  # multi-class: one-vs-rest test curves
-    no_site_tests = no_site_test_split(site_values(final))
-    if no_site_tests:  # nothing pooled: empty curves, zero matrices
-        curves, per_class, calibration = {}, {}, None
+    calibration = None if no_site_tests else calibration_of(final)
+    per_class = {} if no_site_tests else class_curves(final)  # multi-class: one-vs-rest test curves
     context = {
         "title": title,
         "created": created,
