@@ -35,7 +35,7 @@ test-under-load: $(STAMP) gateway-deps
 	$(TEST_COMMAND)
 
 # The quality table of BENCHMARKS.md (issue 19): 9 scenarios x 3 seeds of `medfed simulate`;
-# hours on 2 cores. Finished runs in runs/quality are read, not re-run.
+# about 5 h on 2 cores (benchmarks/quality_walltime.py). Finished runs in runs/quality are read, not re-run.
 bench-quality: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/python benchmarks/quality_table.py --runs-dir runs/quality
 
