@@ -29,6 +29,7 @@ from pathlib import Path
 
 from quality_table import ROUNDS_KEY, TABLE_SCENARIOS, read_metrics, run_one
 
+from common.errors import ConfigError
 from simulations.scenario import load_scenario
 
 
@@ -38,17 +39,17 @@ def round_seconds(lines: list[dict[str, object]]) -> list[float]:
     return [later - earlier for earlier, later in itertools.pairwise(elapsed)]
 
 
-def estimate(scenario: str, rounds: int, runs_dir: Path) -> dict[str, float | int]:
-    """One scenario: run ``rounds`` rounds, extrapolate its planned count."""
-    planned = load_scenario(scenario).config().federation.num_rounds
-    wall = run_one(scenario, 0, runs_dir, runs_dir / "logs", (f"{ROUNDS_KEY}={rounds}",))
+def estimate(scenario: str, planned: int, rounds: int, runs_dir: Path) -> dict[str, float | int]:
+    """One scenario of ``planned`` rounds: run ``rounds`` of them, extrapolate the rest."""
+    # a fresh scratch directory: run_one always runs (None only for an already complete run)
+    wall = run_one(scenario, 0, runs_dir, runs_dir / "logs", (f"{ROUNDS_KEY}={rounds}",)) or 0.0
     per_round = statistics.median(round_seconds(read_metrics(runs_dir / scenario / "seed-0")))
     return {
         "planned_rounds": planned,
         "measured_rounds": rounds,
-        "measured_wall_s": round(wall or 0.0, 1),
+        "measured_wall_s": round(wall, 1),
         "s_per_round": round(per_round, 2),
-        "estimated_run_s": round((wall or 0.0) + (planned - rounds) * per_round),
+        "estimated_run_s": round(wall + (planned - rounds) * per_round),
     }
 
 
@@ -61,9 +62,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 3:
         raise SystemExit("--rounds must be at least 3 (round 1 carries the start-up)")
+    try:  # every scenario checked before the first run starts
+        planned = {n: load_scenario(n).config().federation.num_rounds for n in args.scenarios}
+    except ConfigError as problem:
+        raise SystemExit(f"quality_walltime: {problem}") from None
     scratch = Path(tempfile.mkdtemp(prefix="medfed-walltime-"))
     try:
-        figures = {name: estimate(name, args.rounds, scratch) for name in args.scenarios}
+        figures = {n: estimate(n, planned[n], args.rounds, scratch) for n in args.scenarios}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     total = args.seeds * sum(float(f["estimated_run_s"]) for f in figures.values())
