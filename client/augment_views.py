@@ -14,12 +14,17 @@ with the border's pixels (replicate padding), as random-crop-with-padding does f
 images. ``train.augment-intensity`` = a > 0 also changes each view's brightness and contrast,
 as a scanner or a hospital's windowing would: the view is scaled by a factor drawn from
 [1 - a, 1 + a] (brightness), then stretched about its own mean by another (contrast), and
-clipped to [0, 1]; all channels and frames of a view change together. Views are drawn from
+clipped to [0, 1]; all channels and frames of a view change together.
+``train.augment-rotate`` = d > 0 first turns each view about its centre by an angle drawn
+from [-d, d] degrees (bilinear, the border's pixels filling the corners), as a fundus or an
+ultrasound probe may sit at any angle. Views are drawn from
 torch's global generator, which the site seeds per round, so a resumed round reproduces its
 views.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -27,7 +32,12 @@ from torch.nn import functional
 
 
 def augmented_views(
-    images: torch.Tensor, views: int, shift: int, flip: bool, intensity: float = 0.0
+    images: torch.Tensor,
+    views: int,
+    shift: int,
+    flip: bool,
+    intensity: float = 0.0,
+    rotate: float = 0.0,
 ) -> torch.Tensor:
     """``views`` augmented copies of every image, an image's copies next to each other.
 
@@ -41,6 +51,8 @@ def augmented_views(
     if len(repeated) == 0:
         return repeated
     height, width = repeated.shape[-2:]
+    if rotate > 0:
+        repeated = _rotate(repeated, rotate)
     if shift > 0:  # one random offset per view, the same for all its channels and frames
         flat = repeated.reshape(len(repeated), -1, height, width)
         padded = functional.pad(flat, (shift, shift, shift, shift), mode="replicate")
@@ -58,6 +70,29 @@ def augmented_views(
     if intensity > 0:
         repeated = _jitter_intensity(repeated, intensity)
     return repeated
+
+
+def _rotate(views: torch.Tensor, max_degrees: float) -> torch.Tensor:
+    """Each view turned about its centre by an angle from [-max_degrees, max_degrees],
+    bilinear, the border's pixels filling the corners; all its channels and frames alike."""
+    height, width = views.shape[-2:]
+    flat = views.reshape(len(views), -1, height, width)
+    angles = (2 * torch.rand(len(flat)) - 1) * math.radians(max_degrees)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    # affine_grid works in [-1, 1] coordinates; the aspect ratio keeps a turn a turn
+    aspect = width / height
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin / aspect, torch.zeros_like(cos)], dim=1),
+            torch.stack([sin * aspect, cos, torch.zeros_like(cos)], dim=1),
+        ],
+        dim=1,
+    ).to(flat.dtype)
+    grid = functional.affine_grid(theta, list(flat.shape), align_corners=False)
+    turned = functional.grid_sample(
+        flat, grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
+    return turned.reshape(views.shape)
 
 
 def _jitter_intensity(views: torch.Tensor, amount: float) -> torch.Tensor:

@@ -77,6 +77,7 @@ class ViewSettings:
     shift: int
     flip: bool
     intensity: float = 0.0
+    rotate: float = 0.0
 
     @classmethod
     def of(cls, train: TrainConfig) -> ViewSettings | None:
@@ -84,7 +85,11 @@ class ViewSettings:
         if train.augment_views < 1:
             return None
         return cls(
-            train.augment_views, train.augment_shift, train.augment_flip, train.augment_intensity
+            train.augment_views,
+            train.augment_shift,
+            train.augment_flip,
+            train.augment_intensity,
+            train.augment_rotate,
         )
 
     def expand(
@@ -94,7 +99,9 @@ class ViewSettings:
         images, *others = inputs
         return (
             [
-                augmented_views(images, self.count, self.shift, self.flip, self.intensity),
+                augmented_views(
+                    images, self.count, self.shift, self.flip, self.intensity, self.rotate
+                ),
                 *(other.repeat_interleave(self.count, dim=0) for other in others),
             ],
             labels.repeat_interleave(self.count, dim=0),
@@ -160,7 +167,7 @@ def prepare_training(
     model.train()  # Opacus refuses a model in eval mode
     loader = DataLoader(dataset, batch_size=plan.batch_size, shuffle=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=train.learning_rate, momentum=train.momentum)
-    criterion: nn.Module = nn.CrossEntropyLoss()
+    criterion: nn.Module = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
     if not privacy.enabled:
         return PreparedTraining(model, optimizer, criterion, loader, None, plan)
     engine = privacy_engine(privacy)

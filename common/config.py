@@ -174,6 +174,11 @@ class TrainConfig(_Section):
     augment_flip: bool = False  # also flip views left-right at random
     # > 0: also scale each view's brightness and contrast by factors in [1 - this, 1 + this]
     augment_intensity: float = checked(0.0, within(0, 1, open_high=True))
+    # > 0: also turn each view about its centre by an angle drawn from [-this, this] degrees
+    augment_rotate: float = checked(0.0, within(0, 180))
+    # > 0: the loss aims at 1 - this on the true class, the rest spread over all classes
+    # (torch's CrossEntropyLoss label_smoothing; per example, so DP accounting is unchanged)
+    label_smoothing: float = checked(0.0, within(0, 1, open_high=True))
     # how learning-rate changes over the run's rounds (common.lr_schedules): constant, or
     # cosine from learning-rate in round 1 towards 0 at federation.num-rounds
     lr_schedule: LrSchedule = checked("constant", one_of(LR_SCHEDULES))
@@ -533,7 +538,7 @@ AUGMENT_ACCOUNTANTS = ("prv", "rdp")
 
 def _check_views(config: MedfedConfig) -> None:
     """Several views per example need per-sample gradients to average before clipping; the
-    intensity of views needs views."""
+    intensity and rotation of views need views."""
     train, privacy = config.train, config.privacy
     if train.augment_views > 1 and privacy.enabled and privacy.grad_sample_mode == "ghost":
         raise refuse(
@@ -542,13 +547,17 @@ def _check_views(config: MedfedConfig) -> None:
             "needs per-sample gradients to average the views before clipping; ghost "
             "clipping never forms them: use privacy.grad-sample-mode=hooks",
         )
-    if train.augment_intensity > 0 and train.augment_views < 1:
-        raise refuse(
-            "train.augment-intensity",
-            train.augment_intensity,
-            "changes the augmented views, and train.augment-views is 0 (none): set "
-            "train.augment-views to 1 or more",
-        )
+    for key, value in (
+        ("train.augment-intensity", train.augment_intensity),
+        ("train.augment-rotate", train.augment_rotate),
+    ):
+        if value > 0 and train.augment_views < 1:
+            raise refuse(
+                key,
+                value,
+                "changes the augmented views, and train.augment-views is 0 (none): set "
+                "train.augment-views to 1 or more",
+            )
 
 
 def _check_grad_sample_mode(config: MedfedConfig) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from torch.nn import functional
 from torch.utils.data import TensorDataset
 
 from client.augment_views import augmented_views, average_view_gradients
-from client.train import plan_round, train_locally
+from client.train import plan_round, prepare_training, train_locally
 from common.config import MedfedConfig
 from common.errors import ConfigError
 from common.models import build_model
@@ -134,3 +135,55 @@ def test_intensity_without_views_is_refused_naming_the_key() -> None:
     assert config.train.augment_intensity == 0.2
     with pytest.raises(ConfigError, match=r"'train.augment-intensity' = 1.5: must be in"):
         MedfedConfig().replace(**{"train.augment-intensity": 1.5, "train.augment-views": 1})
+
+
+def test_rotation_turns_each_view_about_its_centre_within_the_angle() -> None:
+    torch.manual_seed(0)
+    image = torch.zeros(1, 1, 21, 21)
+    image[0, 0, 10, 10:] = 1.0  # a ray from the centre to the right edge
+    views = augmented_views(image, views=64, shift=0, flip=False, rotate=30.0)
+    assert views.shape == (64, 1, 21, 21)
+    rows, cols = torch.meshgrid(torch.arange(21.0) - 10, torch.arange(21.0) - 10, indexing="ij")
+    angles = []
+    for view in views[:, 0]:
+        weight = view * (rows**2 + cols**2 > 9)  # the ray away from the centre pixel
+        # image rows grow downwards: a turn by +a moves the ray to row -sin(a)
+        angle = torch.atan2(-(weight * rows).sum(), (weight * cols).sum())
+        angles.append(math.degrees(float(angle)))
+    assert max(abs(a) for a in angles) <= 31.0  # never past the limit (1 degree of pixels)
+    assert max(angles) > 15 and min(angles) < -15  # both ways, well spread
+    assert torch.allclose(views[:, 0, 10, 10], torch.ones(64), atol=1e-5)  # centre stays
+
+
+def test_rotation_keeps_a_uniform_image_and_turns_all_frames_alike() -> None:
+    torch.manual_seed(1)
+    uniform = torch.full((2, 3, 9, 9), 0.4)
+    assert torch.allclose(
+        augmented_views(uniform, 3, 0, False, rotate=180.0), uniform[:1], atol=1e-6
+    )
+    volume = torch.rand(1, 1, 1, 9, 9).repeat(1, 1, 4, 1, 1)  # four identical frames
+    turned = augmented_views(volume, views=2, shift=0, flip=False, rotate=90.0)
+    assert turned.shape == (2, 1, 4, 9, 9)
+    for view in turned:
+        assert all(torch.equal(view[0, 0], view[0, k]) for k in range(1, 4))
+    assert not torch.allclose(turned[0], volume[0])
+
+
+def test_rotation_without_views_is_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"'train.augment-rotate' = 15.0: .*augment-views"):
+        MedfedConfig().replace(**{"train.augment-rotate": 15.0})
+    with pytest.raises(ConfigError, match=r"'train.augment-rotate' = 200.0: must be in"):
+        MedfedConfig().replace(**{"train.augment-rotate": 200.0, "train.augment-views": 1})
+
+
+def test_label_smoothing_aims_the_loss_below_certainty() -> None:
+    config = MedfedConfig().replace(**{"privacy.enabled": False, "train.label-smoothing": 0.2})
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    plan = plan_round(4, config.train, config.privacy, planned_rounds=1)
+    prepared = prepare_training(model, _dataset(4), config.train, config.privacy, plan=plan)
+    certain = torch.tensor([[20.0, -20.0]])  # all mass on class 0, the true one
+    hedged = torch.tensor([[math.log(9.0), 0.0]])  # 0.9 on class 0 = 1 - 0.2 + 0.2 / 2
+    target = torch.tensor([0])
+    assert prepared.criterion(hedged, target) < prepared.criterion(certain, target)
+    with pytest.raises(ConfigError, match=r"'train.label-smoothing' = 1.0: must be in"):
+        MedfedConfig().replace(**{"train.label-smoothing": 1.0})
