@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from client.augment_views import augmented_views, average_view_gradients
+from client.mixup import mix_batch
 from client.proximal import ProximalTerm
 from common.config import PrivacyConfig, TrainConfig
 from common.data.preprocess import model_logits
@@ -227,6 +228,7 @@ def run_steps(
     max_physical_batch: int = 256,
     proximal: ProximalTerm | None = None,
     views: ViewSettings | None = None,
+    mixup: float = 0.0,
 ) -> float:
     """Take ``steps`` logical optimizer steps; return the example-weighted mean loss.
 
@@ -235,7 +237,11 @@ def run_steps(
     A proximal term goes into the loss without DP and into Opacus' step hook with DP.
     ``views``: train on augmented views of each image (``client.augment_views``); under DP
     each example's views are averaged into one per-sample gradient before clipping.
+    ``mixup`` > 0 (no DP only; the config refuses it with DP): blend each batch with a
+    shuffled copy of itself (``client.mixup``), after its views are drawn.
     """
+    if mixup > 0 and prepared.engine is not None:
+        raise ValueError("mixup is not possible under DP-SGD")
     prepared.model.train()
     engine = prepared.engine
     if proximal is not None and engine is not None:
@@ -251,7 +257,7 @@ def run_steps(
             # ew and functorch fail on a batch of 0 images; none has a gradient to form
             _no_per_sample_gradients(prepared.model)
         else:
-            loss = _backward(prepared, inputs, labels, proximal, views)
+            loss = _backward(prepared, inputs, labels, proximal, views, mixup)
             if len(labels):  # an empty batch's mean loss is NaN
                 total_loss += float(loss.detach()) * len(labels)
                 total_seen += len(labels)
@@ -275,12 +281,17 @@ def _backward(
     labels: torch.Tensor,
     proximal: ProximalTerm | None,
     views: ViewSettings | None,
+    mixup: float = 0.0,
 ) -> torch.Tensor:
     """The batch's loss, its gradients (per sample under DP, views averaged) filled in."""
     targets = labels
     if views is not None:
         inputs, targets = views.expand(inputs, labels)
-    loss = prepared.criterion(model_logits(prepared.model, *inputs), targets)
+    if mixup > 0:
+        mixed = mix_batch(inputs, targets, mixup)
+        loss = mixed.loss(prepared.criterion, model_logits(prepared.model, *mixed.inputs))
+    else:
+        loss = prepared.criterion(model_logits(prepared.model, *inputs), targets)
     if proximal is not None and prepared.engine is None:
         (loss + proximal.penalty()).backward()
     else:
@@ -338,7 +349,12 @@ def train_locally(
         prepared = prepare_training(model, dataset, train, privacy, plan=plan, history=history)
         try:
             loss = run_steps(
-                prepared, plan.steps, train.max_physical_batch, proximal, ViewSettings.of(train)
+                prepared,
+                plan.steps,
+                train.max_physical_batch,
+                proximal,
+                ViewSettings.of(train),
+                train.mixup,
             )
         finally:
             unhook_opacus(prepared.model)

@@ -42,6 +42,7 @@ ModelName = Literal[
     "resnet18-gn",
     "cnn-medium-bn",
     "small-cnn-ws",
+    "cnn-medium-ws",
     "scatter-cnn",
     "seq-gru",
     "seq-lstm",
@@ -74,6 +75,8 @@ MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 # models with BatchNorm: each image's output depends on the rest of its batch, so DP-SGD
 # (per-image gradients, clipped one by one) cannot train them; non-DP runs only
 BATCHNORM_MODELS: tuple[str, ...] = ("cnn-medium-bn",)
+# models with weight-standardized convolutions (common.ws_conv): Opacus' hooks, not ew
+WS_MODELS: tuple[str, ...] = ("small-cnn-ws", "cnn-medium-ws")
 # models that read ordered stacks (N, C, D, H, W): data.frames = "stack" and no other
 SEQUENCE_MODELS: tuple[str, ...] = ("seq-gru", "seq-lstm")
 # Opacus engines whose per-sample gradients of those models match one-sample-at-a-time ones
@@ -179,6 +182,10 @@ class TrainConfig(_Section):
     # > 0: the loss aims at 1 - this on the true class, the rest spread over all classes
     # (torch's CrossEntropyLoss label_smoothing; per example, so DP accounting is unchanged)
     label_smoothing: float = checked(0.0, within(0, 1, open_high=True))
+    # > 0 (no DP only): mixup (Zhang et al. 2018): each batch trains on its images blended
+    # pairwise with a shuffled copy of itself, weights drawn from Beta(this, this), and the
+    # loss blended alike (client.mixup)
+    mixup: float = checked(0.0, at_least(0))
     # how learning-rate changes over the run's rounds (common.lr_schedules): constant, or
     # cosine from learning-rate in round 1 towards 0 at federation.num-rounds
     lr_schedule: LrSchedule = checked("constant", one_of(LR_SCHEDULES))
@@ -441,6 +448,7 @@ class MedfedConfig:
         _check_views(self)
         _check_server_lr_schedule(self)
         _check_grad_sample_mode(self)
+        _check_mixup(self)
         _check_batchnorm(self)
 
     @classmethod
@@ -562,13 +570,25 @@ def _check_views(config: MedfedConfig) -> None:
 
 def _check_grad_sample_mode(config: MedfedConfig) -> None:
     """Expanded weights cannot differentiate through a weight-standardized convolution."""
-    privacy = config.privacy
-    if privacy.enabled and privacy.grad_sample_mode == "ew" and config.model.name == "small-cnn-ws":
+    privacy, name = config.privacy, config.model.name
+    if privacy.enabled and privacy.grad_sample_mode == "ew" and name in WS_MODELS:
         raise refuse(
             "privacy.grad-sample-mode",
             "ew",
             "expanded weights cannot compute per-sample gradients through the weight "
-            "standardization of small-cnn-ws: use hooks",
+            f"standardization of {name}: use hooks",
+        )
+
+
+def _check_mixup(config: MedfedConfig) -> None:
+    """Mixup blends two patients' images into one training example: under DP-SGD that
+    example's clipped gradient would carry two records, so the accounting would not hold."""
+    if config.train.mixup > 0 and config.privacy.enabled:
+        raise refuse(
+            "train.mixup",
+            config.train.mixup,
+            "blends two patients' images into one example, so DP-SGD's per-record bound "
+            "would not hold: set train.mixup = 0 or privacy.enabled = false",
         )
 
 

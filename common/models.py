@@ -14,6 +14,8 @@ with cross-entropy; the positive-class score is the softmax of logit 1).
   Opacus' hooks path for it);
 - ``cnn-medium``: conv 32-64-128, ~93k parameters; the mid-size choice for non-DP training
   or larger inputs (4x the parameters, 2-3x the CPU time of ``small-cnn``).
+- ``cnn-medium-ws``: ``cnn-medium`` with weight-standardized convolutions (GroupNorm after
+  each, as in BiT), the ``small-cnn-ws`` lever at the non-DP rows' size;
 - ``cnn-medium-bn``: ``cnn-medium`` with BatchNorm instead of GroupNorm, for non-DP runs
   only (BatchNorm mixes the images of a batch, so there is no per-image gradient for DP-SGD
   to clip; the config refuses it with ``privacy.enabled``). Its running means and variances
@@ -167,6 +169,7 @@ MODEL_REGISTRY: dict[str, ModelBuilder] = {
     "small-cnn": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=16),
     "small-cnn-ws": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=16, standardize=True),
     "cnn-medium": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=32),
+    "cnn-medium-ws": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=32, standardize=True),
     "cnn-medium-bn": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=32, batch_norm=True),
     "resnet18-gn": lambda in_ch, n_cls: ResNet18GN(in_ch, n_cls),
     "scatter-cnn": lambda in_ch, n_cls: _scatter_cnn(in_ch, n_cls),

@@ -39,6 +39,10 @@ def test_values_from_cli_strings_are_coerced() -> None:
             {"model.name": "small-cnn-ws", "privacy.grad-sample-mode": "ew"},
             "'privacy.grad-sample-mode' = 'ew': expanded weights cannot",
         ),
+        (
+            {"model.name": "cnn-medium-ws", "privacy.grad-sample-mode": "ew"},
+            "standardization of cnn-medium-ws: use hooks",
+        ),
     ],
 )
 def test_bad_keys_and_values_raise_one_line_errors(flat: dict, fragment: str) -> None:

@@ -159,7 +159,7 @@ def _model_inputs(name: str, count: int) -> tuple[torch.Tensor, ...]:
 
 # the models auto leaves to hooks: a trainable layer outside client.train.EW_LAYERS (weight-
 # standardized convolutions; Opacus' DP RNNs, whose ew gradients are right but unmeasured for speed)
-HOOKS_UNDER_AUTO = {"small-cnn-ws", "seq-gru", "seq-lstm"}
+HOOKS_UNDER_AUTO = {"small-cnn-ws", "cnn-medium-ws", "seq-gru", "seq-lstm"}
 
 
 @pytest.mark.filterwarnings("ignore:Full backward hook is firing")

@@ -53,6 +53,7 @@ def test_model_sizes_are_what_the_docs_say() -> None:
     assert 20_000 < size("small-cnn") < 25_000
     assert 80_000 < size("cnn-medium") < 100_000
     assert size("cnn-medium-bn") == size("cnn-medium")  # the same weights, another norm
+    assert size("cnn-medium-ws") == size("cnn-medium")  # the same weights, standardized
     assert 11_000_000 < size("resnet18-gn") < 11_500_000
     assert 30_000 < size("seq-gru") < 35_000
     assert 35_000 < size("seq-lstm") < 38_000
