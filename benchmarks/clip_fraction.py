@@ -1,13 +1,14 @@
 """How many per-sample gradients DP-SGD clips: is ``privacy.max-grad-norm`` a lever? (issue 19)
 
-With every per-sample gradient longer than the clipping bound C, DP-SGD's update is
+While every per-sample gradient is longer than the clipping bound C, DP-SGD's update is
 ``lr * (sum of the gradients' directions * C + noise * C) / batch``: C and the learning rate
 then act only through their product, which the learning-rate choices already tuned, and the
-bound is no lever of its own. This measures, for finished DP runs, each training image's
-per-sample gradient norm (Opacus' own per-sample gradients, the run's loss) for the run's
-initial model (the same architecture, seeded with the run's seed) and for its released
-``model.pt``, on the first ``--images`` images of the run's pool (the official train split
-the sites were cut from; plain images, no augmented views), and the share above the run's C.
+bound is no lever of its own; once some gradients are shorter than C, it is. This
+measures, for finished DP runs, each training image's per-sample gradient norm (Opacus' own
+per-sample gradients, the run's loss) for the run's initial model (the same architecture,
+seeded with the run's seed) and for its released ``model.pt``, on the first ``--images``
+images of the run's pool (the official train split the sites were cut from; plain images, no
+augmented views), and the share above the run's C.
 
 Usage:
     PYTHONPATH=. .venv/bin/python benchmarks/clip_fraction.py RUN_DIR [RUN_DIR ...] \\
@@ -27,6 +28,7 @@ from ema_ablation import run_config  # benchmarks/ is sys.path[0]
 from opacus import GradSampleModule
 from torch import nn
 
+from client.train import unhook_opacus
 from common.config import MedfedConfig
 from common.data.medmnist import to_model_tensor
 from common.data.preprocess import model_logits
@@ -45,7 +47,7 @@ def per_sample_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         p.grad_sample.flatten(1).pow(2).sum(1) for p in wrapped.parameters() if p.requires_grad
     )
     norms = torch.sqrt(squares).detach().numpy()
-    wrapped._close()
+    unhook_opacus(wrapped)  # the model is used again (released after initial)
     return norms
 
 
