@@ -44,6 +44,7 @@ ModelName = Literal[
     "small-cnn-ws",
     "cnn-medium-ws",
     "scatter-cnn",
+    "scatter-linear",
     "seq-gru",
     "seq-lstm",
     "fusion-cnn",

@@ -24,6 +24,8 @@ with cross-entropy; the positive-class score is the softmax of logit 1).
 - ``scatter-cnn``: a CNN (32-64, ~42k parameters for grayscale) on fixed wavelet scattering
   features (kymatio's ScatterNet), as in Tramèr & Boneh 2021: a DP lever of issue 19
   (``common.scatter_cnn``);
+- ``scatter-linear``: a linear classifier on the same features (pooled to 7x7; ~8k parameters
+  for a grayscale binary task), the paper's ScatterNet+linear: fewer weights for the noise;
 - ``resnet18-gn``: ResNet-18 as in the MedMNIST benchmark's 28x28 variant (3x3 stem,
   stride 1, no max-pool) with GroupNorm instead of BatchNorm; 11.2M parameters, slow on CPU.
 - ``fusion-cnn``: image + clinical variables. The ``small-cnn`` trunk's 64-d image embedding
@@ -173,6 +175,7 @@ MODEL_REGISTRY: dict[str, ModelBuilder] = {
     "cnn-medium-bn": lambda in_ch, n_cls: SmallCNN(in_ch, n_cls, width=32, batch_norm=True),
     "resnet18-gn": lambda in_ch, n_cls: ResNet18GN(in_ch, n_cls),
     "scatter-cnn": lambda in_ch, n_cls: _scatter_cnn(in_ch, n_cls),
+    "scatter-linear": lambda in_ch, n_cls: _scatter_linear(in_ch, n_cls),
     "seq-gru": lambda in_ch, n_cls: _sequence_model(in_ch, n_cls, "gru"),
     "seq-lstm": lambda in_ch, n_cls: _sequence_model(in_ch, n_cls, "lstm"),
 }
@@ -186,6 +189,12 @@ def _scatter_cnn(in_channels: int, num_classes: int) -> nn.Module:
     from common.scatter_cnn import ScatterCNN  # kymatio is imported only for this model
 
     return ScatterCNN(in_channels, num_classes)
+
+
+def _scatter_linear(in_channels: int, num_classes: int) -> nn.Module:
+    from common.scatter_cnn import ScatterLinear
+
+    return ScatterLinear(in_channels, num_classes)
 
 
 def _sequence_model(in_channels: int, num_classes: int, cell: str) -> nn.Module:

@@ -135,6 +135,28 @@ def test_opacus_per_sample_gradients_of_the_scatter_cnn_are_exact() -> None:
     _assert_opacus_per_sample_gradients_exact(model, torch.randn(3, 1, 28, 28))
 
 
+def test_scatter_linear_has_a_weight_count_independent_of_the_image_size() -> None:
+    model = build_model(ModelConfig(name="scatter-linear"), in_channels=1)
+
+    logits_28 = model(torch.rand(2, 1, 28, 28))
+    logits_64 = model(torch.rand(2, 1, 64, 64))
+
+    assert logits_28.shape == logits_64.shape == (2, 2)
+    # 81 coefficient maps of 7 x 7 per grayscale image, one weight each per class, plus biases
+    assert sum(p.numel() for p in model.parameters()) == 81 * 49 * 2 + 2
+    assert all(not key.startswith("scatter") for key in model.state_dict())
+
+
+def test_opacus_per_sample_gradients_of_the_scatter_linear_model_are_exact() -> None:
+    from client.train import grad_sample_mode_for
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="scatter-linear", num_classes=5), in_channels=3)
+
+    assert grad_sample_mode_for(model, "auto") == "ew"
+    _assert_opacus_per_sample_gradients_exact(model, torch.randn(3, 3, 28, 28))
+
+
 def _assert_opacus_per_sample_gradients_exact(model: torch.nn.Module, x: torch.Tensor) -> None:
     """Opacus' per-sample gradients (hooks) equal one backward pass per example."""
     from opacus import GradSampleModule
