@@ -1,12 +1,13 @@
 """Grad-CAM heat maps (Selvaraju et al. 2017) with torch hooks, and overlay PNGs.
 
 The maps come from the model's last ``nn.Conv2d`` (in registration order: the deepest one in
-every model of ``common.models``): a forward hook keeps its output activations ``A`` and a
-tensor hook their gradients; each channel is weighted by the spatial mean of its gradient
-for the explained class, the weighted sum goes through a ReLU, is resized to the input size
-(bilinear) and scaled to [0, 1] per image. Inputs are images in [0, 1], as everywhere
-(normalised by ``preprocess.model_logits``). No library beyond torch is needed; matplotlib
-draws the overlays.
+every model of ``common.models``), or from the layer a model names as its ``cam_layer`` (one
+without convolutions: ``scatter-linear``'s normalised scattering maps): a forward hook keeps
+its output activations ``A`` and a tensor hook their gradients; each channel is weighted by
+the spatial mean of its gradient for the explained class, the weighted sum goes through a ReLU,
+is resized to the input size (bilinear) and scaled to [0, 1] per image. Inputs are images in
+[0, 1], as everywhere (normalised by ``preprocess.model_logits``). No library beyond torch is
+needed; matplotlib draws the overlays.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ def last_conv_layer(model: nn.Module) -> nn.Conv2d:
     return layers[-1]
 
 
+def explained_layer(model: nn.Module) -> nn.Module:
+    """The layer Grad-CAM looks at: the model's ``cam_layer`` where it names one, else
+    :func:`last_conv_layer`."""
+    layer = getattr(model, "cam_layer", None)
+    return layer if isinstance(layer, nn.Module) else last_conv_layer(model)
+
+
 def grad_cam(
     model: nn.Module, images: torch.Tensor, targets: torch.Tensor | None = None
 ) -> np.ndarray:
@@ -43,12 +51,17 @@ def grad_cam(
             f"Grad-CAM explains 2D models on (N, C, H, W) images, not {images.ndim}-D input "
             "(sequence models on stacks are not supported)"
         )
-    layer = last_conv_layer(model)
+    layer = explained_layer(model)
     saved: dict[str, torch.Tensor] = {}
 
-    def keep(_module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+    def keep(
+        _module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+    ) -> torch.Tensor:
+        if not output.requires_grad:  # maps of a fixed transform, with no weight before them
+            output = output.detach().requires_grad_(True)
         saved["activations"] = output
         output.register_hook(lambda grad: saved.__setitem__("gradients", grad))
+        return output
 
     was_training = model.training
     model.eval()

@@ -165,5 +165,11 @@ class ScatterLinear(nn.Module):
         )
         self.classifier = nn.Linear(channels * LINEAR_SIDE**2, num_classes)
 
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The layer Grad-CAM explains (``common.gradcam``): the normalised coefficient maps,
+        the last spatial maps before the classifier (there is no convolution)."""
+        return self.features[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(self.scatter(x)))
