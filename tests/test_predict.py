@@ -226,6 +226,21 @@ def test_a_batchnorm_model_trained_without_dp_predicts_and_explains(tmp_path, si
     assert len(list(explain.iterdir())) == 1
 
 
+def test_a_model_without_convolutions_explains_too(tmp_path, site, capsys):
+    """scatter-linear has no convolution (regression: --explain ended in a traceback)."""
+    run = _save(_config(tmp_path, **{"model.name": "scatter-linear"}), threshold=0.5)
+    explain = tmp_path / "cam"
+
+    code, out, err = _run(
+        ["predict", str(run), str(site / "img_00003.dcm"), "--explain", str(explain)], capsys
+    )
+
+    assert code == 0, err
+    (row,) = csv.DictReader(io.StringIO(out))
+    (png,) = explain.iterdir()
+    assert row["explanation"] == str(png) and png.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_old_model_file_falls_back_to_defaults(tmp_path, site, capsys):
     model = build_model(MedfedConfig().model, 1)
     old = {
