@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from client.augment_views import augmented_views, average_view_gradients
+from client.logit_adjustment import LogitAdjustedLoss
 from client.mixup import mix_batch
 from client.proximal import ProximalTerm
 from common.config import PrivacyConfig, TrainConfig
@@ -169,6 +170,12 @@ def prepare_training(
     loader = DataLoader(dataset, batch_size=plan.batch_size, shuffle=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=train.learning_rate, momentum=train.momentum)
     criterion: nn.Module = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
+    if train.logit_adjustment > 0:
+        if privacy.enabled:
+            raise ValueError("logit adjustment is not possible under DP-SGD")
+        criterion = LogitAdjustedLoss(
+            dataset.tensors[-1], train.logit_adjustment, train.label_smoothing
+        )
     if not privacy.enabled:
         return PreparedTraining(model, optimizer, criterion, loader, None, plan)
     engine = privacy_engine(privacy)

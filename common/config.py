@@ -187,6 +187,10 @@ class TrainConfig(_Section):
     # pairwise with a shuffled copy of itself, weights drawn from Beta(this, this), and the
     # loss blended alike (client.mixup)
     mixup: float = checked(0.0, at_least(0))
+    # > 0 (no DP only): the loss adds this x log(the site's class frequencies) to the logits
+    # (logit adjustment / balanced softmax), so local training does not pull the model
+    # towards the site's label mix (client.logit_adjustment); 1 is the usual strength
+    logit_adjustment: float = checked(0.0, at_least(0))
     # how learning-rate changes over the run's rounds (common.lr_schedules): constant, or
     # cosine from learning-rate in round 1 towards 0 at federation.num-rounds
     lr_schedule: LrSchedule = checked("constant", one_of(LR_SCHEDULES))
@@ -449,7 +453,7 @@ class MedfedConfig:
         _check_views(self)
         _check_server_lr_schedule(self)
         _check_grad_sample_mode(self)
-        _check_mixup(self)
+        _check_no_dp_training(self)
         _check_batchnorm(self)
 
     @classmethod
@@ -581,16 +585,28 @@ def _check_grad_sample_mode(config: MedfedConfig) -> None:
         )
 
 
-def _check_mixup(config: MedfedConfig) -> None:
-    """Mixup blends two patients' images into one training example: under DP-SGD that
-    example's clipped gradient would carry two records, so the accounting would not hold."""
-    if config.train.mixup > 0 and config.privacy.enabled:
-        raise refuse(
-            "train.mixup",
-            config.train.mixup,
-            "blends two patients' images into one example, so DP-SGD's per-record bound "
-            "would not hold: set train.mixup = 0 or privacy.enabled = false",
-        )
+# Training settings whose examples' losses depend on other records, so that under DP-SGD a
+# clipped per-example gradient would not carry one record alone: key -> what it does.
+_NO_DP_TRAINING = {
+    "mixup": "blends two patients' images into one example",
+    "logit_adjustment": "adds the site's class frequencies to every example's loss",
+}
+
+
+def _check_no_dp_training(config: MedfedConfig) -> None:
+    """Refuse, under DP-SGD, a training setting that breaks the per-record bound."""
+    if not config.privacy.enabled:
+        return
+    for name, what in _NO_DP_TRAINING.items():
+        value = getattr(config.train, name)
+        if value > 0:
+            key = "train." + name.replace("_", "-")
+            raise refuse(
+                key,
+                value,
+                f"{what}, so DP-SGD's per-record bound would not hold: "
+                f"set {key} = 0 or privacy.enabled = false",
+            )
 
 
 def _check_batchnorm(config: MedfedConfig) -> None:
