@@ -168,7 +168,12 @@ def prepare_training(
     """Build the optimizer and loader; attach Opacus when ``privacy.enabled``."""
     model.train()  # Opacus refuses a model in eval mode
     loader = DataLoader(dataset, batch_size=plan.batch_size, shuffle=True)
-    optimizer = torch.optim.SGD(model.parameters(), lr=train.learning_rate, momentum=train.momentum)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=train.learning_rate,
+        momentum=train.momentum,
+        weight_decay=train.weight_decay,
+    )
     criterion: nn.Module = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
     if train.logit_adjustment > 0:
         if privacy.enabled:

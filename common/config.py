@@ -164,6 +164,10 @@ class TrainConfig(_Section):
     batch_size: int = checked(32, at_least(1))
     learning_rate: float = checked(0.1, above(0))
     momentum: float = checked(0.9, within(0, 1, open_high=True))
+    # > 0: L2 weight decay in the sites' SGD (torch's weight_decay: this x the weights added
+    # to each step's gradient); under DP it is added after Opacus' clipping and noise, to the
+    # released gradient, so the privacy accounting is unchanged
+    weight_decay: float = checked(0.0, within(0, 1, open_high=True))
     threads: int = checked(1, at_least(0))  # 0: leave torch's default
     # > 0: this many optimizer steps per round instead of local-epochs
     local_steps: int = checked(0, at_least(0))

@@ -187,3 +187,43 @@ def test_label_smoothing_aims_the_loss_below_certainty() -> None:
     assert prepared.criterion(hedged, target) < prepared.criterion(certain, target)
     with pytest.raises(ConfigError, match=r"'train.label-smoothing' = 1.0: must be in"):
         MedfedConfig().replace(**{"train.label-smoothing": 1.0})
+
+
+@pytest.mark.parametrize("dp", [False, True])
+def test_weight_decay_shrinks_the_weights_by_lr_times_decay_in_a_step(dp: bool) -> None:
+    """One step from the same weights on the same batch: with decay w the weights end
+    lr x w x (their start) lower than without it (momentum 0; under DP with zero noise)."""
+
+    def one_step(weight_decay: float) -> dict[str, torch.Tensor]:
+        config = MedfedConfig().replace(
+            **{
+                "privacy.enabled": dp,
+                "privacy.noise-multiplier": 1e-9 if dp else 0.0,
+                "train.momentum": 0.0,
+                "train.learning-rate": 0.5,
+                "train.weight-decay": weight_decay,
+                "train.batch-size": 4,
+                "train.local-steps": 1,
+            }
+        )
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 2))
+        start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        plan = plan_round(4, config.train, config.privacy, planned_rounds=1)
+        prepared = prepare_training(model, _dataset(4), config.train, config.privacy, plan=plan)
+        images, labels = _dataset(4).tensors
+        prepared.optimizer.zero_grad()
+        prepared.criterion(prepared.model(images), labels).backward()
+        prepared.optimizer.step()
+        end = {
+            k.removeprefix("_module."): v.detach() for k, v in prepared.model.state_dict().items()
+        }
+        return {k: end[k] - start[k] for k in start} | {f"start.{k}": v for k, v in start.items()}
+
+    plain, decayed = one_step(0.0), one_step(0.1)
+    for key in ("1.weight", "1.bias"):
+        assert torch.allclose(
+            decayed[key] - plain[key], -0.5 * 0.1 * plain[f"start.{key}"], atol=1e-5
+        )
+    with pytest.raises(ConfigError, match=r"'train.weight-decay' = -0.1: must be in"):
+        MedfedConfig().replace(**{"train.weight-decay": -0.1})
