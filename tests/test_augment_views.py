@@ -1,4 +1,5 @@
-"""Augmented views per example (train.augment-views): shifts, and DP averaging before clipping."""
+"""Augmented views per example (train.augment-views): shifts, and DP averaging before clipping;
+the other per-step training settings (label smoothing, weight decay)."""
 
 from __future__ import annotations
 
@@ -194,7 +195,8 @@ def test_weight_decay_shrinks_the_weights_by_lr_times_decay_in_a_step(dp: bool) 
     """One step from the same weights on the same batch: with decay w the weights end
     lr x w x (their start) lower than without it (momentum 0; under DP with zero noise)."""
 
-    def one_step(weight_decay: float) -> dict[str, torch.Tensor]:
+    def one_step(weight_decay: float) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The linear layer's weights before the step, and how far the step moved them."""
         config = MedfedConfig().replace(
             **{
                 "privacy.enabled": dp,
@@ -207,23 +209,20 @@ def test_weight_decay_shrinks_the_weights_by_lr_times_decay_in_a_step(dp: bool) 
             }
         )
         torch.manual_seed(0)
-        model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 2))
-        start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        layer = nn.Linear(28 * 28, 2)
+        start = {k: v.detach().clone() for k, v in layer.state_dict().items()}
         plan = plan_round(4, config.train, config.privacy, planned_rounds=1)
+        model = nn.Sequential(nn.Flatten(), layer)
         prepared = prepare_training(model, _dataset(4), config.train, config.privacy, plan=plan)
         images, labels = _dataset(4).tensors
         prepared.optimizer.zero_grad()
         prepared.criterion(prepared.model(images), labels).backward()
         prepared.optimizer.step()
-        end = {
-            k.removeprefix("_module."): v.detach() for k, v in prepared.model.state_dict().items()
-        }
-        return {k: end[k] - start[k] for k in start} | {f"start.{k}": v for k, v in start.items()}
+        return start, {k: v.detach() - start[k] for k, v in layer.state_dict().items()}
 
-    plain, decayed = one_step(0.0), one_step(0.1)
-    for key in ("1.weight", "1.bias"):
-        assert torch.allclose(
-            decayed[key] - plain[key], -0.5 * 0.1 * plain[f"start.{key}"], atol=1e-5
-        )
+    start, plain = one_step(0.0)
+    _, decayed = one_step(0.1)
+    for key in ("weight", "bias"):
+        assert torch.allclose(decayed[key] - plain[key], -0.5 * 0.1 * start[key], atol=1e-5)
     with pytest.raises(ConfigError, match=r"'train.weight-decay' = -0.1: must be in"):
         MedfedConfig().replace(**{"train.weight-decay": -0.1})
